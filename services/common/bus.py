@@ -1,0 +1,149 @@
+"""NATS plumbing shared by every service: connect, publish and request typed messages, and
+subscribe with handlers that survive bad messages.
+
+A handler never takes its service down: a payload that does not decode is logged (and answered
+with an `RpcError` when the sender waits for a reply), and an exception in a handler is logged and
+answered the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+
+from . import telemetry
+from .messages import BadMessage, Message, RpcError, decode
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+# Headers of an audio chunk on va.tts.out.{sid}. Chunks are raw PCM16 mono little-endian.
+H_TYPE = "Va-Type"  # "audio" for a chunk; JSON messages carry no header
+H_REPLY = "Va-Reply"
+H_TURN = "Va-Turn"
+H_SEGMENT = "Va-Segment"
+H_RATE = "Va-Rate"
+H_CTL = "Va-Ctl"  # on an utterance subject: "end" marks the AsrEnd request
+
+
+def worker_id(kind: str) -> str:
+    """Unique id of one replica: kind, host and pid (stable for the process's life)."""
+    return f"{kind}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class BusUnavailable(RuntimeError):
+    """Nobody answered a request: no replica of that stage is running, or it timed out."""
+
+
+class RemoteError(RuntimeError):
+    def __init__(self, error: RpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def connect(url: str, name: str, **kwargs: Any) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        **kwargs,
+    )
+
+
+async def publish(
+    nc: NATS, subject: str, msg: Message, headers: dict[str, str] | None = None
+) -> None:
+    await nc.publish(subject, msg.encode(), headers=telemetry.inject(headers))
+
+
+async def request(
+    nc: NATS, subject: str, msg: Message, reply_kind: Any, timeout: float = 2.0
+) -> Any:
+    """Send a request and decode its reply as `reply_kind`. Raises BusUnavailable when nobody
+    answers and RemoteError when the replier answered with an RpcError."""
+    try:
+        resp = await nc.request(subject, msg.encode(), timeout=timeout, headers=telemetry.inject())
+    except NoRespondersError as exc:
+        raise BusUnavailable(f"no service answers on {subject}") from exc
+    except (NatsTimeoutError, asyncio.TimeoutError) as exc:
+        raise BusUnavailable(f"no answer on {subject} within {timeout:.1f} s") from exc
+    data = resp.data
+    if data[:40].find(b'"rpc.error"') >= 0 or b'"type":"rpc.error"' in data:
+        raise RemoteError(decode(RpcError, data))
+    return decode(reply_kind, data)
+
+
+async def reply(msg: Msg, answer: Message) -> None:
+    if msg.reply:
+        await msg.respond(answer.encode())
+
+
+Handler = Callable[[Any, Msg], Awaitable[Message | None]]
+
+
+def typed_handler(kind: Any, fn: Handler, *, name: str) -> Callable[[Msg], Awaitable[None]]:
+    """Wrap `fn(decoded, msg)` so a bad payload or an exception never escapes.
+
+    If the message has a reply subject, the value `fn` returns is sent back; a bad payload or an
+    exception is answered with an RpcError.
+    """
+
+    async def callback(msg: Msg) -> None:
+        try:
+            value = decode(kind, msg.data)
+        except BadMessage as exc:
+            log.warning("%s: bad message on %s: %s", name, msg.subject, exc)
+            await _answer_error(msg, RpcError(code="bad_message", message=str(exc)))
+            return
+        try:
+            with telemetry.consume_span(msg, name):
+                answer = await fn(value, msg)
+        except asyncio.CancelledError:
+            raise
+        except RemoteError as exc:
+            await _answer_error(msg, exc.error)
+        except Exception as exc:  # a service never dies on one message
+            log.exception("%s: handler failed on %s", name, msg.subject)
+            await _answer_error(msg, RpcError(code="internal", message=str(exc)[:300], status=500))
+            return
+        if answer is not None:
+            await reply(msg, answer)
+
+    return callback
+
+
+async def _answer_error(msg: Msg, error: RpcError) -> None:
+    if msg.reply:
+        try:
+            await msg.respond(error.encode())
+        except Exception:  # the requester may be gone
+            log.debug("could not answer %s", msg.subject, exc_info=True)

@@ -1,0 +1,132 @@
+"""Running a service: settings in, NATS connection, health endpoints, graceful stop.
+
+A service's `main.py` builds its settings and its `Worker`, then calls `run_worker`. On SIGTERM or
+SIGINT the worker stops taking new work, finishes what it holds (bounded by `drain_timeout`), and
+the NATS connection is drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from abc import ABC, abstractmethod
+from contextlib import AsyncExitStack
+
+import uvicorn
+from fastapi import FastAPI, Response
+from nats.aio.client import Client as NATS
+
+from . import bus
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker(ABC):
+    """One replica of a stage."""
+
+    kind: str = "worker"
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker_id or bus.worker_id(self.kind)
+        self.nc: NATS | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @abstractmethod
+    async def start(self, nc: NATS) -> None:
+        """Load models, subscribe."""
+
+    async def stop_accepting(self) -> None:
+        """Unsubscribe from claim subjects (new work goes to other replicas)."""
+
+    def ready(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def spawn(self, coro, name: str) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+        """Run tracked work; `drain` waits for it."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float) -> None:
+        await self.stop_accepting()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            log.info("%s: finishing %d job(s) in flight", self.kind, len(pending))
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for t in still:
+                t.cancel()
+
+    async def close(self) -> None:
+        """Release models and resources."""
+
+
+def health_app(worker: Worker, app: FastAPI | None = None) -> FastAPI:
+    app = app or FastAPI(title=f"{worker.kind} service", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "worker_id": worker.worker_id}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(response: Response) -> dict[str, str]:
+        if worker.ready():
+            return {"status": "ready"}
+        response.status_code = 503
+        return {"status": "not ready"}
+
+    return app
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def run_worker(
+    worker: Worker,
+    settings: ServiceSettings,
+    default_port: int,
+    app: FastAPI | None = None,
+    drain_timeout: float = 20.0,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        nc = await bus.connect(settings.nats_url, name=worker.worker_id)
+        stack.push_async_callback(_close_nats, nc)
+        worker.nc = nc
+        await worker.start(nc)
+        stack.push_async_callback(worker.close)
+
+        config = uvicorn.Config(
+            health_app(worker, app),
+            host=settings.http_host,
+            port=settings.http_port or default_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        http = asyncio.create_task(server.serve(), name="http")
+        log.info("%s %s ready on :%d", worker.kind, worker.worker_id, config.port)
+        await stop.wait()
+        log.info("%s: stopping", worker.kind)
+        await worker.drain(drain_timeout)
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http, 5)
+
+
+async def _close_nats(nc: NATS) -> None:
+    with contextlib.suppress(Exception):
+        await nc.drain()

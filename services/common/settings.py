@@ -1,0 +1,22 @@
+"""Settings shared by every service; each service subclasses `ServiceSettings`.
+
+Environment variables use the prefix `VA_` (e.g. `VA_NATS_URL`); `NATS_URL` and `REDIS_URL`
+without the prefix are honoured too, as the test harness and the brief name them.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VA_", extra="ignore")
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", validation_alias=AliasChoices("VA_NATS_URL", "NATS_URL")
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # 0: each service's default port
+    log_level: str = "INFO"
+    worker_id: str | None = None  # default: kind-host-pid

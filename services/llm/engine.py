@@ -1,0 +1,39 @@
+"""The LLM engine interface: stream the reply's text pieces for a list of chat messages.
+
+`stream()` is an async generator. Closing it (or cancelling the task that iterates it) stops
+generation: the embedded llama.cpp engine aborts prompt processing and decoding within ~50 ms.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+from services.common.messages import ChatMessage, LLMParams
+
+
+class LLMEngineError(RuntimeError):
+    """A failure of the engine (server unreachable, bad response). `retryable` when nothing of the
+    reply was produced yet and another attempt may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class LLMEngine(ABC):
+    name: str = "llm"
+
+    async def load(self) -> None:  # noqa: B027 - optional hook
+        """Load the model or check the server (called once at start)."""
+
+    @abstractmethod
+    def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncIterator[str]:
+        """Yield text pieces of the reply as they are generated."""
+
+    def count_tokens(self, text: str) -> int:
+        """Approximate token count, for the history window's budget."""
+        return max(1, len(text) // 4)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the model or client."""

@@ -86,18 +86,25 @@ async def publish(
 
 
 async def request(
-    nc: NATS, subject: str, msg: Message, reply_kind: Any, timeout: float = 2.0
+    nc: NATS,
+    subject: str,
+    msg: Message,
+    reply_kind: Any,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     """Send a request and decode its reply as `reply_kind`. Raises BusUnavailable when nobody
     answers and RemoteError when the replier answered with an RpcError."""
     try:
-        resp = await nc.request(subject, msg.encode(), timeout=timeout, headers=telemetry.inject())
+        resp = await nc.request(
+            subject, msg.encode(), timeout=timeout, headers=telemetry.inject(headers)
+        )
     except NoRespondersError as exc:
         raise BusUnavailable(f"no service answers on {subject}") from exc
     except (NatsTimeoutError, asyncio.TimeoutError) as exc:
         raise BusUnavailable(f"no answer on {subject} within {timeout:.1f} s") from exc
     data = resp.data
-    if data[:40].find(b'"rpc.error"') >= 0 or b'"type":"rpc.error"' in data:
+    if b'"type":"rpc.error"' in data:
         raise RemoteError(decode(RpcError, data))
     return decode(reply_kind, data)
 

@@ -227,6 +227,7 @@ class LLMRequest(Message):
     reply_id: str
     messages: list[ChatMessage]
     params: LLMParams = Field(default_factory=LLMParams)
+    stream_id: str | None = None  # subject token for the output; default reply_id (retries differ)
 
 
 class LLMDelta(Message):
@@ -324,7 +325,7 @@ class Interrupt(Message):
     session_id: str
     reply_id: str | None = None  # None: whatever is in flight for the session
     turn_id: str | None = None
-    reason: Literal["barge_in", "client", "new_turn", "session_end"] = "client"
+    reason: Literal["barge_in", "client", "new_turn", "session_end", "failure"] = "client"
     spoken_text: str | None = None  # what the user heard of it, when the gateway knows
     at_ms: float = Field(default_factory=now_ms)
 

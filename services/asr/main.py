@@ -1,0 +1,37 @@
+"""ASR service: `python -m services.asr`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.service import run_worker, setup_logging
+
+from .engine import ASREngine
+from .settings import AsrSettings
+from .worker import AsrWorker
+
+DEFAULT_PORT = 8081
+
+
+def build_engine(settings: AsrSettings) -> ASREngine:
+    if settings.engine == "fake":
+        from .engines.fake import FakeASREngine
+
+        return FakeASREngine()
+    from .engines.faster_whisper import FasterWhisperEngine
+
+    return FasterWhisperEngine(
+        model_dir=settings.model_dir,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+        default_language=settings.language,
+    )
+
+
+async def main() -> None:
+    settings = AsrSettings()
+    setup_logging(settings.log_level)
+    worker = AsrWorker(settings, build_engine(settings))
+    await run_worker(worker, settings, DEFAULT_PORT)
+
+

@@ -1,0 +1,221 @@
+"""One ASR replica: claims utterances, collects their frames, emits partials and the final text.
+
+Protocol (see docs/architecture.md):
+1. The gateway sends an `AsrClaim` request on `va.asr.claim` (queue group "asr"): one replica
+   answers with `ClaimAck` after subscribing to the utterance's subject, so no frame is lost.
+2. The gateway publishes PCM16 16 kHz frames on `va.asr.utt.{sid}.{tid}`. Every
+   `partial_interval_ms` the replica transcribes what it has and publishes `transcript.partial`.
+3. A request with header `Va-Ctl: peek` returns the transcript of the audio so far (speculative
+   final, early in the end-of-turn silence); `Va-Ctl: end` returns the final `AsrResult` and ends
+   the utterance. Both carry `AsrEnd` bodies.
+Frames and control share one subscription, so they are handled in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.common import bus, subjects
+from services.common.messages import (
+    AsrClaim,
+    AsrEnd,
+    AsrResult,
+    BadMessage,
+    ClaimAck,
+    RpcError,
+    TranscriptPartial,
+    WorkClaimed,
+    decode,
+)
+from services.common.service import Worker
+
+from .engine import ASREngine
+from .settings import AsrSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Utterance:
+    claim: AsrClaim
+    audio: bytearray = field(default_factory=bytearray)
+    sub: Subscription | None = None
+    partial_task: asyncio.Task[None] | None = None
+    last_partial_len: int = 0
+    last_partial_text: str = ""
+    peek: tuple[int, str, float] | None = None  # (audio length, text, asr ms) of the last peek
+    ended: bool = False
+    deadline: float = 0.0
+
+
+class AsrWorker(Worker):
+    kind = "asr"
+
+    def __init__(self, settings: AsrSettings, engine: ASREngine) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.engine = engine
+        self._engine_lock = asyncio.Lock()
+        self._utts: dict[str, Utterance] = {}
+        self._claim_sub: Subscription | None = None
+
+    async def start(self, nc: NATS) -> None:
+        self.nc = nc
+        # Warm the model (first pass is slower), off the event loop.
+        await asyncio.to_thread(self.engine.transcribe, np.zeros(16000, dtype=np.float32), "en")
+        self._claim_sub = await nc.subscribe(
+            subjects.ASR_CLAIM,
+            queue=subjects.QUEUE_ASR,
+            cb=bus.typed_handler(AsrClaim, self._on_claim, name="asr.claim"),
+        )
+        self.spawn(self._reaper(), "asr-reaper")
+
+    async def stop_accepting(self) -> None:
+        if self._claim_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._claim_sub.unsubscribe()
+            self._claim_sub = None
+
+    async def drain(self, timeout: float) -> None:
+        await self.stop_accepting()
+        end = time.monotonic() + timeout
+        while self._utts and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- claim ---------------------------------------------------------------------------------
+    async def _on_claim(self, claim: AsrClaim, msg: Msg) -> ClaimAck | RpcError:
+        assert self.nc is not None
+        subjects.check_token(claim.session_id)
+        subjects.check_token(claim.turn_id)
+        if len(self._utts) >= self.cfg.max_concurrent:
+            return RpcError(code="busy", message="asr replica at capacity", status=503)
+        utt = Utterance(claim=claim, deadline=time.monotonic() + self.cfg.max_utterance_s + 30)
+        key = claim.turn_id
+        self._utts[key] = utt
+        utt.sub = await self.nc.subscribe(
+            subjects.asr_utterance(claim.session_id, claim.turn_id),
+            cb=lambda m, u=utt: self._on_utterance_msg(u, m),
+        )
+        if claim.partials:
+            utt.partial_task = self.spawn(self._partials(utt), f"asr-partials-{key}")
+        await bus.publish(
+            self.nc,
+            subjects.work_claimed(claim.session_id),
+            WorkClaimed(
+                kind="asr", worker_id=self.worker_id, session_id=claim.session_id,
+                turn_id=claim.turn_id,
+            ),
+        )
+        return ClaimAck(worker_id=self.worker_id, kind="asr")
+
+    # -- frames and control -------------------------------------------------------------------
+    async def _on_utterance_msg(self, utt: Utterance, msg: Msg) -> None:
+        ctl = (msg.headers or {}).get(bus.H_CTL)
+        if ctl is None:
+            if utt.ended:
+                return
+            if len(utt.audio) + len(msg.data) > self.cfg.max_utterance_s * 32000:
+                return  # over the limit: keep the first max_utterance_s
+            if len(msg.data) % 2:
+                log.warning("odd-length audio frame dropped on %s", msg.subject)
+                return
+            utt.audio.extend(msg.data)
+            return
+        try:
+            end = decode(AsrEnd, msg.data)
+        except BadMessage as exc:
+            await bus.reply(msg, RpcError(code="bad_message", message=str(exc)))
+            return
+        if ctl == "peek":
+            self.spawn(self._answer_peek(utt, msg), f"asr-peek-{utt.claim.turn_id}")
+        elif ctl == "end":
+            utt.ended = True
+            self.spawn(self._finish(utt, msg, end), f"asr-final-{utt.claim.turn_id}")
+        elif ctl == "cancel":
+            utt.ended = True
+            await self._release(utt)
+
+    async def _transcribe(self, utt: Utterance) -> tuple[str, float]:
+        pcm = np.frombuffer(bytes(utt.audio), dtype=np.int16).astype(np.float32) / 32768.0
+        lang = utt.claim.language or self.cfg.language
+        async with self._engine_lock:
+            t0 = time.perf_counter()
+            text = await asyncio.to_thread(self.engine.transcribe, pcm, lang)
+            return text.strip(), (time.perf_counter() - t0) * 1000.0
+
+    async def _answer_peek(self, utt: Utterance, msg: Msg) -> None:
+        n = len(utt.audio)
+        text, ms = await self._transcribe(utt)
+        utt.peek = (n, text, ms)
+        await bus.reply(msg, self._result(utt, text, ms, n))
+
+    async def _finish(self, utt: Utterance, msg: Msg, end: AsrEnd) -> None:
+        try:
+            if utt.partial_task is not None:
+                utt.partial_task.cancel()
+            n = len(utt.audio)
+            if utt.peek is not None and utt.peek[0] == n:
+                _, text, ms = utt.peek  # nothing new since the speculative pass: reuse it
+            else:
+                text, ms = await self._transcribe(utt)
+            await bus.reply(msg, self._result(utt, text, ms, n))
+        finally:
+            await self._release(utt)
+
+    def _result(self, utt: Utterance, text: str, ms: float, n: int) -> AsrResult:
+        return AsrResult(
+            turn_id=utt.claim.turn_id, text=text, asr_ms=round(ms, 1),
+            audio_ms=n / 32.0, worker_id=self.worker_id,
+        )
+
+    async def _release(self, utt: Utterance) -> None:
+        self._utts.pop(utt.claim.turn_id, None)
+        if utt.sub is not None:
+            with contextlib.suppress(Exception):
+                await utt.sub.unsubscribe()
+            utt.sub = None
+
+    # -- partials ------------------------------------------------------------------------------
+    async def _partials(self, utt: Utterance) -> None:
+        assert self.nc is not None
+        interval = self.cfg.partial_interval_ms / 1000.0
+        min_new = int(0.3 * 32000)
+        while not utt.ended:
+            await asyncio.sleep(interval)
+            if utt.ended or self._engine_lock.locked():
+                continue  # partials are best effort: never queue behind a final pass
+            if len(utt.audio) - utt.last_partial_len < min_new:
+                continue
+            utt.last_partial_len = len(utt.audio)
+            text, _ = await self._transcribe(utt)
+            if utt.ended or not text or text == utt.last_partial_text:
+                continue
+            utt.last_partial_text = text
+            await bus.publish(
+                self.nc,
+                subjects.events(utt.claim.session_id),
+                TranscriptPartial(turn_id=utt.claim.turn_id, text=text),
+            )
+
+    async def _reaper(self) -> None:
+        """Drop utterances whose gateway vanished (no end ever came)."""
+        while True:
+            await asyncio.sleep(5)
+            now = time.monotonic()
+            for utt in [u for u in self._utts.values() if u.deadline < now]:
+                log.warning("dropping abandoned utterance %s", utt.claim.turn_id)
+                utt.ended = True
+                if utt.partial_task is not None:
+                    utt.partial_task.cancel()
+                await self._release(utt)

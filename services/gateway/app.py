@@ -1,0 +1,279 @@
+"""The gateway's HTTP API, event WebSocket and WebRTC signalling (FastAPI).
+
+Agents and sessions are the session service's: each call here is a request on
+`va.session.rpc.{method}`. Media and the event socket of a session are held by the replica that
+answered its WebRTC offer (see docs/deploy.md on routing by session id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from services.common import bus, subjects
+from services.common.messages import (
+    AgentConfig,
+    AgentRecord,
+    Authorize,
+    ClientCommand,
+    CreateAgent,
+    CreateSession,
+    EndSession,
+    ErrorEvent,
+    GetAgent,
+    GetMessages,
+    Message,
+    MessageList,
+    Ok,
+    ResumeSession,
+    SessionGrant,
+    SessionInfo,
+    UserText,
+    decode,
+)
+
+from .live import LiveSession
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("gateway.access")
+STATIC = Path(__file__).parent / "static"
+
+
+class SessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent_id: str | None = Field(None, max_length=64)
+    session_id: str | None = Field(None, max_length=64)
+
+
+class Offer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sdp: str = Field(min_length=1)
+    type: str
+
+
+class Hub:
+    """What one gateway replica holds: the NATS connection and its live sessions."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.cfg = settings
+        self.nc: Any = None
+        self.live: dict[str, LiveSession] = {}
+        self._lock = asyncio.Lock()
+
+    async def rpc(self, method: str, msg: Message, kind: Any) -> Any:
+        try:
+            return await bus.request(self.nc, subjects.session_rpc(method), msg, kind,
+                                     timeout=self.cfg.rpc_timeout_s)
+        except bus.RemoteError as exc:
+            raise HTTPException(exc.error.status, {"code": exc.error.code,
+                                                   "message": exc.error.message}) from exc
+        except bus.BusUnavailable as exc:
+            raise HTTPException(503, {"code": "unavailable",
+                                      "message": "the session service is not answering"}) from exc
+
+    async def authorize(self, session_id: str, token: str) -> SessionInfo:
+        try:
+            subjects.check_token(session_id)
+        except subjects.InvalidSubjectToken as exc:
+            raise HTTPException(404, {"code": "session_not_found", "message": "no such session"}) from exc
+        info: SessionInfo = await self.rpc("authorize", Authorize(session_id=session_id, token=token),
+                                           SessionInfo)
+        return info
+
+    async def live_session(self, info: SessionInfo) -> LiveSession:
+        async with self._lock:
+            live = self.live.get(info.session_id)
+            if live is None or live.closed:
+                live = LiveSession(self.nc, self.cfg, info.session_id, info.agent)
+                await live.open()
+                self.live[info.session_id] = live
+            return live
+
+    async def drop(self, session_id: str) -> None:
+        live = self.live.pop(session_id, None)
+        if live is not None:
+            await live.close()
+
+    async def reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            now = time.monotonic()
+            for sid, live in list(self.live.items()):
+                if not live.sockets and not live.has_voice and now - live.last_seen > 60:
+                    await self.drop(sid)
+
+
+def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, {"code": "missing_token",
+                                  "message": "Authorization: Bearer <session token> is required"})
+    return authorization[7:].strip()
+
+
+def create_app(hub: Hub) -> FastAPI:
+    cfg = hub.cfg
+    app = FastAPI(title="Voice assistant gateway", version="1.0")
+    if cfg.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Any) -> Any:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        # Never the query string: WebSocket tokens travel there.
+        access.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code,
+                    (time.perf_counter() - t0) * 1000)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "error",
+                                                                  "message": str(exc.detail)}
+        return JSONResponse(detail, status_code=exc.status_code)
+
+    def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if cfg.api_keys and x_api_key not in cfg.api_keys:
+            raise HTTPException(401, {"code": "invalid_api_key",
+                                      "message": "a valid X-API-Key header is required"})
+
+    @app.post("/v1/agents", dependencies=[Depends(require_api_key)])
+    async def create_agent(config: AgentConfig) -> dict[str, str]:
+        record: AgentRecord = await hub.rpc("create_agent", CreateAgent(config=config),
+                                            AgentRecord)
+        return {"agent_id": record.agent_id}
+
+    @app.get("/v1/agents/{agent_id}", dependencies=[Depends(require_api_key)])
+    async def get_agent(agent_id: str) -> dict[str, Any]:
+        record: AgentRecord = await hub.rpc("get_agent", GetAgent(agent_id=agent_id), AgentRecord)
+        return {"agent_id": record.agent_id, "config": record.config.model_dump(),
+                "created_at": record.created_at}
+
+    @app.post("/v1/sessions")
+    async def create_session(
+        body: SessionBody | None = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        body = body or SessionBody()
+        if body.session_id is not None:
+            token = bearer(authorization)
+            grant: SessionGrant = await hub.rpc(
+                "resume_session", ResumeSession(session_id=body.session_id, token=token),
+                SessionGrant)
+        else:
+            grant = await hub.rpc("create_session", CreateSession(agent_id=body.agent_id),
+                                  SessionGrant)
+        return {"session_id": grant.session_id, "token": grant.token,
+                "expires_at": grant.expires_at, "agent_id": grant.agent_id}
+
+    @app.delete("/v1/sessions/{session_id}")
+    async def end_session(session_id: str, token: Annotated[str, Depends(bearer)]) -> dict[str, str]:
+        await hub.authorize(session_id, token)
+        await hub.rpc("end_session", EndSession(session_id=session_id, token=token), Ok)
+        live = hub.live.get(session_id)
+        if live is not None:
+            for ws in list(live.sockets):
+                with contextlib.suppress(Exception):
+                    await ws.close(4410, "session ended")
+            await hub.drop(session_id)
+        return {"status": "ended"}
+
+    @app.get("/v1/sessions/{session_id}/messages")
+    async def messages(session_id: str, token: Annotated[str, Depends(bearer)]) -> list[dict[str, Any]]:
+        await hub.authorize(session_id, token)
+        result: MessageList = await hub.rpc(
+            "get_messages", GetMessages(session_id=session_id, token=token), MessageList)
+        return [m.model_dump() for m in result.messages]
+
+    @app.post("/v1/sessions/{session_id}/webrtc")
+    async def webrtc(session_id: str, offer: Offer,
+                     token: Annotated[str, Depends(bearer)]) -> dict[str, str]:
+        info = await hub.authorize(session_id, token)
+        if offer.type != "offer":
+            raise HTTPException(400, {"code": "bad_sdp", "message": "type must be \"offer\""})
+        if len(offer.sdp) > cfg.max_sdp_bytes:
+            raise HTTPException(413, {"code": "sdp_too_large", "message": "the offer is too large"})
+        live = await hub.live_session(info)
+        from .webrtc import answer_offer
+
+        try:
+            sdp, kind = await answer_offer(live, offer.sdp, cfg.ice_servers)
+        except ValueError as exc:
+            raise HTTPException(400, {"code": "bad_sdp", "message": f"invalid SDP offer: {exc}"}) from exc
+        return {"sdp": sdp, "type": kind}
+
+    @app.websocket("/v1/sessions/{session_id}/events")
+    async def events(ws: WebSocket, session_id: str, token: str = "") -> None:
+        await ws.accept()
+        try:
+            info = await hub.authorize(session_id, token)
+        except HTTPException as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            await ws.send_text(ErrorEvent(code=detail.get("code", "unauthorized"),
+                                          message=detail.get("message", "not allowed")).model_dump_json())
+            await ws.close(4000 + exc.status_code)
+            return
+        live = await hub.live_session(info)
+        live.sockets.add(ws)
+        try:
+            await _serve_socket(ws, live, cfg)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            live.sockets.discard(ws)
+            live.last_seen = time.monotonic()
+
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def index() -> FileResponse:
+            return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+async def _serve_socket(ws: WebSocket, live: LiveSession, cfg: GatewaySettings) -> None:
+    while True:
+        raw = await ws.receive_text()
+        if len(raw) > cfg.max_ws_message_bytes:
+            await _ws_error(ws, "message_too_large", "the message is too large")
+            continue
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            await _ws_error(ws, "invalid_json", "the message is not valid JSON")
+            continue
+        try:
+            cmd = decode(ClientCommand, json.dumps(data))
+        except Exception as exc:
+            await _ws_error(ws, "bad_request", f"invalid message: {exc}")
+            continue
+        if isinstance(cmd, UserText):
+            text = cmd.text.strip()
+            if not text:
+                await _ws_error(ws, "bad_request", "text is empty")
+                continue
+            await live.submit_text(text)
+        else:
+            await live.interrupt("client")
+
+
+async def _ws_error(ws: WebSocket, code: str, message: str) -> None:
+    await ws.send_text(ErrorEvent(code=code, message=message).model_dump_json())
+
+
+__all__ = ["Hub", "create_app", "ValidationError"]

@@ -1,0 +1,368 @@
+"""A session as one gateway replica holds it: event sockets, the WebRTC peer, turn detection,
+barge-in and reply playback.
+
+Voice in: the browser's Opus track is decoded, resampled to 16 kHz mono PCM16 and fed to the
+turn detector (Silero VAD). At speech onset an ASR replica is claimed and the utterance's frames
+are streamed to it; at end of turn the final transcript is fetched and the turn is submitted to
+the session service.
+
+Barge-in: speech onset over a reply pauses the outgoing audio at once. When the speech has lasted
+the agent's minimum interruption time the interrupt is confirmed and broadcast, with the text
+actually played; if it stops sooner, playback resumes where it paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import WebSocket
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from services.common import bus, subjects
+from services.common.messages import (
+    AgentConfig,
+    AsrClaim,
+    AsrEnd,
+    AsrResult,
+    BadMessage,
+    ClaimAck,
+    ErrorEvent,
+    Interrupt,
+    Message,
+    PlaybackDone,
+    PlaybackStarted,
+    TranscriptFinal,
+    TTSDone,
+    TTSOut,
+    TTSSegment,
+    TurnAccepted,
+    TurnSubmit,
+    decode,
+    now_ms,
+)
+
+from .playback import ReplyAudioTrack, ReplyPlayback
+from .settings import GatewaySettings
+from .vad import (
+    SileroVADStream,
+    SpeechEnd,
+    SpeechFrame,
+    SpeechPause,
+    SpeechStart,
+    TurnDetector,
+    shared_model,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Utterance:
+    """Audio of one user utterance on its way to an ASR replica."""
+
+    def __init__(self, turn_id: str) -> None:
+        self.turn_id = turn_id
+        self.audio = bytearray()  # everything, kept for a retry on another replica
+        self.claimed = asyncio.Event()
+        self.failed = False
+        self.sent = 0  # bytes of `audio` already published
+
+
+class LiveSession:
+    def __init__(
+        self, nc: NATS, settings: GatewaySettings, session_id: str, agent: AgentConfig
+    ) -> None:
+        self.nc = nc
+        self.cfg = settings
+        self.sid = session_id
+        self.agent = agent
+        self.sockets: set[WebSocket] = set()
+        self.track = ReplyAudioTrack(self._on_playback_started, self._on_playback_finished)
+        self.pc: Any = None
+        self.detector = TurnDetector(
+            SileroVADStream(shared_model()),
+            end_of_turn_silence_ms=agent.end_of_turn_silence_ms,
+        )
+        self.utt: Utterance | None = None
+        self.active_turn: str | None = None  # a turn in flight (submitted, not yet done)
+        self.active_reply: str | None = None
+        self.stopped_replies: set[str] = set()
+        self.barge_pending = False
+        self._subs: list[Any] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.last_seen = time.monotonic()
+        self.closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._subs.append(await self.nc.subscribe(subjects.events(self.sid), cb=self._on_event))
+        self._subs.append(await self.nc.subscribe(subjects.tts_out(self.sid), cb=self._on_tts))
+        self._subs.append(await self.nc.subscribe(subjects.interrupt(self.sid), cb=self._on_intr))
+
+    async def close(self) -> None:
+        self.closed = True
+        await self._finish_reply(interrupted=True)
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def media_gone(self, pc: Any) -> None:
+        """The peer connection failed or closed: stop the reply it was hearing."""
+        if self.pc is pc:
+            self.pc = None
+            await self._finish_reply(interrupted=True)
+
+    @property
+    def has_voice(self) -> bool:
+        return self.pc is not None and self.pc.connectionState not in ("closed", "failed")
+
+    def spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def emit(self, event: Message) -> None:
+        await bus.publish(self.nc, subjects.events(self.sid), event)
+
+    # -- events to the client ------------------------------------------------------------------
+    async def _on_event(self, msg: Msg) -> None:
+        try:
+            event = json.loads(msg.data)
+        except ValueError:
+            return
+        etype = event.get("type")
+        if etype == "reply.delta":
+            self.active_reply = event.get("reply_id")
+        elif etype in ("reply.done", "error") and event.get("turn_id") == self.active_turn:
+            if etype == "reply.done" or event.get("code") == "turn_failed":
+                self.active_turn = None
+                self.active_reply = None
+        text = msg.data.decode()
+        for ws in list(self.sockets):
+            try:
+                await ws.send_text(text)
+            except Exception:
+                self.sockets.discard(ws)
+
+    # -- reply audio from TTS ------------------------------------------------------------------
+    async def _on_tts(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        if headers.get(bus.H_TYPE) == "audio":
+            self.track.push(
+                headers.get(bus.H_REPLY, ""), int(headers.get(bus.H_SEGMENT, "0")), msg.data,
+                int(headers.get(bus.H_RATE, "22050")),
+            )
+            return
+        try:
+            item = decode(TTSOut, msg.data)
+        except BadMessage:
+            return
+        if item.reply_id in self.stopped_replies:
+            return
+        if isinstance(item, TTSSegment):
+            current = self.track.reply
+            if current is None or current.reply_id != item.reply_id:
+                if current is not None:
+                    await self._finish_reply(interrupted=True)
+                self.track.begin(item.reply_id, item.turn_id)
+            self.track.segment(item.reply_id, item.index, item.text)
+        elif isinstance(item, TTSDone):
+            current = self.track.reply
+            if current is None or current.reply_id != item.reply_id:
+                # Nothing of it is playing (no audio, or already played): report it done.
+                await bus.publish(self.nc, subjects.playback(self.sid), PlaybackDone(
+                    reply_id=item.reply_id, spoken_text="", interrupted=item.cancelled))
+            else:
+                self.track.tts_done(item.reply_id)
+
+    def _on_playback_started(self, pb: ReplyPlayback) -> None:
+        self.spawn(bus.publish(self.nc, subjects.playback(self.sid),
+                               PlaybackStarted(reply_id=pb.reply_id, at_ms=now_ms())), "pb-start")
+
+    def _on_playback_finished(self, pb: ReplyPlayback) -> None:
+        self.spawn(bus.publish(self.nc, subjects.playback(self.sid),
+                               PlaybackDone(reply_id=pb.reply_id, spoken_text=pb.spoken_text())),
+                   "pb-done")
+
+    async def _finish_reply(self, interrupted: bool) -> ReplyPlayback | None:
+        pb = self.track.stop()
+        if pb is not None:
+            self.stopped_replies.add(pb.reply_id)
+            await bus.publish(self.nc, subjects.playback(self.sid), PlaybackDone(
+                reply_id=pb.reply_id, spoken_text=pb.spoken_text(), interrupted=interrupted))
+        return pb
+
+    async def _on_intr(self, msg: Msg) -> None:
+        """An interrupt raised elsewhere (a failed stage, the session ended): stop the audio."""
+        try:
+            intr = decode(Interrupt, msg.data)
+        except BadMessage:
+            return
+        if intr.reason in ("failure", "session_end"):
+            current = self.track.reply
+            if current is not None and intr.reply_id in (None, current.reply_id):
+                await self._finish_reply(interrupted=True)
+
+    # -- interrupts from here ------------------------------------------------------------------
+    async def interrupt(self, reason: str) -> None:
+        """Stop whatever reply is in flight and tell every stage, with what was played."""
+        if self.active_turn is None and self.track.reply is None:
+            return
+        pb = self.track.stop()
+        spoken: str | None = None
+        reply_id = self.active_reply
+        if pb is not None:
+            self.stopped_replies.add(pb.reply_id)
+            spoken = pb.spoken_text()
+            reply_id = pb.reply_id
+        elif self.has_voice:
+            spoken = ""  # nothing of it was heard yet
+        await bus.publish(self.nc, subjects.interrupt(self.sid), Interrupt(
+            session_id=self.sid, reply_id=reply_id, turn_id=self.active_turn,
+            reason=reason, spoken_text=spoken))  # type: ignore[arg-type]
+        self.active_turn = None
+        self.active_reply = None
+
+    # -- turns ---------------------------------------------------------------------------------
+    async def submit_text(self, text: str) -> None:
+        turn_id = bus.new_id()
+        if self.active_turn is not None:
+            await self.interrupt("new_turn")
+        await self.emit(TranscriptFinal(turn_id=turn_id, text=text, source="text"))
+        await self._submit(TurnSubmit(session_id=self.sid, turn_id=turn_id, text=text,
+                                      source="text", voice=self.has_voice,
+                                      speech_end_ms=now_ms()))
+
+    async def _submit(self, submit: TurnSubmit) -> None:
+        self.active_turn = submit.turn_id
+        self.active_reply = None
+        try:
+            accepted = await bus.request(self.nc, subjects.SESSION_TURN, submit, TurnAccepted,
+                                         timeout=self.cfg.claim_timeout_s)
+            if self.active_turn == submit.turn_id:
+                self.active_reply = accepted.reply_id
+        except (bus.BusUnavailable, bus.RemoteError) as exc:
+            if self.active_turn == submit.turn_id:
+                self.active_turn = None
+            await self.emit(ErrorEvent(code="turn_failed", turn_id=submit.turn_id,
+                                       message=f"the turn could not start: {exc}"))
+
+    # -- voice in --------------------------------------------------------------------------------
+    async def consume_track(self, track: Any) -> None:
+        import av
+
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                break
+            self.last_seen = time.monotonic()
+            pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in resampler.resample(frame))
+            if len(pcm) > self.cfg.max_audio_bytes_per_frame:
+                continue
+            for ev in self.detector.feed(pcm):
+                await self._on_turn_event(ev)
+        # The client went away: whatever it was hearing stops here.
+        await self._finish_reply(interrupted=True)
+
+    def _stream_ms_to_wall(self, t_ms: int) -> float:
+        return now_ms() - (self.detector.t_ms - t_ms)
+
+    async def _on_turn_event(self, ev: Any) -> None:
+        if isinstance(ev, SpeechStart):
+            speaking_over = self.track.reply is not None or self.active_turn is not None
+            if speaking_over and not self.agent.interruptions:
+                return
+            if self.track.reply is not None:
+                self.track.pause()
+            self.barge_pending = speaking_over
+            self.utt = Utterance(bus.new_id())
+            self.utt.audio.extend(ev.preroll)
+            self.spawn(self._claim_asr(self.utt), "asr-claim")
+        elif isinstance(ev, SpeechFrame):
+            utt = self.utt
+            if utt is None:
+                return
+            if len(utt.audio) < self.cfg.max_utterance_s * 32000:
+                utt.audio.extend(ev.pcm)
+            if utt.claimed.is_set() and not utt.failed:
+                await self._flush_audio(utt)
+            if self.barge_pending and self.detector.speech_ms >= self.agent.min_interruption_ms:
+                self.barge_pending = False
+                await self.interrupt("barge_in")
+        elif isinstance(ev, SpeechPause):
+            pass
+        elif isinstance(ev, SpeechEnd):
+            utt, self.utt = self.utt, None
+            if self.barge_pending:  # too short to interrupt: carry on speaking
+                self.barge_pending = False
+                self.track.resume()
+            if utt is not None:
+                self.spawn(self._end_utterance(utt, self._stream_ms_to_wall(ev.speech_end_ms),
+                                               ev.t_ms - ev.speech_end_ms), "asr-end")
+
+    async def _claim_asr(self, utt: Utterance) -> None:
+        claim = AsrClaim(session_id=self.sid, turn_id=utt.turn_id, language=self.agent.language)
+        try:
+            await bus.request(self.nc, subjects.ASR_CLAIM, claim, ClaimAck,
+                              timeout=self.cfg.claim_timeout_s)
+            utt.sent = 0
+        except (bus.BusUnavailable, bus.RemoteError) as exc:
+            log.warning("asr claim failed: %s", exc)
+            utt.failed = True
+        utt.claimed.set()
+        if not utt.failed:
+            await self._flush_audio(utt)
+
+    async def _flush_audio(self, utt: Utterance) -> None:
+        subject = subjects.asr_utterance(self.sid, utt.turn_id)
+        step = 1024  # 32 ms frames
+        while utt.sent < len(utt.audio):
+            await self.nc.publish(subject, bytes(utt.audio[utt.sent: utt.sent + step]))
+            utt.sent += step
+
+    async def _end_utterance(self, utt: Utterance, speech_end: float, eot_ms: float) -> None:
+        await utt.claimed.wait()
+        result: AsrResult | None = None
+        for attempt in range(2):
+            if utt.failed or attempt:
+                utt.failed = False
+                await self._claim_asr(utt)  # another replica, with the whole utterance again
+                if utt.failed:
+                    continue
+            try:
+                result = await bus.request(
+                    self.nc, subjects.asr_utterance(self.sid, utt.turn_id),
+                    AsrEnd(speech_end_ms=speech_end), AsrResult,
+                    timeout=self.cfg.asr_timeout_s, headers={bus.H_CTL: "end"},
+                )
+                break
+            except (bus.BusUnavailable, bus.RemoteError) as exc:
+                log.warning("asr final failed for %s (attempt %d): %s", utt.turn_id, attempt, exc)
+        if result is None:
+            self.track.resume()
+            await self.emit(ErrorEvent(code="turn_failed", turn_id=utt.turn_id,
+                                       message="speech recognition failed for this turn"))
+            return
+        if not result.text.strip():
+            self.track.resume()  # noise or silence: no turn
+            return
+        if self.active_turn is not None:
+            await self.interrupt("new_turn")
+        await self.emit(TranscriptFinal(turn_id=utt.turn_id, text=result.text, source="voice"))
+        await self._submit(TurnSubmit(
+            session_id=self.sid, turn_id=utt.turn_id, text=result.text, source="voice",
+            voice=self.has_voice, speech_end_ms=speech_end, end_of_turn_ms=eot_ms,
+            asr_ms=result.asr_ms,
+        ))

@@ -1,0 +1,186 @@
+"""Reply audio toward the browser: a paced 48 kHz WebRTC track with pause, resume and stop,
+and an account of what was actually played.
+
+TTS audio arrives per segment (one clause or sentence, with its text). The track sends 20 ms
+frames in real time; silence when nothing is queued. Played samples are counted per segment, so
+after an interruption `spoken_text()` gives the segments played in full plus the cut segment's
+words in proportion to its audio played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+RATE = 48000
+FRAME = 960  # 20 ms
+FRAME_BYTES = FRAME * 2
+_SILENCE = bytes(FRAME_BYTES)
+
+
+@dataclass
+class Segment:
+    index: int
+    text: str
+    samples_total: int = 0  # at 48 kHz, as received so far
+    samples_played: int = 0
+
+
+@dataclass
+class ReplyPlayback:
+    reply_id: str
+    turn_id: str
+    segments: dict[int, Segment] = field(default_factory=dict)
+    buffer: bytearray = field(default_factory=bytearray)  # 48 kHz PCM16 not yet played
+    order: deque[tuple[int, int]] = field(default_factory=deque)  # (segment, bytes) in buffer
+    tts_done: bool = False
+    started: bool = False
+    resamplers: dict[int, av.AudioResampler] = field(default_factory=dict)
+
+    def spoken_text(self) -> str:
+        words: list[str] = []
+        for index in sorted(self.segments):
+            seg = self.segments[index]
+            seg_words = seg.text.split()
+            if seg.samples_total and seg.samples_played >= seg.samples_total:
+                words += seg_words
+            elif seg.samples_played and seg.samples_total:
+                share = seg.samples_played / seg.samples_total
+                words += seg_words[: int(len(seg_words) * share)]
+                break
+            else:
+                break
+        return " ".join(words)
+
+
+def resample_to_48k(pb: ReplyPlayback, pcm: bytes, rate: int) -> bytes:
+    if rate == RATE:
+        return pcm
+    res = pb.resamplers.get(rate)
+    if res is None:
+        res = pb.resamplers[rate] = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    frame = av.AudioFrame.from_ndarray(
+        np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+    )
+    frame.sample_rate = rate
+    return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in res.resample(frame))
+
+
+class ReplyAudioTrack(MediaStreamTrack):
+    """The outgoing audio track. `on_started(reply)` fires when a reply's first audio frame is
+    sent; `on_finished(reply)` when its last one is (TTS done and buffer empty)."""
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        on_started: Callable[[ReplyPlayback], None],
+        on_finished: Callable[[ReplyPlayback], None],
+    ) -> None:
+        super().__init__()
+        self.reply: ReplyPlayback | None = None
+        self.paused = False
+        self._on_started = on_started
+        self._on_finished = on_finished
+        self._start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+
+    # -- control (event loop) ------------------------------------------------------------------
+    def begin(self, reply_id: str, turn_id: str) -> ReplyPlayback:
+        self.reply = ReplyPlayback(reply_id=reply_id, turn_id=turn_id)
+        self.paused = False
+        return self.reply
+
+    def segment(self, reply_id: str, index: int, text: str) -> None:
+        if self.reply is not None and self.reply.reply_id == reply_id:
+            self.reply.segments.setdefault(index, Segment(index=index, text=text))
+
+    def push(self, reply_id: str, index: int, pcm: bytes, rate: int) -> None:
+        pb = self.reply
+        if pb is None or pb.reply_id != reply_id:
+            return  # a stopped or unknown reply: its audio is dropped
+        data = resample_to_48k(pb, pcm, rate)
+        seg = pb.segments.setdefault(index, Segment(index=index, text=""))
+        seg.samples_total += len(data) // 2
+        pb.buffer.extend(data)
+        pb.order.append((index, len(data)))
+
+    def tts_done(self, reply_id: str) -> None:
+        if self.reply is not None and self.reply.reply_id == reply_id:
+            self.reply.tts_done = True
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def stop(self) -> ReplyPlayback | None:
+        """Stop the current reply at once; returns it (with what was played)."""
+        pb, self.reply = self.reply, None
+        self.paused = False
+        return pb
+
+    # -- media (aiortc pulls frames) -----------------------------------------------------------
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self._pts / RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.2:  # fell far behind (loop stall): re-anchor instead of bursting
+                self._start = time.monotonic() - self._pts / RATE
+        data = self._next_chunk()
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(data)
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._pts += FRAME
+        self.frames_sent += 1
+        return frame
+
+    def _next_chunk(self) -> bytes:
+        pb = self.reply
+        if pb is None or self.paused:
+            return _SILENCE
+        if not pb.buffer:
+            if pb.tts_done:
+                self.reply = None
+                self._on_finished(pb)
+            return _SILENCE
+        chunk = bytes(pb.buffer[:FRAME_BYTES])
+        del pb.buffer[:FRAME_BYTES]
+        self._account(pb, len(chunk))
+        if not pb.started:
+            pb.started = True
+            self._on_started(pb)
+        self.audio_frames_sent += 1
+        if len(chunk) < FRAME_BYTES:
+            chunk += bytes(FRAME_BYTES - len(chunk))
+        return chunk
+
+    @staticmethod
+    def _account(pb: ReplyPlayback, n: int) -> None:
+        while n > 0 and pb.order:
+            index, left = pb.order[0]
+            take = min(n, left)
+            pb.segments[index].samples_played += take // 2
+            n -= take
+            if take == left:
+                pb.order.popleft()
+            else:
+                pb.order[0] = (index, left - take)

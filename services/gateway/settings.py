@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    # HTTP API
+    api_keys: list[str] = Field(default_factory=list)  # VA_API_KEYS='["k1","k2"]'; empty: open
+    cors_origins: list[str] = Field(default_factory=list)
+    # WebRTC: ICE servers as RTCIceServer dicts, e.g. '[{"urls": "turn:turn.example:3478",
+    # "username": "u", "credential": "p"}]'. None by default (host candidates only).
+    ice_servers: list[dict[str, object]] = Field(default_factory=list)
+    # limits
+    max_text_chars: int = 4000
+    max_sdp_bytes: int = 20_000
+    max_ws_message_bytes: int = 16_384
+    max_audio_bytes_per_frame: int = 16_000  # PCM16 16 kHz after resampling: 0.5 s
+    max_utterance_s: float = 30.0
+    # timeouts
+    claim_timeout_s: float = 2.0
+    asr_timeout_s: float = 10.0
+    rpc_timeout_s: float = 5.0
+    idle_session_s: float = 600.0  # a live session with no socket and no media is closed
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

@@ -1,0 +1,49 @@
+"""WebRTC termination with aiortc: answer an offer, send reply audio, receive the microphone."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from .live import LiveSession
+
+log = logging.getLogger(__name__)
+
+
+async def answer_offer(
+    live: LiveSession, sdp: str, ice_servers: list[dict[str, Any]]
+) -> tuple[str, str]:
+    """Answer `sdp` for `live`, replacing any earlier peer. Raises ValueError on a bad offer."""
+    # No ICE servers unless configured: aiortc would otherwise ask a public STUN server.
+    config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_servers])
+    pc = RTCPeerConnection(config)
+    try:
+        pc.addTrack(live.track)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio":
+                live.spawn(live.consume_track(track), "mic")
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: webrtc %s", live.sid, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await live.media_gone(pc)
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if not any(t.kind == "audio" for t in pc.getTransceivers()):
+            raise ValueError("the offer has no audio")
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+    except Exception as exc:
+        await pc.close()
+        if isinstance(exc, ValueError):
+            raise
+        raise ValueError(str(exc) or type(exc).__name__) from exc
+    old, live.pc = live.pc, pc
+    if old is not None:
+        await old.close()
+    return pc.localDescription.sdp, pc.localDescription.type

@@ -1,0 +1,152 @@
+"""One LLM replica: claims reply generations and streams their text; interrupts cancel them.
+
+- `va.llm.claim` (queue group "llm"): an `LLMRequest`; the replica answers `ClaimAck` and
+  streams `llm.delta` ... `llm.done` (or `llm.error`) on `va.llm.out.{sid}.{rid}`.
+- `va.ctl.interrupt.*` (every replica, its own subscription): cancels the matching generation;
+  the engine stops within ~50 ms and `llm.done {cancelled: true}` is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.common import bus, subjects
+from services.common.jobs import JobTable
+from services.common.messages import (
+    ClaimAck,
+    Interrupt,
+    LLMDelta,
+    LLMDone,
+    LLMError,
+    LLMRequest,
+    RpcError,
+    WorkClaimed,
+)
+from services.common.service import Worker
+
+from .engine import LLMEngine, LLMEngineError
+from .settings import LlmSettings
+
+log = logging.getLogger(__name__)
+
+
+class LlmWorker(Worker):
+    kind = "llm"
+
+    def __init__(self, settings: LlmSettings, engine: LLMEngine) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.engine = engine
+        self.jobs = JobTable()
+        self._claim_sub: Subscription | None = None
+
+    async def start(self, nc: NATS) -> None:
+        self.nc = nc
+        await self.engine.load()
+        await nc.subscribe(
+            subjects.INTERRUPT_ALL,
+            cb=bus.typed_handler(Interrupt, self._on_interrupt, name="llm.interrupt"),
+        )
+        self._claim_sub = await nc.subscribe(
+            subjects.LLM_CLAIM,
+            queue=subjects.QUEUE_LLM,
+            cb=bus.typed_handler(LLMRequest, self._on_claim, name="llm.claim"),
+        )
+
+    async def stop_accepting(self) -> None:
+        if self._claim_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._claim_sub.unsubscribe()
+            self._claim_sub = None
+
+    async def drain(self, timeout: float) -> None:
+        await self.stop_accepting()
+        await self.jobs.wait_all(timeout)
+
+    async def close(self) -> None:
+        await self.engine.aclose()
+
+    async def _on_claim(self, req: LLMRequest, msg: Msg) -> ClaimAck | RpcError:
+        assert self.nc is not None
+        subjects.check_token(req.session_id)
+        subjects.check_token(req.stream_id or req.reply_id)
+        if len(self.jobs) >= self.cfg.max_queued:
+            return RpcError(code="busy", message="llm replica at capacity", status=503)
+        self.jobs.start(req.session_id, req.turn_id, req.reply_id, self._generate(req))
+        await bus.publish(
+            self.nc,
+            subjects.work_claimed(req.session_id),
+            WorkClaimed(
+                kind="llm", worker_id=self.worker_id, session_id=req.session_id,
+                turn_id=req.turn_id, reply_id=req.reply_id,
+            ),
+        )
+        return ClaimAck(worker_id=self.worker_id, kind="llm")
+
+    async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
+        jobs = self.jobs.matching(intr.session_id, intr.reply_id)
+        if jobs:
+            await self.jobs.cancel(jobs)
+
+    async def _generate(self, req: LLMRequest) -> None:
+        assert self.nc is not None
+        out = subjects.llm_out(req.session_id, req.stream_id or req.reply_id)
+        parts: list[str] = []
+        t0 = time.perf_counter()
+        first: float | None = None
+        cancelled = False
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                stream = self.engine.stream(req.messages, req.params)
+                try:
+                    async for piece in stream:
+                        if not piece:
+                            continue
+                        if first is None:
+                            first = time.perf_counter()
+                        parts.append(piece)
+                        await bus.publish(
+                            self.nc, out,
+                            LLMDelta(reply_id=req.reply_id, seq=len(parts), text=piece),
+                        )
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            cancelled = True
+        except TimeoutError:
+            await self._error(out, req, "llm_timeout", "the language model took too long")
+            return
+        except LLMEngineError as exc:
+            log.warning("llm engine failed for %s: %s", req.reply_id, exc)
+            await self._error(out, req, "llm_failed", str(exc))
+            return
+        except Exception as exc:
+            log.exception("llm generation failed for %s", req.reply_id)
+            await self._error(out, req, "llm_failed", f"generation failed: {exc}")
+            return
+        end = time.perf_counter()
+        ttft = (first - t0) * 1000.0 if first is not None else None
+        tps = (len(parts) - 1) / (end - first) if first is not None and end > first else None
+        with contextlib.suppress(Exception):
+            await bus.publish(
+                self.nc, out,
+                LLMDone(
+                    reply_id=req.reply_id, text="".join(parts), tokens=len(parts),
+                    first_token_ms=round(ttft, 1) if ttft is not None else None,
+                    tokens_per_s=round(tps, 1) if tps else None, cancelled=cancelled,
+                ),
+            )
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _error(self, out: str, req: LLMRequest, code: str, message: str) -> None:
+        assert self.nc is not None
+        with contextlib.suppress(Exception):
+            await bus.publish(self.nc, out, LLMError(reply_id=req.reply_id, code=code, message=message))

@@ -1,0 +1,18 @@
+"""Session service: `python -m services.session`."""
+
+from __future__ import annotations
+
+from services.common.service import run_worker, setup_logging
+
+from .settings import SessionSettings
+from .store import Store
+from .worker import SessionWorker
+
+DEFAULT_PORT = 8084
+
+
+async def main() -> None:
+    settings = SessionSettings()
+    setup_logging(settings.log_level)
+    worker = SessionWorker(settings, Store.from_url(settings.redis_url))
+    await run_worker(worker, settings, DEFAULT_PORT)

@@ -1,0 +1,114 @@
+"""Redis state owned by the session service: agents, sessions, conversation history.
+
+Keys (prefix `va:`):
+    va:agent:{agent_id}        JSON AgentRecord
+    va:session:{sid}           hash: agent_id, created_at, ended ("0"/"1")
+    va:history:{sid}           list of JSON HistoryMessage, oldest first (the full history)
+    va:window:{sid}            index of the first history entry the LLM still sees
+    va:inflight:{sid}          reply id of the turn in flight (expires by itself)
+    va:secret                  token signing key when none is configured (shared by replicas)
+
+Nothing else in the project writes these keys. History is only ever appended to; an interrupted
+reply is written once, after the interruption, with what was actually played.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import redis.asyncio as redis
+
+from services.common.messages import AgentConfig, AgentRecord, HistoryMessage
+
+DEFAULT_AGENT_ID = "default"
+
+
+def _k(*parts: str) -> str:
+    return ":".join(("va",) + parts)
+
+
+class Store:
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(redis.from_url(url, decode_responses=True, health_check_interval=15))
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.r.ping())
+        except Exception:
+            return False
+
+    # -- agents ------------------------------------------------------------------------------
+    async def put_agent(self, agent_id: str, config: AgentConfig) -> AgentRecord:
+        record = AgentRecord(agent_id=agent_id, config=config, created_at=time.time())
+        await self.r.set(_k("agent", agent_id), record.model_dump_json())
+        return record
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        raw = await self.r.get(_k("agent", agent_id))
+        return AgentRecord.model_validate_json(raw) if raw else None
+
+    async def ensure_default_agent(self, config: AgentConfig) -> None:
+        record = AgentRecord(agent_id=DEFAULT_AGENT_ID, config=config, created_at=time.time())
+        await self.r.set(_k("agent", DEFAULT_AGENT_ID), record.model_dump_json(), nx=True)
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def create_session(self, session_id: str, agent_id: str) -> None:
+        await self.r.hset(
+            _k("session", session_id),
+            mapping={"agent_id": agent_id, "created_at": str(time.time()), "ended": "0"},
+        )
+
+    async def get_session(self, session_id: str) -> dict[str, str] | None:
+        data = await self.r.hgetall(_k("session", session_id))
+        return data or None
+
+    async def end_session(self, session_id: str) -> None:
+        await self.r.hset(_k("session", session_id), "ended", "1")
+        await self.r.delete(_k("inflight", session_id))
+
+    # -- history -----------------------------------------------------------------------------
+    async def append(self, session_id: str, message: HistoryMessage) -> int:
+        """Append one message; returns its index in the full history."""
+        n = await self.r.rpush(_k("history", session_id), message.model_dump_json())
+        return int(n) - 1
+
+    async def history(self, session_id: str, start: int = 0) -> list[HistoryMessage]:
+        raw = await self.r.lrange(_k("history", session_id), start, -1)
+        return [HistoryMessage.model_validate(json.loads(item)) for item in raw]
+
+    async def window_start(self, session_id: str) -> int:
+        value = await self.r.get(_k("window", session_id))
+        return int(value) if value else 0
+
+    async def set_window_start(self, session_id: str, start: int) -> None:
+        await self.r.set(_k("window", session_id), str(start))
+
+    # -- turn in flight ----------------------------------------------------------------------
+    async def set_inflight(self, session_id: str, reply_id: str, ttl_s: int = 300) -> None:
+        await self.r.set(_k("inflight", session_id), reply_id, ex=ttl_s)
+
+    async def clear_inflight(self, session_id: str, reply_id: str) -> None:
+        key = _k("inflight", session_id)
+        if await self.r.get(key) == reply_id:
+            await self.r.delete(key)
+
+    async def inflight(self, session_id: str) -> str | None:
+        value = await self.r.get(_k("inflight", session_id))
+        return str(value) if value else None
+
+    # -- secret ------------------------------------------------------------------------------
+    async def signing_secret(self) -> str:
+        key = _k("secret")
+        await self.r.set(key, secrets.token_urlsafe(48), nx=True)
+        value = await self.r.get(key)
+        assert value
+        return str(value)

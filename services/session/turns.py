@@ -1,0 +1,350 @@
+"""One conversation turn, from the user's text to the reply written into history.
+
+The session replica that claimed the turn runs it:
+1. `agent.state thinking`; the user message goes into history; the LLM window is planned.
+2. A TTS replica is claimed (when the session has a voice track), then an LLM replica.
+3. LLM deltas become `reply.delta` events and `tts.text` pieces; the TTS streams audio to the
+   gateway, which reports `playback.started` / `playback.done`.
+4. The reply is written to history once: in full, or, after an interrupt, only what was played.
+A stage that dies is noticed by a stall timeout: the LLM is retried on another replica while
+nothing was said yet; otherwise the client gets `error {code: turn_failed}` and the next turn
+works as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from services.common import bus, subjects
+from services.common.messages import (
+    AgentConfig,
+    AgentState,
+    BadMessage,
+    ClaimAck,
+    ErrorEvent,
+    HistoryMessage,
+    Interrupt,
+    LLMDelta,
+    LLMDone,
+    LLMError,
+    LLMOut,
+    LLMRequest,
+    Message,
+    PlaybackDone,
+    PlaybackEvent,
+    PlaybackStarted,
+    ReplyDelta,
+    ReplyDone,
+    TTSDone,
+    TTSOut,
+    TTSRequest,
+    TTSSegment,
+    TTSText,
+    TurnMetrics,
+    TurnSubmit,
+    decode,
+    now_ms,
+)
+
+from .settings import SessionSettings
+from .store import Store
+from .window import plan_window, to_chat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnState:
+    text: list[str] = field(default_factory=list)
+    llm_done: bool = False
+    tts_done: bool = True
+    playback_done: bool = True
+    started_speaking: bool = False
+    interrupted: bool = False
+    failed: str | None = None
+    spoken_text: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    tts_seq: int = 0
+    llm_attempts: int = 0
+
+
+class Turn:
+    def __init__(
+        self,
+        nc: NATS,
+        store: Store,
+        settings: SessionSettings,
+        submit: TurnSubmit,
+        reply_id: str,
+        agent: AgentConfig,
+    ) -> None:
+        self.nc = nc
+        self.store = store
+        self.cfg = settings
+        self.submit = submit
+        self.sid = submit.session_id
+        self.tid = submit.turn_id
+        self.rid = reply_id
+        self.agent = agent
+        self.voice = submit.voice
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.st = TurnState()
+        self.t_start = now_ms()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def emit(self, event: Message) -> None:
+        await bus.publish(self.nc, subjects.events(self.sid), event)
+
+    def interrupt(self, intr: Interrupt) -> None:
+        self.inbox.put_nowait(intr)
+
+    def _queue_decoded(self, kind: Any) -> Any:
+        async def cb(msg: Msg) -> None:
+            if (msg.headers or {}).get(bus.H_TYPE) == "audio":
+                return
+            try:
+                self.inbox.put_nowait(decode(kind, msg.data))
+            except BadMessage as exc:
+                log.warning("turn %s: bad message on %s: %s", self.tid, msg.subject, exc)
+
+        return cb
+
+    # -- the turn ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        subs = []
+        try:
+            await self.emit(AgentState(state="thinking", turn_id=self.tid))
+            messages = await self._prepare()
+            subs.append(await self.nc.subscribe(subjects.playback(self.sid),
+                                                cb=self._queue_decoded(PlaybackEvent)))
+            if self.voice:
+                subs.append(await self.nc.subscribe(subjects.tts_out(self.sid),
+                                                    cb=self._queue_decoded(TTSOut)))
+                await self._claim_tts()
+            await self._claim_llm(messages, subs)
+            await self._loop(messages, subs)
+        except asyncio.CancelledError:
+            self.st.interrupted = True
+            raise
+        except Exception as exc:
+            log.exception("turn %s failed", self.tid)
+            self.st.failed = self.st.failed or f"the reply could not be produced: {exc}"
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._finish())
+
+    async def _prepare(self) -> list[Any]:
+        # Let a reply that was interrupted by this turn write its history first.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            other = await self.store.inflight(self.sid)
+            if other is None or other == self.rid:
+                break
+            await asyncio.sleep(0.02)
+        await self.store.set_inflight(self.sid, self.rid)
+        await self.store.append(
+            self.sid,
+            HistoryMessage(role="user", text=self.submit.text, turn_id=self.tid,
+                           created_at=time.time()),
+        )
+        start = await self.store.window_start(self.sid)
+        window = await self.store.history(self.sid, start)
+        advance = plan_window(window, 0, self.agent)
+        if advance:
+            await self.store.set_window_start(self.sid, start + advance)
+            window = window[advance:]
+        return to_chat(self.agent, window)
+
+    async def _claim_tts(self) -> None:
+        try:
+            await bus.request(
+                self.nc, subjects.TTS_CLAIM,
+                TTSRequest(session_id=self.sid, turn_id=self.tid, reply_id=self.rid,
+                           voice=self.agent.voice),
+                ClaimAck, timeout=self.cfg.claim_timeout_s,
+            )
+            self.st.tts_done = False
+            self.st.playback_done = False
+        except (bus.BusUnavailable, bus.RemoteError) as exc:
+            log.warning("turn %s: no tts: %s", self.tid, exc)
+            self.voice = False
+            await self.emit(ErrorEvent(code="tts_unavailable", turn_id=self.tid,
+                                       message="speech output is unavailable; replying in text"))
+
+    async def _claim_llm(self, messages: list[Any], subs: list[Any]) -> None:
+        last: Exception | None = None
+        while self.st.llm_attempts < self.cfg.llm_attempts:
+            self.st.llm_attempts += 1
+            stream_id = f"{self.rid}a{self.st.llm_attempts}"
+            subs.append(await self.nc.subscribe(subjects.llm_out(self.sid, stream_id),
+                                                cb=self._queue_decoded(LLMOut)))
+            try:
+                await bus.request(
+                    self.nc, subjects.LLM_CLAIM,
+                    LLMRequest(session_id=self.sid, turn_id=self.tid, reply_id=self.rid,
+                               stream_id=stream_id, messages=messages, params=self.agent.llm),
+                    ClaimAck, timeout=self.cfg.claim_timeout_s,
+                )
+                self.llm_stream = stream_id
+                self.t_llm = now_ms()
+                return
+            except (bus.BusUnavailable, bus.RemoteError) as exc:
+                last = exc
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"no language model available ({last})")
+
+    async def _loop(self, messages: list[Any], subs: list[Any]) -> None:
+        st = self.st
+        while not (st.llm_done and st.playback_done):
+            timeout = self._timeout()
+            try:
+                item = await asyncio.wait_for(self.inbox.get(), timeout)
+            except TimeoutError:
+                if not st.llm_done and not st.text and st.llm_attempts < self.cfg.llm_attempts:
+                    log.warning("turn %s: llm stalled, retrying on another replica", self.tid)
+                    await self._claim_llm(messages, subs)
+                    continue
+                stage = "language model" if not st.llm_done else "speech output"
+                st.failed = f"the {stage} stopped responding"
+                if self.voice and st.started_speaking:
+                    await self._stop_playback()
+                return
+            if isinstance(item, Interrupt):
+                await self._on_interrupt(item)
+                return
+            if not await self._handle(item):
+                return
+
+    def _timeout(self) -> float:
+        if not self.st.llm_done:
+            return self.cfg.llm_stall_timeout_s
+        if not self.st.tts_done:
+            return self.cfg.tts_stall_timeout_s
+        return self.cfg.playback_timeout_s
+
+    async def _handle(self, item: Any) -> bool:
+        """Apply one message; False ends the loop."""
+        st = self.st
+        if isinstance(item, LLMDelta):
+            if getattr(self, "llm_stream", None) is None:
+                return True
+            if not st.text:
+                st.metrics["first_delta_ms"] = self._since_end()
+                if not self.voice:
+                    await self.emit(AgentState(state="speaking", turn_id=self.tid))
+            st.text.append(item.text)
+            await self.emit(ReplyDelta(turn_id=self.tid, reply_id=self.rid, text=item.text))
+            if self.voice:
+                await self._tts_text(item.text, final=False)
+        elif isinstance(item, LLMDone):
+            st.llm_done = True
+            st.metrics["llm_first_token_ms"] = item.first_token_ms
+            st.metrics["llm_tokens_per_s"] = item.tokens_per_s
+            if self.voice:
+                await self._tts_text("", final=True)
+        elif isinstance(item, LLMError):
+            st.failed = item.message
+            if self.voice:
+                await self._stop_playback()
+            return False
+        elif isinstance(item, TTSSegment) and item.reply_id == self.rid:
+            if item.index == 0:
+                st.metrics["tts_first_audio_ms"] = item.first_audio_ms
+        elif isinstance(item, TTSDone) and item.reply_id == self.rid:
+            st.tts_done = True
+            if item.error and not item.cancelled:
+                await self.emit(ErrorEvent(code="tts_failed", message=item.error, turn_id=self.tid))
+        elif isinstance(item, PlaybackStarted) and item.reply_id == self.rid:
+            st.started_speaking = True
+            if self.submit.speech_end_ms is not None:
+                st.metrics["first_audio_ms"] = round(item.at_ms - self.submit.speech_end_ms, 1)
+            await self.emit(AgentState(state="speaking", turn_id=self.tid))
+        elif isinstance(item, PlaybackDone) and item.reply_id == self.rid:
+            st.playback_done = True
+            st.spoken_text = item.spoken_text
+            if item.interrupted:
+                st.interrupted = True
+                st.llm_done = True
+                return False
+        return True
+
+    async def _tts_text(self, text: str, final: bool) -> None:
+        self.st.tts_seq += 1
+        await bus.publish(
+            self.nc, subjects.tts_in(self.sid, self.rid),
+            TTSText(reply_id=self.rid, seq=self.st.tts_seq, text=text, final=final),
+        )
+
+    async def _on_interrupt(self, intr: Interrupt) -> None:
+        self.st.interrupted = True
+        if intr.spoken_text is not None:
+            self.st.spoken_text = intr.spoken_text
+        elif self.voice:
+            await self._await_playback_done(1.0)
+
+    async def _stop_playback(self) -> None:
+        """A stage failed mid-reply: stop the audio and learn what was played."""
+        await bus.publish(
+            self.nc, subjects.interrupt(self.sid),
+            Interrupt(session_id=self.sid, reply_id=self.rid, turn_id=self.tid, reason="failure"),
+        )
+        await self._await_playback_done(1.0)
+
+    async def _await_playback_done(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                item = await asyncio.wait_for(self.inbox.get(), left)
+            except TimeoutError:
+                return
+            if isinstance(item, PlaybackDone) and item.reply_id == self.rid:
+                self.st.spoken_text = item.spoken_text
+                return
+
+    def _since_end(self) -> float:
+        ref = self.submit.speech_end_ms or self.t_start
+        return round(now_ms() - ref, 1)
+
+    async def _finish(self) -> None:
+        st = self.st
+        full = "".join(st.text).strip()
+        cut = st.interrupted or st.failed is not None
+        if cut:
+            spoken = (st.spoken_text if st.spoken_text is not None
+                      else ("" if self.voice else full)).strip()
+        else:
+            spoken = full
+        if full or cut:
+            await self.store.append(
+                self.sid,
+                HistoryMessage(role="assistant", text=spoken, turn_id=self.tid,
+                               interrupted=cut, created_at=time.time()),
+            )
+        await self.store.clear_inflight(self.sid, self.rid)
+        if st.failed is not None:
+            await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))
+        if full or not st.failed:
+            await self.emit(ReplyDone(turn_id=self.tid, reply_id=self.rid, text=full,
+                                      spoken_text=spoken, interrupted=cut))
+        m = st.metrics
+        await self.emit(TurnMetrics(
+            turn_id=self.tid, reply_id=self.rid, source=self.submit.source,
+            end_of_turn_ms=self.submit.end_of_turn_ms, asr_ms=self.submit.asr_ms,
+            llm_first_token_ms=m.get("llm_first_token_ms"),
+            llm_tokens_per_s=m.get("llm_tokens_per_s"),
+            tts_first_audio_ms=m.get("tts_first_audio_ms"),
+            first_audio_ms=m.get("first_audio_ms"), first_delta_ms=m.get("first_delta_ms"),
+            total_ms=self._since_end(),
+        ))
+        await self.emit(AgentState(state="listening", turn_id=self.tid))

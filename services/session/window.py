@@ -1,0 +1,56 @@
+"""The sliding window of history the LLM sees, trimmed in blocks.
+
+Trimming one message per turn would change the prompt's beginning every turn and throw away the
+LLM's cached prefix (llama.cpp re-evaluates everything after the first differing token). Instead
+the window start only moves when the window overflows its turn count or token budget, and then
+by a whole block (half the window), so most turns extend the same prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from services.common.messages import AgentConfig, ChatMessage, HistoryMessage
+
+
+def plan_window(
+    history: list[HistoryMessage],
+    start: int,
+    config: AgentConfig,
+    count_tokens: Callable[[str], int] = lambda text: max(1, len(text) // 4),
+) -> int:
+    """Return the (possibly advanced) window start for `history` (the full history).
+
+    The window holds at most `history_max_turns` user turns and `history_token_budget` tokens.
+    On overflow the start jumps forward so the window keeps about half its limits, always
+    landing on a user message. The newest user message is always kept.
+    """
+    start = min(max(0, start), max(0, len(history) - 1))
+
+    def fits(s: int) -> bool:
+        window = history[s:]
+        turns = sum(1 for m in window if m.role == "user")
+        tokens = sum(count_tokens(m.text) + 4 for m in window)
+        return turns <= config.history_max_turns and tokens <= config.history_token_budget
+
+    if fits(start):
+        return start
+    # Overflow: move to the first user message such that the window is at most half full.
+    half_turns = max(1, config.history_max_turns // 2)
+    half_tokens = max(1, config.history_token_budget // 2)
+    candidates = [i for i in range(start + 1, len(history)) if history[i].role == "user"]
+    for i in candidates:
+        window = history[i:]
+        turns = sum(1 for m in window if m.role == "user")
+        tokens = sum(count_tokens(m.text) + 4 for m in window)
+        if turns <= half_turns and tokens <= half_tokens:
+            return i
+    return candidates[-1] if candidates else len(history) - 1
+
+
+def to_chat(config: AgentConfig, window: list[HistoryMessage]) -> list[ChatMessage]:
+    messages = [ChatMessage(role="system", content=config.system_prompt)]
+    for m in window:
+        if m.text:
+            messages.append(ChatMessage(role=m.role, content=m.text))
+    return messages

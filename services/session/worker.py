@@ -1,0 +1,159 @@
+"""One session replica: the agents/sessions API, turn claims, and interrupts of its turns.
+
+- `va.session.rpc.{method}` (queue group "session-rpc"): agents, sessions, tokens, history.
+- `va.session.turn` (queue group "session"): a `TurnSubmit`; the replica answers
+  `TurnAccepted` and runs the turn (services/session/turns.py).
+- `va.ctl.interrupt.*` (every replica): hands an interrupt to the turn it concerns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.common import bus, subjects
+from services.common.jobs import JobTable
+from services.common.messages import (
+    AgentConfig,
+    Authorize,
+    BadMessage,
+    CreateAgent,
+    CreateSession,
+    EndSession,
+    GetAgent,
+    GetMessages,
+    Interrupt,
+    ResumeSession,
+    RpcError,
+    TurnAccepted,
+    TurnSubmit,
+    WorkClaimed,
+    decode,
+)
+from services.common.service import Worker
+
+from .api import Denied, SessionApi
+from .settings import SessionSettings
+from .store import Store
+from .turns import Turn
+
+log = logging.getLogger(__name__)
+
+
+class SessionWorker(Worker):
+    kind = "session"
+
+    def __init__(self, settings: SessionSettings, store: Store) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.store = store
+        self.jobs = JobTable()
+        self.turns: dict[str, Turn] = {}
+        self._subs: list[Subscription] = []
+        self.api: SessionApi | None = None
+
+    async def start(self, nc: NATS) -> None:
+        self.nc = nc
+        await self.store.ensure_default_agent(AgentConfig())
+        secret = self.cfg.token_secret or await self.store.signing_secret()
+        self.api = SessionApi(self.store, secret, self.cfg.token_ttl_s)
+        api = self.api
+        self.rpc: dict[str, tuple[Any, Any]] = {
+            "create_agent": (CreateAgent, api.create_agent),
+            "get_agent": (GetAgent, api.get_agent),
+            "create_session": (CreateSession, api.create_session),
+            "resume_session": (ResumeSession, api.resume_session),
+            "authorize": (Authorize, api.session_info),
+            "end_session": (EndSession, self._end_session),
+            "get_messages": (GetMessages, api.get_messages),
+        }
+        await nc.subscribe(
+            subjects.INTERRUPT_ALL,
+            cb=bus.typed_handler(Interrupt, self._on_interrupt, name="session.interrupt"),
+        )
+        self._subs.append(await nc.subscribe(
+            subjects.SESSION_RPC_ALL, queue=subjects.QUEUE_SESSION_RPC, cb=self._on_rpc
+        ))
+        self._subs.append(await nc.subscribe(
+            subjects.SESSION_TURN,
+            queue=subjects.QUEUE_SESSION,
+            cb=bus.typed_handler(TurnSubmit, self._on_turn, name="session.turn"),
+        ))
+
+    def ready(self) -> bool:
+        return super().ready() and self.api is not None
+
+    async def stop_accepting(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    async def drain(self, timeout: float) -> None:
+        await self.stop_accepting()
+        await self.jobs.wait_all(timeout)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- rpc -----------------------------------------------------------------------------------
+    async def _on_rpc(self, msg: Msg) -> None:
+        method = msg.subject.rsplit(".", 1)[-1]
+        entry = self.rpc.get(method)
+        try:
+            if entry is None:
+                answer: Any = RpcError(code="unknown_method", message=method, status=404)
+            else:
+                kind, handler = entry
+                answer = await handler(decode(kind, msg.data))
+        except BadMessage as exc:
+            answer = RpcError(code="bad_request", message=str(exc), status=422)
+        except Denied as exc:
+            answer = exc.error
+        except Exception as exc:
+            log.exception("rpc %s failed", method)
+            answer = RpcError(code="internal", message=f"session service error: {exc}", status=500)
+        await bus.reply(msg, answer)
+
+    async def _end_session(self, req: EndSession) -> Any:
+        assert self.api is not None and self.nc is not None
+        answer = await self.api.end_session(req)
+        await bus.publish(
+            self.nc, subjects.interrupt(req.session_id),
+            Interrupt(session_id=req.session_id, reason="session_end"),
+        )
+        return answer
+
+    # -- turns ---------------------------------------------------------------------------------
+    async def _on_turn(self, submit: TurnSubmit, msg: Msg) -> TurnAccepted | RpcError:
+        assert self.nc is not None
+        subjects.check_token(submit.session_id)
+        subjects.check_token(submit.turn_id)
+        data = await self.store.get_session(submit.session_id)
+        if data is None or data.get("ended") == "1":
+            return RpcError(code="session_not_found", message="no such active session", status=404)
+        record = await self.store.get_agent(data["agent_id"])
+        if record is None:
+            return RpcError(code="agent_not_found", message="the session's agent is gone", status=410)
+        reply_id = bus.new_id()
+        turn = Turn(self.nc, self.store, self.cfg, submit, reply_id, record.config)
+        self.turns[reply_id] = turn
+        job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())
+        job.task.add_done_callback(lambda _t: self.turns.pop(reply_id, None))
+        await bus.publish(
+            self.nc, subjects.work_claimed(submit.session_id),
+            WorkClaimed(kind="session", worker_id=self.worker_id, session_id=submit.session_id,
+                        turn_id=submit.turn_id, reply_id=reply_id),
+        )
+        return TurnAccepted(turn_id=submit.turn_id, reply_id=reply_id, worker_id=self.worker_id)
+
+    async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
+        for turn in list(self.turns.values()):
+            if turn.sid == intr.session_id and intr.reply_id in (None, turn.rid):
+                if intr.reason != "failure":
+                    turn.interrupt(intr)

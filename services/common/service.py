@@ -86,6 +86,8 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("aioice", "aiortc"):  # per-candidate-pair INFO lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def run_worker(

@@ -215,7 +215,7 @@ class ChatMessage(BaseModel):
 
 class LLMParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_tokens: int = Field(96, ge=1, le=4096)
 
@@ -371,7 +371,7 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("assistant", min_length=1, max_length=100)
     system_prompt: str = Field(
-        "You are a friendly voice assistant. Answer in one or two short sentences.",
+        "You are a helpful voice assistant. Reply in English, in one or two short sentences.",
         min_length=1,
         max_length=8000,
     )

@@ -57,8 +57,9 @@ class Store:
         return AgentRecord.model_validate_json(raw) if raw else None
 
     async def ensure_default_agent(self, config: AgentConfig) -> None:
+        """(Re)write the built-in agent from this release's defaults."""
         record = AgentRecord(agent_id=DEFAULT_AGENT_ID, config=config, created_at=time.time())
-        await self.r.set(_k("agent", DEFAULT_AGENT_ID), record.model_dump_json(), nx=True)
+        await self.r.set(_k("agent", DEFAULT_AGENT_ID), record.model_dump_json())
 
     # -- sessions ----------------------------------------------------------------------------
     async def create_session(self, session_id: str, agent_id: str) -> None:

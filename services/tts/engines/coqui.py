@@ -46,19 +46,28 @@ class CoquiEngine(TTSEngine):
         self._tts: Any = None  # TTS.api.TTS
         # torch already spreads one forward pass over every core: one clause at a time.
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._load_lock = asyncio.Lock()
 
     async def load(self) -> None:
-        if self._tts is not None:
-            return
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="coqui")
-        loop = asyncio.get_running_loop()
-        self._tts = await loop.run_in_executor(self._executor, self._load)
+        async with self._load_lock:  # synthesize() loads lazily: never load twice
+            if self._tts is None:
+                await self._load_once()
+
+    async def _load_once(self) -> None:
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="coqui")
+        try:
+            self._tts = await asyncio.get_running_loop().run_in_executor(executor, self._load)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
         self.sample_rate = int(self._tts.synthesizer.output_sample_rate)
         log.info("coqui model %s loaded (%d Hz)", self.model_path, self.sample_rate)
 
     def _load(self) -> Any:
-        os.environ.setdefault("COQUI_TOS_AGREED", "1")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Before the first import: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
+        os.environ["COQUI_TOS_AGREED"] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"
         try:
             from TTS.api import TTS
         except ImportError as exc:
@@ -87,7 +96,8 @@ class CoquiEngine(TTSEngine):
         if not text:
             return
         await self.load()
-        assert self._executor is not None
+        if self._executor is None:
+            raise CoquiEngineError("coqui engine is closed")
         cfut = self._executor.submit(self._synthesize_pcm, text, voice)
         try:
             pcm = await asyncio.wrap_future(cfut)

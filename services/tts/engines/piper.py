@@ -65,10 +65,14 @@ class PiperEngine(TTSEngine):
         self._max_runs = max_concurrent_runs
         self._voice: Any = None  # piper.PiperVoice, imported in load()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._load_lock = asyncio.Lock()
 
     async def load(self) -> None:
-        if self._voice is not None:
-            return
+        async with self._load_lock:  # synthesize() loads lazily: never load twice
+            if self._voice is None:
+                await self._load_once()
+
+    async def _load_once(self) -> None:
         from piper import PiperVoice
 
         self._voice = await asyncio.to_thread(PiperVoice.load, self.model_path, self.config_path)
@@ -105,7 +109,8 @@ class PiperEngine(TTSEngine):
         """One onnx run in the executor; cancelling aborts it and waits (bounded) until it has."""
         import onnxruntime
 
-        assert self._executor is not None, "engine closed"
+        if self._executor is None:
+            raise RuntimeError("piper engine is closed")
         options = onnxruntime.RunOptions()
         cfut = self._executor.submit(self._infer, phoneme_ids, options)
         try:
@@ -136,11 +141,12 @@ class PiperEngine(TTSEngine):
         if cfg.num_speakers > 1:
             args["sid"] = np.array([cfg.default_speaker_id or 0], dtype=np.int64)
         try:
-            audio = self._voice.session.run(None, args, run_options=options)[0].squeeze()
+            outputs = self._voice.session.run(None, args, run_options=options)
         except Exception:
             if options.terminate:  # our own abort: onnxruntime raises Fail("...terminate flag...")
                 return b""
             raise
+        audio: np.ndarray = np.asarray(outputs[0], dtype=np.float32).squeeze()
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak < 1e-8:
             audio = np.zeros_like(audio)

@@ -1,0 +1,224 @@
+"""ASR and turn detection on real synthesized speech.
+
+Invariant: a spoken question becomes exactly one turn (one SpeechStart, one SpeechEnd whose
+`speech_end_ms` is within 150 ms of where the speech really stops), its audio (pre-roll + frames)
+transcribes to the words that were said, and silence, steady noise or a cough never start a turn
+nor produce text. The independent recogniser (pocketsphinx) used by end-to-end tests is checked
+here to understand the Piper voice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.asr.engines.fake import FakeASREngine
+from services.asr.engines.faster_whisper import FasterWhisperEngine, prepare_joined_model
+from services.gateway.vad import (
+    FRAME_BYTES,
+    SileroVADModel,
+    SileroVADStream,
+    SpeechEnd,
+    SpeechFrame,
+    SpeechPause,
+    SpeechResume,
+    SpeechStart,
+    TurnDetector,
+    TurnEvent,
+)
+from tests.audio import (
+    active_bounds_ms,
+    concat_wavs_with_silence,
+    cough_wav,
+    noise_wav,
+    read_wav,
+    speak_wav,
+    transcribe_independent,
+    word_overlap,
+)
+
+QUESTION = "What is the capital of France?"
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def asr() -> Iterator[FasterWhisperEngine]:
+    engine = FasterWhisperEngine()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def vad_model() -> SileroVADModel:
+    return SileroVADModel()
+
+
+def _f32(pcm: np.ndarray) -> np.ndarray:
+    return pcm.astype(np.float32) / 32768.0
+
+
+def _feed_in_odd_chunks(det: TurnDetector, pcm: np.ndarray) -> list[TurnEvent]:
+    """Feed like a network would: chunk sizes that never line up with the 512-sample frames."""
+    data, sizes = pcm.astype("<i2").tobytes(), [1920, 640, 3000, 2]
+    events: list[TurnEvent] = []
+    pos = i = 0
+    while pos < len(data):
+        step = sizes[i % len(sizes)]
+        events.extend(det.feed(data[pos : pos + step]))
+        pos, i = pos + step, i + 1
+    return events
+
+
+def _kinds(events: list[TurnEvent]) -> list[type]:
+    return [type(e) for e in events if not isinstance(e, SpeechFrame)]
+
+
+def test_whisper_transcribes_piper_question(asr: FasterWhisperEngine) -> None:
+    pcm, rate = read_wav(speak_wav(QUESTION))
+    assert rate == RATE
+    t0 = time.perf_counter()
+    text = asr.transcribe(_f32(pcm))
+    elapsed = time.perf_counter() - t0
+    print(f"\nASR tiny.en pass on {len(pcm) / rate:.2f} s: {elapsed * 1000:.0f} ms -> {text!r}")
+    assert {"capital", "france"} <= set(text.lower().replace("?", "").split())
+    assert word_overlap(QUESTION, text) >= 0.8
+
+
+def test_whisper_gives_no_text_for_silence_or_noise(asr: FasterWhisperEngine) -> None:
+    assert asr.transcribe(np.zeros(2 * RATE, dtype=np.float32)) == ""
+    for color, dbfs in (("pink", -30.0), ("white", -20.0)):
+        pcm, _ = read_wav(noise_wav(seconds=2.0, dbfs=dbfs, color=color))
+        assert asr.transcribe(_f32(pcm)) == "", color
+
+
+def test_one_turn_with_accurate_end(asr: FasterWhisperEngine, vad_model: SileroVADModel) -> None:
+    speech, _ = read_wav(speak_wav(QUESTION))
+    true_start, true_end = active_bounds_ms(speech, RATE)
+    pcm = concat_wavs_with_silence([speech], 0, lead_ms=500, tail_ms=700)
+    true_start, true_end = true_start + 500, true_end + 500
+    det = TurnDetector(SileroVADStream(vad_model), end_of_turn_silence_ms=500)
+    events = _feed_in_odd_chunks(det, pcm)
+
+    starts = [e for e in events if isinstance(e, SpeechStart)]
+    ends = [e for e in events if isinstance(e, SpeechEnd)]
+    assert len(starts) == 1 and len(ends) == 1, _kinds(events)
+    start, end = starts[0], ends[0]
+    print(
+        f"\ntrue speech {true_start}-{true_end} ms; SpeechStart {start.t_ms} ms, speech_end "
+        f"{end.speech_end_ms} ms (error {end.speech_end_ms - true_end:+d} ms), SpeechEnd "
+        f"{end.t_ms} ms"
+    )
+    assert abs(start.t_ms - true_start) <= 150
+    assert abs(end.speech_end_ms - true_end) <= 150
+    assert end.t_ms - end.speech_end_ms >= 500
+    assert not det.in_speech and det.speech_ms == 0
+
+    # The turn's audio (pre-roll + frames) holds the whole question, and nothing is lost.
+    frames = [e.pcm for e in events if isinstance(e, SpeechFrame)]
+    assert len(start.preroll) >= (300 + 64) * RATE // 1000 * 2
+    turn = np.frombuffer(start.preroll + b"".join(frames), dtype="<i2")
+    lead = start.t_ms - 320
+    assert np.array_equal(turn, pcm[lead * 16 : lead * 16 + len(turn)])
+    assert word_overlap(QUESTION, asr.transcribe(_f32(turn))) >= 0.8
+
+
+def test_short_gap_pauses_and_resumes_within_one_turn(vad_model: SileroVADModel) -> None:
+    clips = []
+    for text in ("Set a timer", "for ten minutes."):
+        pcm, _ = read_wav(speak_wav(text))
+        lo, hi = active_bounds_ms(pcm, RATE)  # Piper pads its clips with silence: trim it
+        clips.append(pcm[lo * 16 : hi * 16])
+    pcm = concat_wavs_with_silence(clips, 350, lead_ms=400, tail_ms=800)
+    det = TurnDetector(SileroVADStream(vad_model), pause_ms=200, end_of_turn_silence_ms=500)
+    kinds = _kinds(_feed_in_odd_chunks(det, pcm))
+    print(f"\nevents: {[k.__name__ for k in kinds]}")
+    assert kinds[0] is SpeechStart and kinds[-1] is SpeechEnd
+    assert kinds.count(SpeechStart) == 1 and kinds.count(SpeechEnd) == 1
+    assert SpeechPause in kinds and SpeechResume in kinds
+
+
+def test_state_machine_events_and_times() -> None:
+    """Probabilities injected: pure logic, no model."""
+    det = TurnDetector(vad=SileroVADStream(), pause_ms=200, end_of_turn_silence_ms=500)
+    frame = bytes(FRAME_BYTES)
+    probs = [0.1] * 12 + [0.9] + [0.2] + [0.9] * 10 + [0.1] * 7 + [0.9] * 3 + [0.4] + [0.1] * 16
+    log: list[tuple[str, int, int]] = []
+    for p in probs:
+        for e in det.push_frame(frame, prob=p):
+            if not isinstance(e, SpeechFrame):
+                log.append((type(e).__name__, e.t_ms, getattr(e, "speech_end_ms", -1)))
+        if det.in_speech:
+            assert det.speech_ms <= (det.frame_index - 14) * 32
+    # onset frame 14 (a lone 0.9 at 12 does not count); silence from frame 24 -> pause after 7
+    # frames (224 ms >= 200); speech back at 31-32 -> resume at 31; silence from 35 (0.4 is
+    # between thresholds and neither speech nor silence): end after 16 frames at 51.
+    assert log == [
+        ("SpeechStart", 14 * 32, -1),
+        ("SpeechPause", 31 * 32, -1),
+        ("SpeechResume", 31 * 32, -1),
+        ("SpeechPause", (35 + 7) * 32, -1),
+        ("SpeechEnd", (35 + 16) * 32, 34 * 32),
+    ]
+
+
+def test_cough_is_not_speech(vad_model: SileroVADModel) -> None:
+    pcm, _ = read_wav(cough_wav(ms=120))
+    det = TurnDetector(SileroVADStream(vad_model))
+    longest = 0
+    for i in range(0, len(pcm) - 511, 512):
+        det.feed(pcm[i : i + 512])
+        longest = max(longest, det.speech_ms)
+    assert longest < 150
+
+
+@pytest.mark.parametrize(("color", "dbfs"), [("pink", -30.0), ("brown", -20.0), ("white", -20.0)])
+def test_noise_starts_no_turn(vad_model: SileroVADModel, color: str, dbfs: float) -> None:
+    pcm, _ = read_wav(noise_wav(seconds=5.0, dbfs=dbfs, color=color))
+    events = TurnDetector(SileroVADStream(vad_model)).feed(pcm)
+    assert not any(isinstance(e, SpeechStart) for e in events)
+
+
+def test_pocketsphinx_understands_the_piper_voice() -> None:
+    sentence = "Please turn on the lights in the kitchen and set a timer for ten minutes."
+    pcm, rate = read_wav(speak_wav(sentence))
+    heard = transcribe_independent(pcm, rate)
+    print(f"\npocketsphinx: {heard!r} overlap {word_overlap(sentence, heard):.2f}")
+    assert word_overlap(sentence, heard) >= 0.5
+
+
+def test_vad_cost_per_frame(vad_model: SileroVADModel) -> None:
+    pcm, _ = read_wav(speak_wav(QUESTION))
+    pcm = np.tile(pcm, 4)
+    det = TurnDetector(SileroVADStream(vad_model))
+    data = pcm.astype("<i2").tobytes()
+    t0 = time.perf_counter()
+    det.feed(data)
+    per_frame_ms = (time.perf_counter() - t0) * 1000 / det.frame_index
+    print(f"\nTurnDetector + Silero: {per_frame_ms:.3f} ms per 32 ms frame ({det.frame_index})")
+    assert per_frame_ms < 2.0  # generous: the machine is shared; ~0.06-0.15 ms measured
+
+
+def test_fake_engine_speaks_only_for_sound() -> None:
+    fake = FakeASREngine("hello")
+    speech, _ = read_wav(speak_wav(QUESTION))
+    assert fake.transcribe(_f32(speech)) == "hello"
+    assert fake.transcribe(np.zeros(RATE, dtype=np.float32)) == ""
+
+
+def test_prepare_joined_model_concatenates_parts(tmp_path: Path) -> None:
+    p1, p2 = tmp_path / "part1", tmp_path / "part2"
+    p1.mkdir()
+    p2.mkdir()
+    (p1 / "model.bin.part1").write_bytes(b"AB")
+    (p2 / "model.bin.part2").write_bytes(b"CD")
+    (p1 / "config.json").write_text("{}")
+    (p2 / "__init__.py").write_text("")
+    dest = prepare_joined_model([p2, p1], tmp_path / "joined")
+    assert (tmp_path / "joined" / "model.bin").read_bytes() == b"ABCD"
+    assert (tmp_path / "joined" / "config.json").exists()
+    assert not (tmp_path / "joined" / "__init__.py").exists()
+    assert prepare_joined_model([p1, p2], dest) == dest

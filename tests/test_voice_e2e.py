@@ -1,0 +1,220 @@
+"""A person talking to the assistant over WebRTC: the five services as real processes, the real
+models, a Python WebRTC client that speaks WAVs and records what it hears.
+
+Invariants protected:
+- a spoken question is transcribed, answered in text and in audio an independent recogniser
+  understands;
+- speech over a reply stops the reply audio, the reply is marked interrupted and history keeps
+  only what was played; a cough over a reply does not interrupt it;
+- typed text is answered in text and voice; a session resumes after the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.audio import (
+    active_bounds_ms,
+    cough_wav,
+    noise_wav,
+    read_wav,
+    resample,
+    speak_wav,
+    transcribe_independent,
+    word_overlap,
+)
+from tests.stack import start_stack
+from tests.voice_client import VoiceClient
+
+pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
+
+PLAIN = {
+    "system_prompt": "You are a helpful assistant. Reply in English with one short sentence.",
+    "llm": {"temperature": 0.0, "max_tokens": 60},
+}
+STORYTELLER = {
+    "system_prompt": "You are a storyteller. Always answer with a long story in English.",
+    "llm": {"temperature": 0.0, "max_tokens": 220},
+}
+
+
+@pytest.fixture(scope="module")
+def stack(procs_module):  # type: ignore[no-untyped-def]
+    return start_stack(procs_module)
+
+
+async def new_agent(base_url: str, config: dict) -> str:  # type: ignore[type-arg]
+    async with httpx.AsyncClient(base_url=base_url) as c:
+        r = await c.post("/v1/agents", json=config)
+        assert r.status_code == 200, r.text
+        return str(r.json()["agent_id"])
+
+
+async def voice_client(base_url: str, agent: dict) -> VoiceClient:  # type: ignore[type-arg]
+    client = VoiceClient(base_url)
+    await client.create_session(await new_agent(base_url, agent))
+    await client.connect_events()
+    await client.connect_media()
+    await asyncio.sleep(0.3)
+    return client
+
+
+def clip(text: str) -> tuple[np.ndarray, int]:
+    pcm, rate = read_wav(speak_wav(text))
+    start, end = active_bounds_ms(pcm, rate)
+    return pcm[int(start * rate / 1000): int(end * rate / 1000)], rate
+
+
+async def history(client: VoiceClient) -> list[dict]:  # type: ignore[type-arg]
+    async with httpx.AsyncClient(base_url=client.base_url) as c:
+        r = await c.get(f"/v1/sessions/{client.session_id}/messages", headers=client.auth)
+        assert r.status_code == 200, r.text
+        return list(r.json())
+
+
+async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, PLAIN)
+    try:
+        pcm, rate = clip("What is the capital of France?")
+        client.speaker.play(pcm, rate)
+        await client.speaker.done.wait()
+        t_end = client.speaker.last_audible_sent
+        assert t_end is not None
+
+        _, final = await client.wait_event("transcript.final", 30)
+        words = final["text"].lower()
+        assert "capital" in words and "france" in words, final
+        assert final["source"] == "voice"
+        await client.wait_event("reply.delta", 60, turn_id=final["turn_id"])
+        t_done, done = await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
+        assert not done["interrupted"]
+        assert done["spoken_text"].strip()
+
+        first = client.first_audible_after(t_end)
+        assert first is not None, "no reply audio received"
+        print(f"end of speech -> first reply audio: {(first - t_end) * 1000:.0f} ms")
+        heard = client.audio_between(first - 0.1, t_done + 0.5)
+        hypothesis = transcribe_independent(resample(heard, 48000, 16000), 16000)
+        overlap = word_overlap(done["spoken_text"], hypothesis)
+        print(f"spoken: {done['spoken_text']!r}\nheard:  {hypothesis!r}\noverlap {overlap:.2f}")
+        assert overlap >= 0.5
+
+        _, metrics = await client.wait_event("turn.metrics", 10, turn_id=final["turn_id"])
+        assert metrics["asr_ms"] and metrics["llm_first_token_ms"] is not None
+        assert metrics["first_audio_ms"] is not None
+        msgs = await history(client)
+        assert [m["role"] for m in msgs] == ["user", "assistant"]
+        assert msgs[1]["text"] == done["text"].strip() and not msgs[1]["interrupted"]
+    finally:
+        await client.close()
+
+
+async def test_speech_over_the_reply_interrupts_it(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, STORYTELLER)
+    try:
+        pcm, rate = clip("Tell me a story about a brave knight.")
+        client.speaker.play(pcm, rate)
+        _, final = await client.wait_event("transcript.final", 30)
+        await client.wait_event("agent.state", 60, state="speaking", turn_id=final["turn_id"])
+        await asyncio.sleep(2.0)  # let a sentence or two play
+
+        stop, srate = clip("Stop, wait a moment please.")
+        client.speaker.play(stop, srate)
+        while client.speaker.first_audible_sent is None:
+            await asyncio.sleep(0.01)
+        t_barge = client.speaker.first_audible_sent
+        _, done = await client.wait_event("reply.done", 30, turn_id=final["turn_id"])
+        assert done["interrupted"] is True
+        assert len(done["spoken_text"]) < len(done["text"])
+
+        await asyncio.sleep(1.5)
+        # Reply audio stopped: nothing audible of the reply arrived well after the barge-in
+        # (the next reply, to "stop, wait...", starts only after its own end of turn).
+        late = [r for r in client.audio if t_barge + 1.0 < r.t < t_barge + 1.6 and r.audible]
+        last_reply_audio = max((r.t for r in client.audio if r.audible and r.t < t_barge + 1.0),
+                               default=t_barge)
+        print(f"barge-in -> last reply audio: {(last_reply_audio - t_barge) * 1000:.0f} ms")
+        assert not late, "reply audio went on after the interruption"
+
+        msgs = await history(client)
+        cut = [m for m in msgs if m["turn_id"] == final["turn_id"] and m["role"] == "assistant"]
+        assert len(cut) == 1 and cut[0]["interrupted"] is True
+        assert cut[0]["text"] == done["spoken_text"]
+        assert done["text"].startswith(cut[0]["text"].split(" ")[0]) or not cut[0]["text"]
+    finally:
+        await client.close()
+
+
+async def test_a_cough_over_the_reply_does_not_interrupt(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, STORYTELLER)
+    try:
+        pcm, rate = clip("Tell me a story about a dragon.")
+        client.speaker.play(pcm, rate)
+        _, final = await client.wait_event("transcript.final", 30)
+        await client.wait_event("agent.state", 60, state="speaking", turn_id=final["turn_id"])
+        await asyncio.sleep(1.0)
+        cough, crate = read_wav(cough_wav(ms=120))
+        client.speaker.play(cough, crate)
+        await asyncio.sleep(1.0)
+        noise, nrate = read_wav(noise_wav(seconds=1.0))
+        client.speaker.play(noise, nrate)
+        _, done = await client.wait_event("reply.done", 120, turn_id=final["turn_id"])
+        assert done["interrupted"] is False
+        assert done["spoken_text"] == done["text"].strip()
+        # The noise started no turn.
+        finals = [e for _, e in client.events if e["type"] == "transcript.final"]
+        assert len(finals) == 1
+    finally:
+        await client.close()
+
+
+async def test_typed_text_is_answered_in_voice_too(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, PLAIN)
+    try:
+        t0 = time.monotonic()
+        await client.send({"type": "user.text", "text": "What color is the sky?"})
+        _, final = await client.wait_event("transcript.final", 10)
+        assert final["source"] == "text" and final["text"] == "What color is the sky?"
+        _, done = await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
+        assert done["text"]
+        assert client.first_audible_after(t0) is not None
+    finally:
+        await client.close()
+
+
+async def test_session_resumes_after_the_client_disconnects(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, PLAIN)
+    await client.send({"type": "user.text", "text": "What color is the sky?"})
+    _, final = await client.wait_event("transcript.final", 10)
+    await client.wait_event("reply.delta", 60, turn_id=final["turn_id"])
+    await client.close()  # vanish mid-reply
+
+    async with httpx.AsyncClient(base_url=stack.base_url) as c:
+        r = await c.post("/v1/sessions", json={"session_id": client.session_id},
+                         headers=client.auth)
+        assert r.status_code == 200, r.text
+        grant = r.json()
+    again = VoiceClient(stack.base_url, session_id=grant["session_id"], token=grant["token"])
+    await again.connect_events()
+    await again.connect_media()
+    try:
+        msgs = []
+        for _ in range(100):  # the cut reply is written once its turn has wound down
+            msgs = await history(again)
+            if len(msgs) >= 2:
+                break
+            await asyncio.sleep(0.2)
+        assert msgs[0]["text"] == "What color is the sky?"
+        assert msgs[1]["role"] == "assistant"
+        await again.send({"type": "user.text", "text": "And the grass?"})
+        _, f2 = await again.wait_event("transcript.final", 10)
+        _, d2 = await again.wait_event("reply.done", 90, turn_id=f2["turn_id"])
+        assert d2["text"]
+        assert len(await history(again)) == 4
+    finally:
+        await again.close()

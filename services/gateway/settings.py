@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import json
+
+from typing import Annotated
+
 from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from services.common.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
     # HTTP API
-    api_keys: list[str] = Field(default_factory=list)  # VA_API_KEYS='["k1","k2"]'; empty: open
-    cors_origins: list[str] = Field(default_factory=list)
+    # VA_API_KEYS=k1,k2 (or a JSON list). Empty: the agents API is open (development only).
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # WebRTC: ICE servers as RTCIceServer dicts, e.g. '[{"urls": "turn:turn.example:3478",
     # "username": "u", "credential": "p"}]'. None by default (host candidates only).
     ice_servers: list[dict[str, object]] = Field(default_factory=list)
@@ -27,6 +33,8 @@ class GatewaySettings(ServiceSettings):
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value

@@ -1,0 +1,175 @@
+"""A throwaway deployment for a benchmark: nats-server, redis-server and the five services as real
+processes on this machine, started with progress lines and always stopped on the way out.
+
+The test helpers (tests/procs.py) start the services; NATS and Redis are started here through the
+same scripts/infra.py functions, but the process handle is recorded *before* waiting for the
+server to answer, so a Ctrl-C during start-up still stops it (tests/procs.py's start_local_*
+only returns the handle once the server answers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+from tests.procs import REPO, ServiceProc, ServiceProcs, free_port, infra
+
+# The order tests/stack.py uses; all five are started at once and waited for together.
+KINDS = ("session", "llm", "asr", "tts", "gateway")
+
+
+class LocalStack:
+    def __init__(self, work_dir: Path, log_dir: Path, say: Callable[[str], None]) -> None:
+        self.work_dir = work_dir
+        self.log_dir = log_dir
+        self.say = say
+        self.servers: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.procs: ServiceProcs | None = None
+        self.by_kind: dict[str, ServiceProc] = {}
+
+    @property
+    def base_url(self) -> str:
+        return self.by_kind["gateway"].url
+
+    # -- start -----------------------------------------------------------------------------------
+    def start(self, ready_timeout: float = 300.0) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        nats_url = self._server("nats-server", lambda port: infra.start_nats(
+            "127.0.0.1", port, self.work_dir / "jetstream", self.log_dir / "nats-server.log"),
+            "nats://127.0.0.1:{port}", infra.nats_info)
+        redis_url = self._server("redis-server", lambda port: infra.start_redis(
+            "127.0.0.1", port, self.work_dir / "redis", self.log_dir / "redis-server.log",
+            persistent=False), "redis://127.0.0.1:{port}/0", infra.redis_answers)
+        self.procs = ServiceProcs(nats_url, redis_url, log_dir=self.log_dir)
+        t0 = time.monotonic()
+        for kind in KINDS:
+            sp = self.procs.start(kind, wait_ready=False)
+            self.by_kind[kind] = sp
+            self.say(f"[setup] services.{kind} started (pid {sp.pid}, port {sp.port}, "
+                     f"log {sp.log.relative_to(REPO)})")
+        waiting = dict(self.by_kind)
+        last_note = time.monotonic()
+        while waiting:
+            for kind, sp in list(waiting.items()):
+                if sp.ready():
+                    self.say(f"[setup] services.{kind} ready after {time.monotonic() - t0:.1f} s")
+                    del waiting[kind]
+                elif not sp.alive():
+                    raise RuntimeError(f"services.{kind} exited with code {sp.proc.returncode}; "
+                                       f"last lines of {sp.log}:\n{sp.log_tail()}")
+            if time.monotonic() - t0 > ready_timeout:
+                raise RuntimeError(f"not ready within {ready_timeout:.0f} s: {sorted(waiting)}")
+            if waiting and time.monotonic() - last_note > 10:
+                last_note = time.monotonic()
+                self.say(f"[setup] still loading: {', '.join(sorted(waiting))} "
+                         f"({time.monotonic() - t0:.0f} s, load {load_text()})")
+            time.sleep(0.2)
+
+    def _server(self, name: str, spawn: Callable[[int], subprocess.Popen[bytes]],
+                url_template: str, answers: Callable[[str], Any]) -> str:
+        port = free_port()
+        url = url_template.format(port=port)
+        proc = spawn(port)
+        self.servers.append((name, proc))
+        log = self.log_dir / f"{name}.log"
+        infra.wait_until(lambda: bool(answers(url)), name, 30, proc, log)
+        self.say(f"[setup] {name} on {url} (pid {proc.pid})")
+        return url
+
+    # -- stop ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Services first (they drain their NATS connection), then Redis and NATS."""
+        if self.procs is not None and self.procs.procs:
+            self.say("[cleanup] stopping the services")
+            self.procs.stop_all(timeout=10.0)
+        for name, proc in reversed(self.servers):
+            if proc.poll() is None:
+                self.say(f"[cleanup] stopping {name}")
+                infra.stop_pid(proc.pid, timeout=5.0, group=True)
+            with contextlib.suppress(Exception):
+                proc.wait(1)
+        self.servers.clear()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each service process has used so far."""
+        out: dict[str, float] = {}
+        for kind, sp in self.by_kind.items():
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(sp.pid).cpu_times()
+                out[kind] = round(t.user + t.system, 2)
+        return out
+
+
+@contextlib.contextmanager
+def stopped_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C (KeyboardInterrupt), so `finally` blocks run;
+    restores the previous handlers afterwards."""
+
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While cleaning up, a second Ctrl-C must not leave processes behind."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# -- machine description ---------------------------------------------------------------------------
+def load_text() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
+                             check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def machine_info() -> dict[str, Any]:
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "hostname": platform.node(),
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+    }

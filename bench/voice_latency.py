@@ -1,0 +1,286 @@
+"""Voice latency over real WebRTC, end to end, on the embedded defaults (Whisper tiny.en,
+SmolLM2 through llama.cpp, Piper).
+
+    scripts/netns-run .venv/bin/python -m bench.voice_latency --turns 20 --barge-ins 10
+    bench/run.sh --turns 20            # the same, through netns-run
+
+Starts its own nats-server, redis-server and the five services (logs in
+bench/results/logs/<stamp>/), registers two agents, and measures with tests/voice_client's
+aiortc client:
+
+1. voice to voice: last audible frame of the spoken question sent -> first audible reply frame
+   received, with the server's stage breakdown from `turn.metrics` and the transport remainder;
+2. barge-in: first audible frame of a spoken interruption sent (the reply audibly playing) ->
+   last audible reply frame received, i.e. the reply audio stopping;
+3. text: `user.text` sent -> first `reply.delta`, and -> first audible reply frame.
+
+Warm-up turns (--warmup) run first and are kept out of the statistics. Every turn waits for
+reply.done and agent.state listening, then --pause seconds. Output: a table on stdout,
+bench/results/voice_latency-<stamp>.json and -latest.json, and bench/results/
+voice_latency-latest.png. Every process started is stopped on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .local_stack import (
+    LocalStack,
+    load_text,
+    machine_info,
+    signals_ignored,
+    stopped_on_signals,
+)
+from .scenarios import (
+    BARGE_DELAYS,
+    INTERRUPTIONS,
+    PLAIN,
+    QUESTIONS,
+    STORY_PROMPTS,
+    STORYTELLER,
+    Sessions,
+    barge_in_turn,
+    clip,
+    register_agent,
+    text_turn,
+    voice_turn,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.voice_latency",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--turns", type=int, default=20, help="spoken questions measured (20)")
+    p.add_argument("--barge-ins", type=int, default=10, help="barge-ins measured (10)")
+    p.add_argument("--text-turns", type=int, default=None,
+                   help="typed questions measured (default: --turns)")
+    p.add_argument("--turns-per-session", type=int, default=5,
+                   help="turns before a fresh session, to keep the history short (5)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="unmeasured turns of each kind first (1)")
+    p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
+    args = p.parse_args(argv)
+    if args.text_turns is None:
+        args.text_turns = args.turns
+    return args
+
+
+class Run:
+    """The measured turns of one benchmark run, and what looked wrong in them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.turns: dict[str, list[dict[str, Any]]] = {"voice": [], "barge_in": [], "text": []}
+        self.warmup: list[dict[str, Any]] = []
+        self.anomalies: list[str] = []
+        self.sessions_opened: dict[str, int] = {}
+
+    async def series(self, group: str, count: int, sessions: Sessions,
+                     turn: Callable[[Any, int], Awaitable[dict[str, Any]]],
+                     line: Callable[[dict[str, Any]], str], warmup: int = 0) -> None:
+        for i in range(-warmup, count):
+            label = f"{group:<8} {'warm-up' if i < 0 else f'{i + 1:>2}/{count}'}"
+            client = await sessions.next()
+            t0 = time.monotonic()
+            try:
+                rec = await turn(client, max(i, 0) if i >= 0 else i + warmup)
+            except (TimeoutError, RuntimeError, OSError) as exc:
+                rec = {"error": f"{type(exc).__name__}: {exc}"}
+                await sessions.discard()
+            rec.update(turn=i + 1 if i >= 0 else f"w{i + warmup + 1}", session=sessions.opened,
+                       wall_s=round(time.monotonic() - t0, 1), load1=os.getloadavg()[0])
+            for problem in check(group, rec):
+                self.anomalies.append(f"{group} turn {rec['turn']}: {problem}")
+                say(f"  ! {problem}")
+            if i < 0:
+                rec["group"] = group
+                self.warmup.append(rec)
+            else:
+                self.turns[group].append(rec)
+            say(f"{label}  {line(rec) if 'error' not in rec else 'FAILED ' + rec['error']}"
+                f"  [load {rec['load1']:.2f}]")
+            await asyncio.sleep(self.args.pause)
+        self.sessions_opened[group] = sessions.opened
+        await sessions.close()
+
+
+def check(group: str, rec: dict[str, Any]) -> list[str]:
+    """What a reader of the figures should know about this turn."""
+    if "error" in rec:
+        return [rec["error"]]
+    out = []
+    for k, v in rec.items():
+        if k.endswith("_ms") and isinstance(v, int | float) and v < 0:
+            out.append(f"{k} is negative ({v:.0f} ms)")
+    if group == "voice":
+        if rec["voice_to_voice_ms"] is None:
+            out.append("no audible reply audio received")
+        if rec["interrupted"]:
+            out.append("the reply was marked interrupted")
+        heard = rec["transcript"].lower()
+        if not any(w.strip("?,.").lower() in heard for w in rec["question"].split()[-2:]):
+            out.append(f"ASR heard {rec['transcript']!r} for {rec['question']!r}")
+    elif group == "barge_in":
+        if not rec["interrupted"]:
+            out.append("the reply was not interrupted by the barge-in")
+        if not rec["audible_at_barge_in"]:
+            out.append("the reply was not audible when the interruption started")
+        if rec["barge_in_stop_ms"] is None:
+            out.append("no audible reply frame after the barge-in (stop time not measured)")
+    elif group == "text" and rec["text_first_audio_ms"] is None:
+        out.append("no audible reply audio received")
+    return out
+
+
+def fmt(v: Any) -> str:
+    return f"{v:.0f}" if isinstance(v, int | float) else "-"
+
+
+def voice_line(r: dict[str, Any]) -> str:
+    return (f"v2v {fmt(r['voice_to_voice_ms'])} ms = eot {fmt(r['end_of_turn_ms'])} + asr "
+            f"{fmt(r['asr_ms'])} + llm {fmt(r['llm_first_token_ms'])} + tts "
+            f"{fmt(r['tts_first_audio_ms'])} + other {fmt(r['server_other_ms'])} + transport "
+            f"{fmt(r['transport_ms'])}  | {r['transcript']!r} -> {r['reply'][:60]!r}")
+
+
+def barge_line(r: dict[str, Any]) -> str:
+    return (f"stop {fmt(r['barge_in_stop_ms'])} ms, reply.done {fmt(r['barge_in_reply_done_ms'])}"
+            f" ms (after {r['delay_s']} s of reply, interrupted={r['interrupted']})  "
+            f"| {r['interruption']!r} heard as {r.get('interruption_transcript', '')!r}")
+
+
+def text_line(r: dict[str, Any]) -> str:
+    return (f"first delta {fmt(r['text_first_delta_ms'])} ms, first audio "
+            f"{fmt(r['text_first_audio_ms'])} ms (llm {fmt(r['llm_first_token_ms'])}, tts "
+            f"{fmt(r['tts_first_audio_ms'])})  | {r['question']!r} -> {r['reply'][:60]!r}")
+
+
+async def measure(run: Run, base_url: str) -> None:
+    args = run.args
+    say("[setup] synthesizing the spoken clips with Piper (cached in tests/artifacts/)")
+    questions = [clip(q) for q in QUESTIONS]
+    stories = [clip(s) for s in STORY_PROMPTS]
+    stops = [clip(s) for s in INTERRUPTIONS]
+    plain = await register_agent(base_url, PLAIN)
+    teller = await register_agent(base_url, STORYTELLER)
+    say(f"[setup] agents: plain {plain}, storyteller {teller}")
+    per = args.turns_per_session
+
+    await run.series("voice", args.turns, Sessions(base_url, plain, per),
+                     lambda c, i: voice_turn(c, questions[i % len(questions)]), voice_line,
+                     warmup=args.warmup)
+    await run.series("barge_in", args.barge_ins, Sessions(base_url, teller, per),
+                     lambda c, i: barge_in_turn(c, stories[i % len(stories)],
+                                                stops[i % len(stops)],
+                                                BARGE_DELAYS[i % len(BARGE_DELAYS)]),
+                     barge_line)
+    await run.series("text", args.text_turns, Sessions(base_url, plain, per),
+                     lambda c, i: text_turn(c, QUESTIONS[i % len(QUESTIONS)]), text_line,
+                     warmup=args.warmup)
+
+
+def write_results(run: Run, stack: LocalStack, started: datetime, load_before: list[float],
+                  cpu_used: dict[str, float], interrupted: bool) -> None:
+    args = run.args
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    stats = report.summary(run.turns)
+    machine = machine_info() | {"loadavg_before": load_before, "loadavg_after": load_after}
+    record = {
+        "benchmark": "voice_latency",
+        "date": started.isoformat(timespec="seconds"),
+        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
+        "complete": not interrupted,
+        "command": [sys.executable, "-m", "bench.voice_latency", *sys.argv[1:]],
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "agents": {"plain": PLAIN, "storyteller": STORYTELLER},
+        "sessions_opened": run.sessions_opened,
+        "machine": machine,
+        "service_cpu_s": cpu_used,
+        "logs": str(stack.log_dir.relative_to(REPO)),
+        "summary": stats,
+        "anomalies": run.anomalies,
+        "turns": run.turns,
+        "warmup": run.warmup,
+    }
+    say("")
+    say(f"voice latency, {record['date']}, commit {str(machine['git_commit'])[:10]}"
+        f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['cpu_model']} x"
+        f"{machine['nproc']}, load {load_before} -> {load_after}"
+        f"{'  [INTERRUPTED: partial]' if interrupted else ''}")
+    say(report.table(stats))
+    for path in report.write_json(record, args.out, stamp):
+        say(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    try:
+        from .plot import draw
+
+        title = (f"voice latency over WebRTC - {record['date']} - "
+                 f"{str(machine['git_commit'])[:10]} - {machine['cpu_model']} x{machine['nproc']}"
+                 f" - load {load_before[0]:.1f} -> {load_after[0]:.1f}")
+        png = draw(run.turns, stats, title, args.out / "voice_latency-latest.png")
+        say(f"wrote {png.relative_to(REPO) if png.is_relative_to(REPO) else png}")
+    except ImportError as exc:
+        say(f"no plot ({exc}): pip install -e '.[bench]'")
+    if run.anomalies:
+        say(f"\n{len(run.anomalies)} anomalies:")
+        for a in run.anomalies:
+            say(f"  - {a}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.environ.get("VA_NETNS") != "1":
+        say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh)")
+    started = datetime.now(UTC).astimezone()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    say(f"[setup] {machine_info()['cpu_model']} x{os.cpu_count()}, load {load_text()}")
+    run = Run(args)
+    rc = 0
+    with tempfile.TemporaryDirectory(prefix="va-bench-") as tmp, stopped_on_signals():
+        stack = LocalStack(Path(tmp), args.out / "logs" / stamp, say)
+        interrupted = False
+        cpu_before: dict[str, float] = {}
+        cpu_used: dict[str, float] = {}
+        try:
+            stack.start()
+            cpu_before = stack.cpu_seconds()
+            asyncio.run(measure(run, stack.base_url))
+        except KeyboardInterrupt as exc:
+            interrupted, rc = True, 130
+            say(f"\ninterrupted ({exc or 'Ctrl-C'}): stopping everything")
+        except Exception as exc:
+            interrupted, rc = True, 1
+            say(f"\nbenchmark failed: {type(exc).__name__}: {exc}")
+        finally:
+            with signals_ignored():
+                # CPU seconds each service used after start-up (model loading not counted)
+                cpu_used = {k: round(v - cpu_before.get(k, 0.0), 1)
+                            for k, v in stack.cpu_seconds().items()}
+                stack.stop()
+        if any(run.turns.values()):
+            write_results(run, stack, started, load_before, cpu_used, interrupted)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

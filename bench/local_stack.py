@@ -56,7 +56,7 @@ class LocalStack:
             sp = self.procs.start(kind, wait_ready=False)
             self.by_kind[kind] = sp
             self.say(f"[setup] services.{kind} started (pid {sp.pid}, port {sp.port}, "
-                     f"log {sp.log.relative_to(REPO)})")
+                     f"log {shown(sp.log)})")
         waiting = dict(self.by_kind)
         last_note = time.monotonic()
         while waiting:
@@ -136,6 +136,11 @@ def signals_ignored() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 # -- machine description ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from .local_stack import (
     LocalStack,
     load_text,
     machine_info,
+    shown,
     signals_ignored,
     stopped_on_signals,
 )
@@ -216,7 +217,7 @@ def write_results(run: Run, stack: LocalStack, started: datetime, load_before: l
         "sessions_opened": run.sessions_opened,
         "machine": machine,
         "service_cpu_s": cpu_used,
-        "logs": str(stack.log_dir.relative_to(REPO)),
+        "logs": shown(stack.log_dir),
         "summary": stats,
         "anomalies": run.anomalies,
         "turns": run.turns,
@@ -229,7 +230,7 @@ def write_results(run: Run, stack: LocalStack, started: datetime, load_before: l
         f"{'  [INTERRUPTED: partial]' if interrupted else ''}")
     say(report.table(stats))
     for path in report.write_json(record, args.out, stamp):
-        say(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+        say(f"wrote {shown(path)}")
     try:
         from .plot import draw
 
@@ -237,7 +238,7 @@ def write_results(run: Run, stack: LocalStack, started: datetime, load_before: l
                  f"{str(machine['git_commit'])[:10]} - {machine['cpu_model']} x{machine['nproc']}"
                  f" - load {load_before[0]:.1f} -> {load_after[0]:.1f}")
         png = draw(run.turns, stats, title, args.out / "voice_latency-latest.png")
-        say(f"wrote {png.relative_to(REPO) if png.is_relative_to(REPO) else png}")
+        say(f"wrote {shown(png)}")
     except ImportError as exc:
         say(f"no plot ({exc}): pip install -e '.[bench]'")
     if run.anomalies:

@@ -261,11 +261,13 @@ def stop() -> int:
             say(f"supervisor still running after {timeout:.0f} s: SIGKILL")
             os.kill(pid, signal.SIGKILL)
     # leftovers: a supervisor killed with SIGKILL leaves its services and servers behind
+    leftovers = 0
     for name in PORTS:
         pf = RUN_DIR / f"{name}.pid"
         spid = infra._read_pid(pf)
         if spid and infra.pid_alive(spid) and f"services.{name}" in infra.pid_cmdline(spid):
             say(f"stopping leftover {name} (pid {spid})")
+            leftovers += 1
             infra.stop_pid(spid, timeout=float(os.environ.get("VA_STOP_TIMEOUT", "30")), group=True)
         with contextlib.suppress(FileNotFoundError):
             pf.unlink()
@@ -273,8 +275,8 @@ def stop() -> int:
     for f in (SUPERVISOR_PID, READY_MARK):
         with contextlib.suppress(FileNotFoundError):
             f.unlink()
-    if not pid:
-        say("nothing else was running")
+    if not pid and not leftovers:
+        say("no supervisor or service was running")
     return 0
 
 

@@ -69,8 +69,9 @@ async def first_token_and_text(
     return first, "".join(pieces)
 
 
-async def cancel_after(engine: LLMEngine, messages: list[ChatMessage], *, pieces: int = 0,
-                       delay_s: float = 0.0) -> tuple[float, int, int]:
+async def cancel_after(
+    engine: LLMEngine, messages: list[ChatMessage], *, pieces: int = 0, delay_s: float = 0.0
+) -> tuple[float, int, int]:
     """Start a stream, cancel its consumer after `pieces` pieces (or `delay_s`), and return
     (ms from cancel to the consumer task finished, pieces at cancel, pieces 100 ms later)."""
     seen: list[str] = []
@@ -152,7 +153,7 @@ async def test_llama_reuses_the_cached_prefix(llama: LlamaCppEngine) -> None:
         ChatMessage(role="user", content="And item 4?"),
     ]
     cached, text = await first_token_and_text(llama, turn2)
-    print(f"\nllama.cpp first token: cold {cold * 1000:.0f} ms, cached prefix {cached * 1000:.0f} ms")
+    print(f"\nllama.cpp first token: cold {cold * 1e3:.0f} ms, cached prefix {cached * 1e3:.0f} ms")
     assert text
     assert cached < cold / 4
 
@@ -193,10 +194,11 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log_path: Path = tmp_path_factory.mktemp("llama-server") / "server.log"
     with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
+        args = f"--host 127.0.0.1 --port {port} --n_ctx 2048".split()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", MODEL_PATH,
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "llama_cpp.server", "--model", MODEL_PATH, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from services.common.messages import ChatMessage, LLMParams
 from services.llm.engine import LLMEngine, LLMEngineError
@@ -43,7 +43,7 @@ class FakeLLMEngine(LLMEngine):
         words = re.findall(r"\s*\S+", self.reply)
         return words if max_tokens is None else words[:max_tokens]
 
-    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncGenerator[str, None]:
         self.requests.append(list(messages))
         try:
             for i, piece in enumerate(self.pieces(params.max_tokens)):

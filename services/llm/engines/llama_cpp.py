@@ -22,7 +22,7 @@ import glob
 import importlib.util
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +117,7 @@ class LlamaCppEngine(LLMEngine):
         return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     # -- generation -----------------------------------------------------------------------------
-    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
@@ -161,9 +161,10 @@ class LlamaCppEngine(LLMEngine):
         chunks: Iterator[Any] | None = None
         try:
             llm = self._ensure_loaded()
+            wire: Any = [{"role": m.role, "content": m.content} for m in messages]
             chunks = iter(
                 llm.create_chat_completion(
-                    messages=[{"role": m.role, "content": m.content} for m in messages],
+                    messages=wire,
                     stream=True,
                     temperature=params.temperature,
                     top_p=params.top_p,
@@ -173,7 +174,8 @@ class LlamaCppEngine(LLMEngine):
             for chunk in chunks:
                 if self._abort.is_set():
                     break
-                text = chunk["choices"][0]["delta"].get("content")
+                delta: dict[str, Any] = chunk["choices"][0]["delta"]
+                text = delta.get("content")
                 if text:
                     produced = True
                     emit(text)

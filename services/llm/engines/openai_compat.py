@@ -10,7 +10,7 @@ system/user/assistant only (llama_cpp.server answers "developer" with HTTP 500, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -66,7 +66,7 @@ class OpenAICompatEngine(LLMEngine):
         except openai.OpenAIError as exc:
             raise _translate(exc, produced=False) from exc
 
-    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncGenerator[str, None]:
         produced = False
         # Only system/user/assistant exist in ChatMessage: never "developer" (see module doc).
         wire: Any = [{"role": m.role, "content": m.content} for m in messages]

@@ -43,13 +43,17 @@ def draw(turns: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, Any]
         if not data:
             ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
             continue
-        y = rng.uniform(-0.3, 0.3, len(data))
+        y = rng.uniform(0.0, 0.5, len(data))
         ax.scatter(data, y, s=18, alpha=0.7, color=GROUP_COLORS[m.group], edgecolors="none")
+        ax.boxplot(data, vert=False, positions=[-0.3], widths=0.3, whis=(0, 100),
+                   manage_ticks=False, medianprops={"color": "black"})
         ax.axvline(s["p50"], color="black", lw=1.2, label=f"p50 {s['p50']:.0f}")
         ax.axvline(s["p95"], color="black", lw=1.0, ls="--", label=f"p95 {s['p95']:.0f}")
         if min(data) < 0:
             ax.axvline(0, color="red", lw=0.8)
         ax.set_ylim(-0.6, 0.9)
+        # From zero (or the lowest sample) so that panels read as absolute times, not spreads.
+        ax.set_xlim(min(0.0, min(data)) * 1.1, max(max(data), 1.0) * 1.08)
         ax.set_xlabel("ms", fontsize=8)
         ax.legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
 

@@ -107,6 +107,7 @@ async def llama() -> AsyncIterator[LlamaCppEngine]:
 async def test_llama_streams_an_answer(llama: LlamaCppEngine) -> None:
     _, text = await first_token_and_text(llama, ask("What is the capital of France?"))
     assert "paris" in text.lower()
+    assert "<|im_" not in text, "the end-of-turn token leaked into the reply"
 
 
 async def test_llama_counts_tokens_with_its_tokenizer(llama: LlamaCppEngine) -> None:
@@ -233,6 +234,7 @@ async def remote(llama_server: str) -> AsyncIterator[OpenAICompatEngine]:
 async def test_openai_streams_an_answer(remote: OpenAICompatEngine) -> None:
     _, text = await first_token_and_text(remote, ask("What is the capital of France?"))
     assert "paris" in text.lower()
+    assert "<|im_" not in text
 
 
 async def test_openai_cancel_closes_the_response(remote: OpenAICompatEngine) -> None:

@@ -80,7 +80,7 @@ async def history(client: VoiceClient) -> list[dict]:  # type: ignore[type-arg]
 async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, PLAIN)
     try:
-        pcm, rate = clip("What is the capital of France?")
+        pcm, rate = clip("What color is the sky?")
         client.speaker.play(pcm, rate)
         await client.speaker.done.wait()
         t_end = client.speaker.last_audible_sent
@@ -88,7 +88,7 @@ async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ign
 
         _, final = await client.wait_event("transcript.final", 30)
         words = final["text"].lower()
-        assert "capital" in words and "france" in words, final
+        assert "color" in words and "sky" in words, final
         assert final["source"] == "voice"
         await client.wait_event("reply.delta", 60, turn_id=final["turn_id"])
         t_done, done = await client.wait_event("reply.done", 90, turn_id=final["turn_id"])

@@ -5,9 +5,11 @@ Protocol (see docs/architecture.md):
    answers with `ClaimAck` after subscribing to the utterance's subject, so no frame is lost.
 2. The gateway publishes PCM16 16 kHz frames on `va.asr.utt.{sid}.{tid}`. Every
    `partial_interval_ms` the replica transcribes what it has and publishes `transcript.partial`.
-3. A request with header `Va-Ctl: peek` returns the transcript of the audio so far (speculative
-   final, early in the end-of-turn silence); `Va-Ctl: end` returns the final `AsrResult` and ends
-   the utterance. Both carry `AsrEnd` bodies.
+3. `Va-Ctl: peek` (sent early in the end-of-turn silence) starts a speculative final pass on the
+   audio so far; `Va-Ctl: resume` (the user went on speaking) discards it. The request
+   `Va-Ctl: end` returns the final `AsrResult` and ends the utterance: when its `AsrEnd` says
+   `reuse_speculative`, the speculative pass's text is the answer (nothing but silence came
+   after it), which saves most of a Whisper pass from the end-of-turn latency.
 Frames and control share one subscription, so they are handled in the order they were sent.
 """
 
@@ -52,7 +54,8 @@ class Utterance:
     partial_task: asyncio.Task[None] | None = None
     last_partial_len: int = 0
     last_partial_text: str = ""
-    peek: tuple[int, str, float] | None = None  # (audio length, text, asr ms) of the last peek
+    speculative: asyncio.Task[tuple[str, float]] | None = None  # final pass started at a pause
+    paused: bool = False  # between a peek and a resume: no partials
     ended: bool = False
     deadline: float = 0.0
 
@@ -64,7 +67,7 @@ class AsrWorker(Worker):
         super().__init__(settings)
         self.cfg = settings
         self.engine = engine
-        self._engine_lock = asyncio.Lock()
+        self._partial_lock = asyncio.Lock()
         self._utts: dict[str, Utterance] = {}
         self._claim_sub: Subscription | None = None
 
@@ -141,7 +144,12 @@ class AsrWorker(Worker):
             await bus.reply(msg, RpcError(code="bad_message", message=str(exc)))
             return
         if ctl == "peek":
-            self.spawn(self._answer_peek(utt, msg), f"asr-peek-{utt.claim.turn_id}")
+            utt.paused = True
+            if utt.speculative is None or utt.speculative.done():
+                utt.speculative = asyncio.create_task(self._transcribe(utt))
+        elif ctl == "resume":
+            utt.paused = False
+            utt.speculative = None
         elif ctl == "end":
             utt.ended = True
             self.spawn(self._finish(utt, msg, end), f"asr-final-{utt.claim.turn_id}")
@@ -150,26 +158,21 @@ class AsrWorker(Worker):
             await self._release(utt)
 
     async def _transcribe(self, utt: Utterance) -> tuple[str, float]:
+        """One Whisper pass over the utterance so far. Partial passes run one at a time per
+        replica; final passes never wait for them (the engine has a worker for each)."""
         pcm = np.frombuffer(bytes(utt.audio), dtype=np.int16).astype(np.float32) / 32768.0
         lang = utt.claim.language or self.cfg.language
-        async with self._engine_lock:
-            t0 = time.perf_counter()
-            text = await asyncio.to_thread(self.engine.transcribe, pcm, lang)
-            return text.strip(), (time.perf_counter() - t0) * 1000.0
-
-    async def _answer_peek(self, utt: Utterance, msg: Msg) -> None:
-        n = len(utt.audio)
-        text, ms = await self._transcribe(utt)
-        utt.peek = (n, text, ms)
-        await bus.reply(msg, self._result(utt, text, ms, n))
+        t0 = time.perf_counter()
+        text = await asyncio.to_thread(self.engine.transcribe, pcm, lang)
+        return text.strip(), (time.perf_counter() - t0) * 1000.0
 
     async def _finish(self, utt: Utterance, msg: Msg, end: AsrEnd) -> None:
         try:
             if utt.partial_task is not None:
                 utt.partial_task.cancel()
             n = len(utt.audio)
-            if utt.peek is not None and utt.peek[0] == n:
-                _, text, ms = utt.peek  # nothing new since the speculative pass: reuse it
+            if end.reuse_speculative and utt.speculative is not None:
+                text, ms = await utt.speculative  # only silence came after it
             else:
                 text, ms = await self._transcribe(utt)
             await bus.reply(msg, self._result(utt, text, ms, n))
@@ -196,12 +199,13 @@ class AsrWorker(Worker):
         min_new = int(0.3 * 32000)
         while not utt.ended:
             await asyncio.sleep(interval)
-            if utt.ended or self._engine_lock.locked():
-                continue  # partials are best effort: never queue behind a final pass
+            if utt.ended or utt.paused or self._partial_lock.locked():
+                continue  # partials are best effort: one at a time, none in the final silence
             if len(utt.audio) - utt.last_partial_len < min_new:
                 continue
             utt.last_partial_len = len(utt.audio)
-            text, _ = await self._transcribe(utt)
+            async with self._partial_lock:
+                text, _ = await self._transcribe(utt)
             if utt.ended or not text or text == utt.last_partial_text:
                 continue
             utt.last_partial_text = text

@@ -176,6 +176,8 @@ class AsrEnd(Message):
 
     type: Literal["asr.end"] = "asr.end"
     speech_end_ms: float  # wall clock of the last voiced frame
+    # The speculative pass started at the last `peek` saw all the speech: reuse its text.
+    reuse_speculative: bool = False
 
 
 class AsrResult(Message):

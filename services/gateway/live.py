@@ -54,6 +54,7 @@ from .vad import (
     SpeechEnd,
     SpeechFrame,
     SpeechPause,
+    SpeechResume,
     SpeechStart,
     TurnDetector,
     shared_model,
@@ -71,6 +72,7 @@ class Utterance:
         self.claimed = asyncio.Event()
         self.failed = False
         self.sent = 0  # bytes of `audio` already published
+        self.speculative = False  # a speculative final pass covers all the speech so far
 
 
 class LiveSession:
@@ -87,6 +89,7 @@ class LiveSession:
         self.detector = TurnDetector(
             SileroVADStream(shared_model()),
             end_of_turn_silence_ms=agent.end_of_turn_silence_ms,
+            pause_ms=min(settings.speculative_pause_ms, agent.end_of_turn_silence_ms),
         )
         self.utt: Utterance | None = None
         self.active_turn: str | None = None  # a turn in flight (submitted, not yet done)
@@ -302,7 +305,15 @@ class LiveSession:
                 self.barge_pending = False
                 await self.interrupt("barge_in")
         elif isinstance(ev, SpeechPause):
-            pass
+            utt = self.utt
+            if utt is not None and utt.claimed.is_set() and not utt.failed:
+                utt.speculative = True
+                await self._control(utt, "peek")
+        elif isinstance(ev, SpeechResume):
+            utt = self.utt
+            if utt is not None and utt.speculative:
+                utt.speculative = False
+                await self._control(utt, "resume")
         elif isinstance(ev, SpeechEnd):
             utt, self.utt = self.utt, None
             if self.barge_pending:  # too short to interrupt: carry on speaking
@@ -311,6 +322,10 @@ class LiveSession:
             if utt is not None:
                 self.spawn(self._end_utterance(utt, self._stream_ms_to_wall(ev.speech_end_ms),
                                                ev.t_ms - ev.speech_end_ms), "asr-end")
+
+    async def _control(self, utt: Utterance, ctl: str) -> None:
+        await self.nc.publish(subjects.asr_utterance(self.sid, utt.turn_id),
+                              AsrEnd(speech_end_ms=now_ms()).encode(), headers={bus.H_CTL: ctl})
 
     async def _claim_asr(self, utt: Utterance) -> None:
         claim = AsrClaim(session_id=self.sid, turn_id=utt.turn_id, language=self.agent.language)
@@ -344,7 +359,8 @@ class LiveSession:
             try:
                 result = await bus.request(
                     self.nc, subjects.asr_utterance(self.sid, utt.turn_id),
-                    AsrEnd(speech_end_ms=speech_end), AsrResult,
+                    AsrEnd(speech_end_ms=speech_end,
+                           reuse_speculative=utt.speculative and not attempt), AsrResult,
                     timeout=self.cfg.asr_timeout_s, headers={bus.H_CTL: "end"},
                 )
                 break

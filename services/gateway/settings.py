@@ -24,6 +24,9 @@ class GatewaySettings(ServiceSettings):
     max_ws_message_bytes: int = 16_384
     max_audio_bytes_per_frame: int = 16_000  # PCM16 16 kHz after resampling: 0.5 s
     max_utterance_s: float = 30.0
+    # Silence after which the final ASR pass starts speculatively (reused at end of turn when the
+    # user said nothing more): most of a Whisper pass leaves the end-of-turn latency.
+    speculative_pause_ms: int = 150
     # timeouts
     claim_timeout_s: float = 2.0
     asr_timeout_s: float = 10.0

@@ -16,4 +16,5 @@ class LlmSettings(ServiceSettings):
     openai_api_key: str | None = None
     openai_model: str = "default"
     request_timeout_s: float = 30.0
+    warmup: bool = True  # one short generation at start (embedded engine; harmless elsewhere)
     max_queued: int = 16  # generations held (running + waiting) by one replica

@@ -20,11 +20,14 @@ from nats.aio.subscription import Subscription
 from services.common import bus, subjects
 from services.common.jobs import JobTable
 from services.common.messages import (
+    AgentConfig,
+    ChatMessage,
     ClaimAck,
     Interrupt,
     LLMDelta,
     LLMDone,
     LLMError,
+    LLMParams,
     LLMRequest,
     RpcError,
     WorkClaimed,
@@ -50,6 +53,8 @@ class LlmWorker(Worker):
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         await self.engine.load()
+        if self.cfg.warmup:
+            await self._warm_up()
         await nc.subscribe(
             subjects.INTERRUPT_ALL,
             cb=bus.typed_handler(Interrupt, self._on_interrupt, name="llm.interrupt"),
@@ -59,6 +64,20 @@ class LlmWorker(Worker):
             queue=subjects.QUEUE_LLM,
             cb=bus.typed_handler(LLMRequest, self._on_claim, name="llm.claim"),
         )
+
+    async def _warm_up(self) -> None:
+        """One short generation on the default agent's prompt: the first real turn then finds
+        the runtime initialised and the system prompt's evaluation cached."""
+        messages = [ChatMessage(role="system", content=AgentConfig().system_prompt),
+                    ChatMessage(role="user", content="Hello.")]
+        t0 = time.perf_counter()
+        try:
+            stream = self.engine.stream(messages, LLMParams(max_tokens=4, temperature=0.0))
+            async for _ in stream:
+                pass
+        except LLMEngineError as exc:
+            log.warning("llm warm-up failed: %s", exc)
+        log.info("llm warm-up took %.0f ms", (time.perf_counter() - t0) * 1000)
 
     async def stop_accepting(self) -> None:
         if self._claim_sub is not None:

@@ -39,6 +39,7 @@ class FasterWhisperEngine(ASREngine):
         compute_type: str = "int8",
         cpu_threads: int = 1,
         default_language: str | None = "en",
+        num_workers: int = 2,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -49,7 +50,8 @@ class FasterWhisperEngine(ASREngine):
             device="cpu",
             compute_type=compute_type,
             cpu_threads=cpu_threads,
-            num_workers=1,
+            # Two workers: a final pass never waits behind a partial pass of another utterance.
+            num_workers=num_workers,
         )
         self.multilingual = bool(self._model.model.is_multilingual)
 

@@ -43,7 +43,9 @@ class FakeLLMEngine(LLMEngine):
         words = re.findall(r"\s*\S+", self.reply)
         return words if max_tokens is None else words[:max_tokens]
 
-    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: list[ChatMessage], params: LLMParams
+    ) -> AsyncGenerator[str, None]:
         self.requests.append(list(messages))
         try:
             for i, piece in enumerate(self.pieces(params.max_tokens)):

@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from services.common.messages import ChatMessage, LLMParams
 from services.llm.engine import LLMEngine, LLMEngineError
@@ -63,6 +63,7 @@ class LlamaCppEngine(LLMEngine):
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._llm: Llama | None = None
+        self._closed = False
         self._load_lock = threading.Lock()
         self._lock = asyncio.Lock()  # one generation at a time (asyncio primitives bind lazily)
         self._abort = threading.Event()  # read by llama.cpp's abort callback between graph nodes
@@ -77,6 +78,8 @@ class LlamaCppEngine(LLMEngine):
         with self._load_lock:
             if self._llm is not None:
                 return self._llm
+            if self._closed:
+                raise LLMEngineError("the llama.cpp engine is closed")
             try:
                 import llama_cpp
 
@@ -100,6 +103,7 @@ class LlamaCppEngine(LLMEngine):
             return llm
 
     async def aclose(self) -> None:
+        self._closed = True
         self._abort.set()
         async with self._lock:  # wait for a running generation to end
             llm, self._llm = self._llm, None
@@ -117,7 +121,9 @@ class LlamaCppEngine(LLMEngine):
         return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     # -- generation -----------------------------------------------------------------------------
-    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: list[ChatMessage], params: LLMParams
+    ) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
@@ -131,9 +137,9 @@ class LlamaCppEngine(LLMEngine):
         self._abort.clear()  # the previous generation has fully ended: the lock says so
         try:
             job = loop.run_in_executor(self._executor, self._generate, messages, params, emit)
-        except BaseException:
+        except RuntimeError as exc:  # the executor is shut down: aclose() was called
             self._lock.release()
-            raise
+            raise LLMEngineError("the llama.cpp engine is closed") from exc
         try:
             while True:
                 item = await queue.get()
@@ -141,7 +147,7 @@ class LlamaCppEngine(LLMEngine):
                     break
                 if isinstance(item, BaseException):
                     raise item
-                yield item  # type: ignore[misc]
+                yield cast(str, item)
         finally:
             self._abort.set()  # no-op when the worker already finished
             if job.done():
@@ -162,20 +168,18 @@ class LlamaCppEngine(LLMEngine):
         try:
             llm = self._ensure_loaded()
             wire: Any = [{"role": m.role, "content": m.content} for m in messages]
-            chunks = iter(
-                llm.create_chat_completion(
-                    messages=wire,
-                    stream=True,
-                    temperature=params.temperature,
-                    top_p=params.top_p,
-                    max_tokens=params.max_tokens,
-                )
+            result: Any = llm.create_chat_completion(
+                messages=wire,
+                stream=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_tokens,
             )
+            chunks = iter(result)
             for chunk in chunks:
                 if self._abort.is_set():
                     break
-                delta: dict[str, Any] = chunk["choices"][0]["delta"]
-                text = delta.get("content")
+                text = chunk["choices"][0]["delta"].get("content")
                 if text:
                     produced = True
                     emit(text)

@@ -66,7 +66,9 @@ class OpenAICompatEngine(LLMEngine):
         except openai.OpenAIError as exc:
             raise _translate(exc, produced=False) from exc
 
-    async def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: list[ChatMessage], params: LLMParams
+    ) -> AsyncGenerator[str, None]:
         produced = False
         # Only system/user/assistant exist in ChatMessage: never "developer" (see module doc).
         wire: Any = [{"role": m.role, "content": m.content} for m in messages]

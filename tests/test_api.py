@@ -242,3 +242,36 @@ async def test_services_survive_malformed_bus_messages(stack, nats_url, http) ->
         for sp in kinds:
             assert sp.alive() and sp.ready(), sp.log_tail()
     await new_session(http)  # still serving
+
+
+async def test_history_survives_restarts_and_tokens_stay_out_of_logs(http, stack) -> None:  # type: ignore[no-untyped-def]
+    r = await http.post("/v1/agents", json=AGENT, headers={"x-api-key": API_KEY})
+    s = await new_session(http, r.json()["agent_id"])
+    async with websockets.connect(ws_url(stack.base_url, s["session_id"], s["token"])) as ws:
+        await ws.send(json.dumps({"type": "user.text", "text": "What color is the sky?"}))
+        await next_event(ws, "reply.done", 60)
+    before = (await http.get(f"/v1/sessions/{s['session_id']}/messages",
+                             headers=bearer(s["token"]))).json()
+    assert len(before) == 2
+
+    # Restart every service (SIGKILL, then a new process).
+    for kind in ("session", "llm", "gateway"):
+        old = stack.by_kind[kind].pop()
+        old.kill()
+        old.wait(10)
+        stack.start(kind, port=old.port if kind == "gateway" else None,
+                    env={"VA_API_KEYS": API_KEY} if kind == "gateway" else None)
+    after = (await http.get(f"/v1/sessions/{s['session_id']}/messages",
+                            headers=bearer(s["token"]))).json()
+    assert after == before
+    async with websockets.connect(ws_url(stack.base_url, s["session_id"], s["token"])) as ws:
+        await ws.send(json.dumps({"type": "user.text", "text": "And the grass?"}))
+        await next_event(ws, "reply.done", 60)
+    assert len((await http.get(f"/v1/sessions/{s['session_id']}/messages",
+                               headers=bearer(s["token"]))).json()) == 4
+
+    for kinds in stack.by_kind.values():
+        for sp in kinds:
+            text = sp.log.read_text(errors="replace")
+            assert s["token"] not in text, f"token in {sp.log}"
+            assert s["token"].split(".")[2] not in text

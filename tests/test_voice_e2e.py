@@ -218,3 +218,22 @@ async def test_session_resumes_after_the_client_disconnects(stack) -> None:  # t
         assert len(await history(again)) == 4
     finally:
         await again.close()
+
+
+async def test_partial_transcripts_while_the_user_speaks(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, PLAIN)
+    try:
+        pcm, rate = clip("I would like to know more about the long history of the Roman empire "
+                         "and all of its famous emperors and their great battles")
+        client.speaker.play(pcm, rate)
+        t_final, final = await client.wait_event("transcript.final", 60)
+        partials = [(t, e) for t, e in client.events
+                    if e["type"] == "transcript.partial" and e["turn_id"] == final["turn_id"]]
+        assert partials, "no transcript.partial while speaking"
+        assert all(t < t_final for t, _ in partials)
+        assert any("roman" in e["text"].lower() or "history" in e["text"].lower()
+                   for _, e in partials)
+        assert "emperor" in final["text"].lower()
+        await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
+    finally:
+        await client.close()

@@ -34,8 +34,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def test_coqui_engine_through_the_tts_service(procs, nats_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("TTS.api", reason="coqui-tts not installed (scripts/install-coqui.sh)")
     model, config = build_tiny_vits(tmp_path, phonemes=False)
-    procs.start("tts", env={"VA_ENGINE": "coqui", "VA_COQUI_MODEL": model,
-                            "VA_COQUI_CONFIG": config})
+    procs.start(
+        "tts", env={"VA_ENGINE": "coqui", "VA_COQUI_MODEL": model, "VA_COQUI_CONFIG": config}
+    )
     nc = await nats.connect(nats_url)
     try:
         got: list[tuple[dict[str, str], bytes]] = []
@@ -47,19 +48,29 @@ async def test_coqui_engine_through_the_tts_service(procs, nats_url, tmp_path: P
                 done.set()
 
         await nc.subscribe(subjects.tts_out("coquitest"), cb=on_out)
-        ack = await bus.request(nc, subjects.TTS_CLAIM, TTSRequest(
-            session_id="coquitest", turn_id="t1", reply_id="r1"), ClaimAck, timeout=10)
+        ack = await bus.request(
+            nc,
+            subjects.TTS_CLAIM,
+            TTSRequest(session_id="coquitest", turn_id="t1", reply_id="r1"),
+            ClaimAck,
+            timeout=10,
+        )
         assert ack.kind == "tts"
         for seq, piece in enumerate(["Hello there, ", "how are you today? ", "Fine."], 1):
-            await bus.publish(nc, subjects.tts_in("coquitest", "r1"),
-                              TTSText(reply_id="r1", seq=seq, text=piece))
-        await bus.publish(nc, subjects.tts_in("coquitest", "r1"),
-                          TTSText(reply_id="r1", seq=4, text="", final=True))
+            await bus.publish(
+                nc, subjects.tts_in("coquitest", "r1"), TTSText(reply_id="r1", seq=seq, text=piece)
+            )
+        await bus.publish(
+            nc,
+            subjects.tts_in("coquitest", "r1"),
+            TTSText(reply_id="r1", seq=4, text="", final=True),
+        )
         await asyncio.wait_for(done.wait(), 60)
     finally:
         await nc.close()
-    segments = [json.loads(d) for h, d in got if h.get(bus.H_TYPE) != "audio"
-                and b'"tts.segment"' in d]
+    segments = [
+        json.loads(d) for h, d in got if h.get(bus.H_TYPE) != "audio" and b'"tts.segment"' in d
+    ]
     audio = b"".join(d for h, d in got if h.get(bus.H_TYPE) == "audio")
     final = json.loads(got[-1][1])
     assert final["type"] == "tts.done" and not final["cancelled"] and final["error"] is None
@@ -78,8 +89,22 @@ def llama_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"llama-server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048"], stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -98,17 +123,32 @@ def llama_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def test_openai_engine_through_the_llm_service(procs, llama_server) -> None:  # type: ignore[no-untyped-def]
     procs.start("session")
-    procs.start("llm", env={"VA_ENGINE": "openai", "VA_OPENAI_BASE_URL": llama_server,
-                            "VA_OPENAI_MODEL": "smollm2"})
+    procs.start(
+        "llm",
+        env={
+            "VA_ENGINE": "openai",
+            "VA_OPENAI_BASE_URL": llama_server,
+            "VA_OPENAI_MODEL": "smollm2",
+        },
+    )
     gw = procs.start("gateway")
     import httpx
 
     async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
-        agent = (await c.post("/v1/agents", json={
-            "system_prompt": "You are a helpful assistant. Reply in English with one short "
-                             "sentence.", "llm": {"temperature": 0.0, "max_tokens": 40}})).json()
+        agent = (
+            await c.post(
+                "/v1/agents",
+                json={
+                    "system_prompt": "You are a helpful assistant. Reply in English with one short "
+                    "sentence.",
+                    "llm": {"temperature": 0.0, "max_tokens": 40},
+                },
+            )
+        ).json()
         s = (await c.post("/v1/sessions", json={"agent_id": agent["agent_id"]})).json()
-    url = f"{gw.url.replace('http', 'ws', 1)}/v1/sessions/{s['session_id']}/events?token={s['token']}"
+    url = (
+        f"{gw.url.replace('http', 'ws', 1)}/v1/sessions/{s['session_id']}/events?token={s['token']}"
+    )
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"type": "user.text", "text": "What is the capital of France?"}))
         events: list[dict[str, Any]] = []
@@ -120,8 +160,14 @@ async def test_openai_engine_through_the_llm_service(procs, llama_server) -> Non
         assert "paris" in events[-1]["text"].lower()
 
         # A cancel mid-reply reaches the server's stream too.
-        await ws.send(json.dumps({"type": "user.text", "text": "Tell me a long story about a "
-                                  "brave knight and a dragon."}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "user.text",
+                    "text": "Tell me a long story about a brave knight and a dragon.",
+                }
+            )
+        )
         while True:
             ev = json.loads(await asyncio.wait_for(ws.recv(), 60))
             if ev["type"] == "reply.delta":

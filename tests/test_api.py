@@ -31,8 +31,9 @@ AGENT = {
 
 @pytest.fixture(scope="module")
 def stack(procs_module, redis_url):  # type: ignore[no-untyped-def]
-    s = start_stack(procs_module, replicas={"asr": 0, "tts": 0},
-                    env={"gateway": {"VA_API_KEYS": API_KEY}})
+    s = start_stack(
+        procs_module, replicas={"asr": 0, "tts": 0}, env={"gateway": {"VA_API_KEYS": API_KEY}}
+    )
     return s
 
 
@@ -71,13 +72,21 @@ async def test_agents_need_the_api_key_and_valid_config(http) -> None:  # type: 
     r = await http.post("/v1/agents", json=AGENT, headers={"x-api-key": "wrong"})
     assert r.status_code == 401
 
-    bad = {"system_prompt": "", "end_of_turn_silence_ms": 5, "llm": {"temperature": 9},
-           "unknown": 1}
+    bad = {
+        "system_prompt": "",
+        "end_of_turn_silence_ms": 5,
+        "llm": {"temperature": 9},
+        "unknown": 1,
+    }
     r = await http.post("/v1/agents", json=bad, headers={"x-api-key": API_KEY})
     assert r.status_code == 422
     fields = {tuple(e["loc"][1:]) for e in r.json()["detail"]}
-    assert {("system_prompt",), ("end_of_turn_silence_ms",), ("llm", "temperature"),
-            ("unknown",)} <= fields
+    assert {
+        ("system_prompt",),
+        ("end_of_turn_silence_ms",),
+        ("llm", "temperature"),
+        ("unknown",),
+    } <= fields
 
     r = await http.post("/v1/agents", json=AGENT, headers={"x-api-key": API_KEY})
     assert r.status_code == 200
@@ -111,17 +120,20 @@ async def test_tokens_are_scoped_and_ending_revokes_them(http, stack, redis_url)
     client = aioredis.from_url(redis_url, decode_responses=True)
     secret = await client.get("va:secret")
     await client.aclose()
-    expired = jwt.encode({"sid": a["session_id"], "exp": int(time.time()) - 5}, secret,
-                         algorithm="HS256")
+    expired = jwt.encode(
+        {"sid": a["session_id"], "exp": int(time.time()) - 5}, secret, algorithm="HS256"
+    )
     r = await http.get(f"/v1/sessions/{a['session_id']}/messages", headers=bearer(expired))
     assert r.status_code == 401 and r.json()["code"] == "token_expired"
 
     # Resume gives a fresh token; another session's token cannot resume it.
-    r = await http.post("/v1/sessions", json={"session_id": a["session_id"]},
-                        headers=bearer(b["token"]))
+    r = await http.post(
+        "/v1/sessions", json={"session_id": a["session_id"]}, headers=bearer(b["token"])
+    )
     assert r.status_code == 403
-    r = await http.post("/v1/sessions", json={"session_id": a["session_id"]},
-                        headers=bearer(a["token"]))
+    r = await http.post(
+        "/v1/sessions", json={"session_id": a["session_id"]}, headers=bearer(a["token"])
+    )
     assert r.status_code == 200 and r.json()["session_id"] == a["session_id"]
     fresh = r.json()["token"]
 
@@ -144,13 +156,15 @@ async def test_tokens_are_scoped_and_ending_revokes_them(http, stack, redis_url)
 async def test_bad_webrtc_offers_are_refused(http) -> None:  # type: ignore[no-untyped-def]
     s = await new_session(http)
     url = f"/v1/sessions/{s['session_id']}/webrtc"
-    r = await http.post(url, json={"sdp": "v=0\r\nthis is not sdp", "type": "offer"},
-                        headers=bearer(s["token"]))
+    r = await http.post(
+        url, json={"sdp": "v=0\r\nthis is not sdp", "type": "offer"}, headers=bearer(s["token"])
+    )
     assert r.status_code == 400 and r.json()["code"] == "bad_sdp"
     r = await http.post(url, json={"sdp": "v=0", "type": "answer"}, headers=bearer(s["token"]))
     assert r.status_code == 400
-    r = await http.post(url, json={"sdp": "x" * 50_000, "type": "offer"},
-                        headers=bearer(s["token"]))
+    r = await http.post(
+        url, json={"sdp": "x" * 50_000, "type": "offer"}, headers=bearer(s["token"])
+    )
     assert r.status_code == 413
     r = await http.post(url, json={"type": "offer"}, headers=bearer(s["token"]))
     assert r.status_code == 422
@@ -163,12 +177,14 @@ async def test_text_turn_and_bad_socket_messages(http, stack) -> None:  # type: 
     r = await http.post("/v1/agents", json=AGENT, headers={"x-api-key": API_KEY})
     s = await new_session(http, r.json()["agent_id"])
     async with websockets.connect(ws_url(stack.base_url, s["session_id"], s["token"])) as ws:
-        for raw, code in [("{not json", "invalid_json"),
-                          (json.dumps({"type": "user.text", "text": ""}), "bad_request"),
-                          (json.dumps({"type": "user.text", "text": "   "}), "bad_request"),
-                          (json.dumps({"type": "user.text", "text": "x" * 4001}), "bad_request"),
-                          (json.dumps({"type": "dance"}), "bad_request"),
-                          ("x" * 20_000, "message_too_large")]:
+        for raw, code in [
+            ("{not json", "invalid_json"),
+            (json.dumps({"type": "user.text", "text": ""}), "bad_request"),
+            (json.dumps({"type": "user.text", "text": "   "}), "bad_request"),
+            (json.dumps({"type": "user.text", "text": "x" * 4001}), "bad_request"),
+            (json.dumps({"type": "dance"}), "bad_request"),
+            ("x" * 20_000, "message_too_large"),
+        ]:
             await ws.send(raw)
             ev = await next_event(ws, "error", 10)
             assert ev["code"] == code, (raw[:40], ev)
@@ -189,8 +205,10 @@ async def test_text_turn_and_bad_socket_messages(http, stack) -> None:  # type: 
 
     r = await http.get(f"/v1/sessions/{s['session_id']}/messages", headers=bearer(s["token"]))
     msgs = r.json()
-    assert [(m["role"], m["turn_id"]) for m in msgs] == [("user", final["turn_id"]),
-                                                          ("assistant", final["turn_id"])]
+    assert [(m["role"], m["turn_id"]) for m in msgs] == [
+        ("user", final["turn_id"]),
+        ("assistant", final["turn_id"]),
+    ]
     assert msgs[1]["text"] == done["text"]
 
 
@@ -205,8 +223,10 @@ async def test_bad_token_on_the_socket(stack, http) -> None:  # type: ignore[no-
 
 
 async def test_text_turn_interrupted_keeps_what_was_shown(http, stack) -> None:  # type: ignore[no-untyped-def]
-    long_agent = {"system_prompt": "You are a storyteller. Always answer with a long story.",
-                  "llm": {"temperature": 0.0, "max_tokens": 300}}
+    long_agent = {
+        "system_prompt": "You are a storyteller. Always answer with a long story.",
+        "llm": {"temperature": 0.0, "max_tokens": 300},
+    }
     r = await http.post("/v1/agents", json=long_agent, headers={"x-api-key": API_KEY})
     s = await new_session(http, r.json()["agent_id"])
     async with websockets.connect(ws_url(stack.base_url, s["session_id"], s["token"])) as ws:
@@ -226,10 +246,19 @@ async def test_text_turn_interrupted_keeps_what_was_shown(http, stack) -> None: 
 async def test_services_survive_malformed_bus_messages(stack, nats_url, http) -> None:  # type: ignore[no-untyped-def]
     nc = await nats.connect(nats_url)
     try:
-        for subject in ("va.session.turn", "va.llm.claim", "va.session.rpc.get_messages",
-                        "va.session.rpc.nope"):
-            for payload in (b"", b"\xff\xfe", b"{}", b'{"type":"turn.submit","v":1}',
-                            json.dumps({"session_id": "a.b.>", "turn_id": "x"}).encode()):
+        for subject in (
+            "va.session.turn",
+            "va.llm.claim",
+            "va.session.rpc.get_messages",
+            "va.session.rpc.nope",
+        ):
+            for payload in (
+                b"",
+                b"\xff\xfe",
+                b"{}",
+                b'{"type":"turn.submit","v":1}',
+                json.dumps({"session_id": "a.b.>", "turn_id": "x"}).encode(),
+            ):
                 resp = await nc.request(subject, payload, timeout=5)
                 body = json.loads(resp.data)
                 assert body["type"] == "rpc.error" and body["message"], (subject, payload)
@@ -250,8 +279,9 @@ async def test_history_survives_restarts_and_tokens_stay_out_of_logs(http, stack
     async with websockets.connect(ws_url(stack.base_url, s["session_id"], s["token"])) as ws:
         await ws.send(json.dumps({"type": "user.text", "text": "What color is the sky?"}))
         await next_event(ws, "reply.done", 60)
-    before = (await http.get(f"/v1/sessions/{s['session_id']}/messages",
-                             headers=bearer(s["token"]))).json()
+    before = (
+        await http.get(f"/v1/sessions/{s['session_id']}/messages", headers=bearer(s["token"]))
+    ).json()
     assert len(before) == 2
 
     # Restart every service (SIGKILL, then a new process).
@@ -259,16 +289,28 @@ async def test_history_survives_restarts_and_tokens_stay_out_of_logs(http, stack
         old = stack.by_kind[kind].pop()
         old.kill()
         old.wait(10)
-        stack.start(kind, port=old.port if kind == "gateway" else None,
-                    env={"VA_API_KEYS": API_KEY} if kind == "gateway" else None)
-    after = (await http.get(f"/v1/sessions/{s['session_id']}/messages",
-                            headers=bearer(s["token"]))).json()
+        stack.start(
+            kind,
+            port=old.port if kind == "gateway" else None,
+            env={"VA_API_KEYS": API_KEY} if kind == "gateway" else None,
+        )
+    after = (
+        await http.get(f"/v1/sessions/{s['session_id']}/messages", headers=bearer(s["token"]))
+    ).json()
     assert after == before
     async with websockets.connect(ws_url(stack.base_url, s["session_id"], s["token"])) as ws:
         await ws.send(json.dumps({"type": "user.text", "text": "And the grass?"}))
         await next_event(ws, "reply.done", 60)
-    assert len((await http.get(f"/v1/sessions/{s['session_id']}/messages",
-                               headers=bearer(s["token"]))).json()) == 4
+    assert (
+        len(
+            (
+                await http.get(
+                    f"/v1/sessions/{s['session_id']}/messages", headers=bearer(s["token"])
+                )
+            ).json()
+        )
+        == 4
+    )
 
     for kinds in stack.by_kind.values():
         for sp in kinds:

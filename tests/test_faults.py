@@ -26,8 +26,9 @@ STALL = {"VA_LLM_STALL_TIMEOUT_S": "5", "VA_TTS_STALL_TIMEOUT_S": "5"}
 
 @pytest.fixture(scope="module")
 def stack(procs_module):  # type: ignore[no-untyped-def]
-    return start_stack(procs_module, replicas={"asr": 2, "llm": 2, "tts": 2},
-                       env={"session": STALL})
+    return start_stack(
+        procs_module, replicas={"asr": 2, "llm": 2, "tts": 2}, env={"session": STALL}
+    )
 
 
 class Claims:
@@ -64,11 +65,12 @@ class Claims:
 def clip(text: str) -> tuple[Any, int]:
     pcm, rate = read_wav(speak_wav(text))
     start, end = active_bounds_ms(pcm, rate)
-    return pcm[int(start * rate / 1000): int(end * rate / 1000)], rate
+    return pcm[int(start * rate / 1000) : int(end * rate / 1000)], rate
 
 
-async def outcome(client: VoiceClient, turn_id: str | None, after: float,
-                  timeout: float = 90) -> str:
+async def outcome(
+    client: VoiceClient, turn_id: str | None, after: float, timeout: float = 90
+) -> str:
     """'done' when the turn's reply.done came, 'failed' when its turn_failed error came."""
     loop_end = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < loop_end:

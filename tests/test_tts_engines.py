@@ -180,18 +180,34 @@ def split(text: str, step: int = 3, **kwargs: int) -> list[tuple[int, str]]:
     ("text", "clauses"),
     [
         ("Hi! How are you?", ["Hi!", "How are you?"]),
-        ("Sure, I can help with that, no problem. Later, we can, if you like, talk more.",
-         ["Sure, I can help with that,", "no problem.", "Later, we can, if you like, talk more."]),
-        ("It is 3.5 meters, or $1,000.50 in total. Next.",
-         ["It is 3.5 meters,", "or $1,000.50 in total.", "Next."]),
-        ("Mr. Smith met Dr. Jones e.g. at noon. J. K. Rowling wrote vs. nobody. Bye.",
-         ["Mr. Smith met Dr. Jones e.g. at noon.", "J. K. Rowling wrote vs. nobody.", "Bye."]),
-        ("We sell pears etc. and apples. At 5 p.m. Tom came. No. It is No. 5.",
-         ["We sell pears etc. and apples.", "At 5 p.m.", "Tom came.", "No.", "It is No. 5."]),
-        ("Steps:\n1. Heat the **oven**.\n2. Add `salt`.\n\n## Done\n- [Enjoy](http://x.y/z) it",
-         ["Steps:", "1. Heat the oven.", "2. Add salt.", "Done", "Enjoy it"]),
-        ("Well — I think this plan is good; let's go. *** ", ["Well — I think this plan is good;",
-                                                            "let's go."]),
+        (
+            "Sure, I can help with that, no problem. Later, we can, if you like, talk more.",
+            [
+                "Sure, I can help with that,",
+                "no problem.",
+                "Later, we can, if you like, talk more.",
+            ],
+        ),
+        (
+            "It is 3.5 meters, or $1,000.50 in total. Next.",
+            ["It is 3.5 meters,", "or $1,000.50 in total.", "Next."],
+        ),
+        (
+            "Mr. Smith met Dr. Jones e.g. at noon. J. K. Rowling wrote vs. nobody. Bye.",
+            ["Mr. Smith met Dr. Jones e.g. at noon.", "J. K. Rowling wrote vs. nobody.", "Bye."],
+        ),
+        (
+            "We sell pears etc. and apples. At 5 p.m. Tom came. No. It is No. 5.",
+            ["We sell pears etc. and apples.", "At 5 p.m.", "Tom came.", "No.", "It is No. 5."],
+        ),
+        (
+            "Steps:\n1. Heat the **oven**.\n2. Add `salt`.\n\n## Done\n- [Enjoy](http://x.y/z) it",
+            ["Steps:", "1. Heat the oven.", "2. Add salt.", "Done", "Enjoy it"],
+        ),
+        (
+            "Well — I think this plan is good; let's go. *** ",
+            ["Well — I think this plan is good;", "let's go."],
+        ),
         ("Visit example.com now.", ["Visit example.com now."]),
     ],
 )
@@ -237,21 +253,44 @@ def build_tiny_vits(folder: Path, phonemes: bool) -> tuple[str, str]:
 
     torch.manual_seed(0)
     args = VitsArgs(
-        hidden_channels=16, hidden_channels_ffn_text_encoder=32, num_layers_text_encoder=1,
-        num_layers_posterior_encoder=1, num_layers_flow=1, upsample_initial_channel_decoder=16,
-        resblock_kernel_sizes_decoder=[3], resblock_dilation_sizes_decoder=[[1, 3, 5]],
-        upsample_rates_decoder=[8, 8, 4], upsample_kernel_sizes_decoder=[16, 16, 8],
-        use_sdp=False, init_discriminator=False,
+        hidden_channels=16,
+        hidden_channels_ffn_text_encoder=32,
+        num_layers_text_encoder=1,
+        num_layers_posterior_encoder=1,
+        num_layers_flow=1,
+        upsample_initial_channel_decoder=16,
+        resblock_kernel_sizes_decoder=[3],
+        resblock_dilation_sizes_decoder=[[1, 3, 5]],
+        upsample_rates_decoder=[8, 8, 4],
+        upsample_kernel_sizes_decoder=[16, 16, 8],
+        use_sdp=False,
+        init_discriminator=False,
     )
     if phonemes:  # as coqui's released English VITS: IPA from the system espeak-ng
-        config = VitsConfig(model_args=args, use_phonemes=True, phonemizer="espeak",
-                            phoneme_language="en-us", text_cleaner="phoneme_cleaners")
+        config = VitsConfig(
+            model_args=args,
+            use_phonemes=True,
+            phonemizer="espeak",
+            phoneme_language="en-us",
+            text_cleaner="phoneme_cleaners",
+        )
     else:
-        config = VitsConfig(model_args=args, use_phonemes=False, text_cleaner="basic_cleaners",
-                            characters=CharactersConfig(
-                                characters_class="TTS.tts.models.vits.VitsCharacters", pad="_",
-                                eos="", bos="", blank=None, characters="abcdefghijklmnopqrstuvwxyz",
-                                punctuations=" !',.?-", is_unique=True, is_sorted=True))
+        config = VitsConfig(
+            model_args=args,
+            use_phonemes=False,
+            text_cleaner="basic_cleaners",
+            characters=CharactersConfig(
+                characters_class="TTS.tts.models.vits.VitsCharacters",
+                pad="_",
+                eos="",
+                bos="",
+                blank=None,
+                characters="abcdefghijklmnopqrstuvwxyz",
+                punctuations=" !',.?-",
+                is_unique=True,
+                is_sorted=True,
+            ),
+        )
     config.audio.sample_rate = 16000
     model = Vits(config)
     model_path, config_path = folder / "model.pth", folder / "config.json"

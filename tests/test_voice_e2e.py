@@ -67,7 +67,7 @@ async def voice_client(base_url: str, agent: dict) -> VoiceClient:  # type: igno
 def clip(text: str) -> tuple[np.ndarray, int]:
     pcm, rate = read_wav(speak_wav(text))
     start, end = active_bounds_ms(pcm, rate)
-    return pcm[int(start * rate / 1000): int(end * rate / 1000)], rate
+    return pcm[int(start * rate / 1000) : int(end * rate / 1000)], rate
 
 
 async def history(client: VoiceClient) -> list[dict]:  # type: ignore[type-arg]
@@ -136,8 +136,9 @@ async def test_speech_over_the_reply_interrupts_it(stack) -> None:  # type: igno
         # Reply audio stopped: nothing audible of the reply arrived well after the barge-in
         # (the next reply, to "stop, wait...", starts only after its own end of turn).
         late = [r for r in client.audio if t_barge + 1.0 < r.t < t_barge + 1.6 and r.audible]
-        last_reply_audio = max((r.t for r in client.audio if r.audible and r.t < t_barge + 1.0),
-                               default=t_barge)
+        last_reply_audio = max(
+            (r.t for r in client.audio if r.audible and r.t < t_barge + 1.0), default=t_barge
+        )
         print(f"barge-in -> last reply audio: {(last_reply_audio - t_barge) * 1000:.0f} ms")
         assert not late, "reply audio went on after the interruption"
 
@@ -195,8 +196,9 @@ async def test_session_resumes_after_the_client_disconnects(stack) -> None:  # t
     await client.close()  # vanish mid-reply
 
     async with httpx.AsyncClient(base_url=stack.base_url) as c:
-        r = await c.post("/v1/sessions", json={"session_id": client.session_id},
-                         headers=client.auth)
+        r = await c.post(
+            "/v1/sessions", json={"session_id": client.session_id}, headers=client.auth
+        )
         assert r.status_code == 200, r.text
         grant = r.json()
     again = VoiceClient(stack.base_url, session_id=grant["session_id"], token=grant["token"])
@@ -223,16 +225,22 @@ async def test_session_resumes_after_the_client_disconnects(stack) -> None:  # t
 async def test_partial_transcripts_while_the_user_speaks(stack) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, PLAIN)
     try:
-        pcm, rate = clip("I would like to know more about the long history of the Roman empire "
-                         "and all of its famous emperors and their great battles")
+        pcm, rate = clip(
+            "I would like to know more about the long history of the Roman empire "
+            "and all of its famous emperors and their great battles"
+        )
         client.speaker.play(pcm, rate)
         t_final, final = await client.wait_event("transcript.final", 60)
-        partials = [(t, e) for t, e in client.events
-                    if e["type"] == "transcript.partial" and e["turn_id"] == final["turn_id"]]
+        partials = [
+            (t, e)
+            for t, e in client.events
+            if e["type"] == "transcript.partial" and e["turn_id"] == final["turn_id"]
+        ]
         assert partials, "no transcript.partial while speaking"
         assert all(t < t_final for t, _ in partials)
-        assert any("roman" in e["text"].lower() or "history" in e["text"].lower()
-                   for _, e in partials)
+        assert any(
+            "roman" in e["text"].lower() or "history" in e["text"].lower() for _, e in partials
+        )
         assert "emperor" in final["text"].lower()
         await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
     finally:

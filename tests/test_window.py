@@ -10,10 +10,19 @@ from services.session.window import plan_window, to_chat
 def history(turns: int, words: int = 5) -> list[HistoryMessage]:
     out = []
     for i in range(turns):
-        out.append(HistoryMessage(role="user", text=" ".join(["ask"] * words), turn_id=f"t{i}",
-                                  created_at=float(i)))
-        out.append(HistoryMessage(role="assistant", text=" ".join(["answer"] * words),
-                                  turn_id=f"t{i}", created_at=float(i)))
+        out.append(
+            HistoryMessage(
+                role="user", text=" ".join(["ask"] * words), turn_id=f"t{i}", created_at=float(i)
+            )
+        )
+        out.append(
+            HistoryMessage(
+                role="assistant",
+                text=" ".join(["answer"] * words),
+                turn_id=f"t{i}",
+                created_at=float(i),
+            )
+        )
     return out
 
 

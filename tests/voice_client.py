@@ -31,8 +31,9 @@ def to_48k(pcm: np.ndarray, rate: int) -> np.ndarray:
     if rate == RATE:
         return pcm.astype(np.int16)
     res = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-    frame = av.AudioFrame.from_ndarray(pcm.astype(np.int16).reshape(1, -1), format="s16",
-                                       layout="mono")
+    frame = av.AudioFrame.from_ndarray(
+        pcm.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+    )
     frame.sample_rate = rate
     out = [f.to_ndarray().reshape(-1) for f in res.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in res.resample(None)]
@@ -144,8 +145,11 @@ class VoiceClient:
 
         await pc.setLocalDescription(await pc.createOffer())
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as c:
-            r = await c.post(f"/v1/sessions/{self.session_id}/webrtc", headers=self.auth,
-                             json={"sdp": pc.localDescription.sdp, "type": "offer"})
+            r = await c.post(
+                f"/v1/sessions/{self.session_id}/webrtc",
+                headers=self.auth,
+                json={"sdp": pc.localDescription.sdp, "type": "offer"},
+            )
             r.raise_for_status()
             answer = r.json()
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
@@ -167,13 +171,17 @@ class VoiceClient:
     async def send(self, message: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(message))
 
-    async def wait_event(self, etype: str, timeout: float = 60.0, after: float = 0.0,
-                         **match: Any) -> tuple[float, dict[str, Any]]:
+    async def wait_event(
+        self, etype: str, timeout: float = 60.0, after: float = 0.0, **match: Any
+    ) -> tuple[float, dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             for t, ev in self.events:
-                if t >= after and ev.get("type") == etype and all(
-                        ev.get(k) == v for k, v in match.items()):
+                if (
+                    t >= after
+                    and ev.get("type") == etype
+                    and all(ev.get(k) == v for k, v in match.items())
+                ):
                     return t, ev
             left = deadline - time.monotonic()
             if left <= 0:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.common.service import run_worker, setup_logging
 
 from .engine import ASREngine
@@ -33,5 +31,3 @@ async def main() -> None:
     setup_logging(settings.log_level)
     worker = AsrWorker(settings, build_engine(settings))
     await run_worker(worker, settings, DEFAULT_PORT)
-
-

@@ -91,7 +91,8 @@ class AsrWorker(Worker):
     async def drain(self, timeout: float) -> None:
         await self.stop_accepting()
         end = time.monotonic() + timeout
-        while self._utts and time.monotonic() < end:
+        # Utterances end when their gateway sends `end` (or the reaper drops them): poll.
+        while self._utts and time.monotonic() < end:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for task in list(self._tasks):
             task.cancel()
@@ -119,7 +120,9 @@ class AsrWorker(Worker):
             self.nc,
             subjects.work_claimed(claim.session_id),
             WorkClaimed(
-                kind="asr", worker_id=self.worker_id, session_id=claim.session_id,
+                kind="asr",
+                worker_id=self.worker_id,
+                session_id=claim.session_id,
                 turn_id=claim.turn_id,
             ),
         )
@@ -181,8 +184,11 @@ class AsrWorker(Worker):
 
     def _result(self, utt: Utterance, text: str, ms: float, n: int) -> AsrResult:
         return AsrResult(
-            turn_id=utt.claim.turn_id, text=text, asr_ms=round(ms, 1),
-            audio_ms=n / 32.0, worker_id=self.worker_id,
+            turn_id=utt.claim.turn_id,
+            text=text,
+            asr_ms=round(ms, 1),
+            audio_ms=n / 32.0,
+            worker_id=self.worker_id,
         )
 
     async def _release(self, utt: Utterance) -> None:

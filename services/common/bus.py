@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from . import telemetry
 from .messages import BadMessage, Message, RpcError, decode
@@ -101,7 +102,7 @@ async def request(
         )
     except NoRespondersError as exc:
         raise BusUnavailable(f"no service answers on {subject}") from exc
-    except (NatsTimeoutError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, NatsTimeoutError) as exc:
         raise BusUnavailable(f"no answer on {subject} within {timeout:.1f} s") from exc
     data = resp.data
     if b'"type":"rpc.error"' in data:

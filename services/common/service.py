@@ -39,7 +39,7 @@ class Worker(ABC):
     async def start(self, nc: NATS) -> None:
         """Load models, subscribe."""
 
-    async def stop_accepting(self) -> None:
+    async def stop_accepting(self) -> None:  # noqa: B027 - optional hook
         """Unsubscribe from claim subjects (new work goes to other replicas)."""
 
     def ready(self) -> bool:
@@ -61,7 +61,7 @@ class Worker(ABC):
             for t in still:
                 t.cancel()
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and resources."""
 
 
@@ -117,8 +117,7 @@ async def run_worker(
             access_log=False,
             lifespan="off",
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _HttpServer(config)
         http = asyncio.create_task(server.serve(), name="http")
         log.info("%s %s ready on :%d", worker.kind, worker.worker_id, config.port)
         await stop.wait()
@@ -127,6 +126,15 @@ async def run_worker(
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http, 5)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service decides when the HTTP side stops
+    (after draining, so /readyz keeps answering while work in flight finishes)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
 
 
 async def _close_nats(nc: NATS) -> None:

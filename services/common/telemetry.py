@@ -34,11 +34,16 @@ def consume_span(msg: Any, handler: str) -> Iterator[None]:
     token = context.attach(ctx)
     try:
         parts = msg.subject.split(".")
-        attrs = {"messaging.system": "nats", "messaging.destination.name": subjects.template(msg.subject)}
+        attrs = {
+            "messaging.system": "nats",
+            "messaging.destination.name": subjects.template(msg.subject),
+        }
         if len(parts) >= 4:
             attrs[ATTR_SESSION] = parts[3] if parts[1] in {"asr", "llm", "tts"} else parts[-1]
         with tracer.start_as_current_span(
-            f"process {subjects.template(msg.subject)}", kind=trace.SpanKind.CONSUMER, attributes=attrs
+            f"process {subjects.template(msg.subject)}",
+            kind=trace.SpanKind.CONSUMER,
+            attributes=attrs,
         ):
             yield
     finally:

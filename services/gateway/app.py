@@ -75,22 +75,28 @@ class Hub:
 
     async def rpc(self, method: str, msg: Message, kind: Any) -> Any:
         try:
-            return await bus.request(self.nc, subjects.session_rpc(method), msg, kind,
-                                     timeout=self.cfg.rpc_timeout_s)
+            return await bus.request(
+                self.nc, subjects.session_rpc(method), msg, kind, timeout=self.cfg.rpc_timeout_s
+            )
         except bus.RemoteError as exc:
-            raise HTTPException(exc.error.status, {"code": exc.error.code,
-                                                   "message": exc.error.message}) from exc
+            raise HTTPException(
+                exc.error.status, {"code": exc.error.code, "message": exc.error.message}
+            ) from exc
         except bus.BusUnavailable as exc:
-            raise HTTPException(503, {"code": "unavailable",
-                                      "message": "the session service is not answering"}) from exc
+            raise HTTPException(
+                503, {"code": "unavailable", "message": "the session service is not answering"}
+            ) from exc
 
     async def authorize(self, session_id: str, token: str) -> SessionInfo:
         try:
             subjects.check_token(session_id)
         except subjects.InvalidSubjectToken as exc:
-            raise HTTPException(404, {"code": "session_not_found", "message": "no such session"}) from exc
-        info: SessionInfo = await self.rpc("authorize", Authorize(session_id=session_id, token=token),
-                                           SessionInfo)
+            raise HTTPException(
+                404, {"code": "session_not_found", "message": "no such session"}
+            ) from exc
+        info: SessionInfo = await self.rpc(
+            "authorize", Authorize(session_id=session_id, token=token), SessionInfo
+        )
         return info
 
     async def live_session(self, info: SessionInfo) -> LiveSession:
@@ -118,8 +124,13 @@ class Hub:
 
 def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise HTTPException(401, {"code": "missing_token",
-                                  "message": "Authorization: Bearer <session token> is required"})
+        raise HTTPException(
+            401,
+            {
+                "code": "missing_token",
+                "message": "Authorization: Bearer <session token> is required",
+            },
+        )
     return authorization[7:].strip()
 
 
@@ -127,40 +138,52 @@ def create_app(hub: Hub) -> FastAPI:
     cfg = hub.cfg
     app = FastAPI(title="Voice assistant gateway", version="1.0")
     if cfg.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Any) -> Any:
         t0 = time.perf_counter()
         response = await call_next(request)
         # Never the query string: WebSocket tokens travel there.
-        access.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code,
-                    (time.perf_counter() - t0) * 1000)
+        access.info(
+            "%s %s %d %.1fms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.perf_counter() - t0) * 1000,
+        )
         return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "error",
-                                                                  "message": str(exc.detail)}
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, dict)
+            else {"code": "error", "message": str(exc.detail)}
+        )
         return JSONResponse(detail, status_code=exc.status_code)
 
     def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
         if cfg.api_keys and x_api_key not in cfg.api_keys:
-            raise HTTPException(401, {"code": "invalid_api_key",
-                                      "message": "a valid X-API-Key header is required"})
+            raise HTTPException(
+                401, {"code": "invalid_api_key", "message": "a valid X-API-Key header is required"}
+            )
 
     @app.post("/v1/agents", dependencies=[Depends(require_api_key)])
     async def create_agent(config: AgentConfig) -> dict[str, str]:
-        record: AgentRecord = await hub.rpc("create_agent", CreateAgent(config=config),
-                                            AgentRecord)
+        record: AgentRecord = await hub.rpc("create_agent", CreateAgent(config=config), AgentRecord)
         return {"agent_id": record.agent_id}
 
     @app.get("/v1/agents/{agent_id}", dependencies=[Depends(require_api_key)])
     async def get_agent(agent_id: str) -> dict[str, Any]:
         record: AgentRecord = await hub.rpc("get_agent", GetAgent(agent_id=agent_id), AgentRecord)
-        return {"agent_id": record.agent_id, "config": record.config.model_dump(),
-                "created_at": record.created_at}
+        return {
+            "agent_id": record.agent_id,
+            "config": record.config.model_dump(),
+            "created_at": record.created_at,
+        }
 
     @app.post("/v1/sessions")
     async def create_session(
@@ -171,16 +194,25 @@ def create_app(hub: Hub) -> FastAPI:
         if body.session_id is not None:
             token = bearer(authorization)
             grant: SessionGrant = await hub.rpc(
-                "resume_session", ResumeSession(session_id=body.session_id, token=token),
-                SessionGrant)
+                "resume_session",
+                ResumeSession(session_id=body.session_id, token=token),
+                SessionGrant,
+            )
         else:
-            grant = await hub.rpc("create_session", CreateSession(agent_id=body.agent_id),
-                                  SessionGrant)
-        return {"session_id": grant.session_id, "token": grant.token,
-                "expires_at": grant.expires_at, "agent_id": grant.agent_id}
+            grant = await hub.rpc(
+                "create_session", CreateSession(agent_id=body.agent_id), SessionGrant
+            )
+        return {
+            "session_id": grant.session_id,
+            "token": grant.token,
+            "expires_at": grant.expires_at,
+            "agent_id": grant.agent_id,
+        }
 
     @app.delete("/v1/sessions/{session_id}")
-    async def end_session(session_id: str, token: Annotated[str, Depends(bearer)]) -> dict[str, str]:
+    async def end_session(
+        session_id: str, token: Annotated[str, Depends(bearer)]
+    ) -> dict[str, str]:
         await hub.authorize(session_id, token)
         await hub.rpc("end_session", EndSession(session_id=session_id, token=token), Ok)
         live = hub.live.get(session_id)
@@ -192,18 +224,22 @@ def create_app(hub: Hub) -> FastAPI:
         return {"status": "ended"}
 
     @app.get("/v1/sessions/{session_id}/messages")
-    async def messages(session_id: str, token: Annotated[str, Depends(bearer)]) -> list[dict[str, Any]]:
+    async def messages(
+        session_id: str, token: Annotated[str, Depends(bearer)]
+    ) -> list[dict[str, Any]]:
         await hub.authorize(session_id, token)
         result: MessageList = await hub.rpc(
-            "get_messages", GetMessages(session_id=session_id, token=token), MessageList)
+            "get_messages", GetMessages(session_id=session_id, token=token), MessageList
+        )
         return [m.model_dump() for m in result.messages]
 
     @app.post("/v1/sessions/{session_id}/webrtc")
-    async def webrtc(session_id: str, offer: Offer,
-                     token: Annotated[str, Depends(bearer)]) -> dict[str, str]:
+    async def webrtc(
+        session_id: str, offer: Offer, token: Annotated[str, Depends(bearer)]
+    ) -> dict[str, str]:
         info = await hub.authorize(session_id, token)
         if offer.type != "offer":
-            raise HTTPException(400, {"code": "bad_sdp", "message": "type must be \"offer\""})
+            raise HTTPException(400, {"code": "bad_sdp", "message": 'type must be "offer"'})
         if len(offer.sdp) > cfg.max_sdp_bytes:
             raise HTTPException(413, {"code": "sdp_too_large", "message": "the offer is too large"})
         live = await hub.live_session(info)
@@ -212,7 +248,9 @@ def create_app(hub: Hub) -> FastAPI:
         try:
             sdp, kind = await answer_offer(live, offer.sdp, cfg.ice_servers)
         except ValueError as exc:
-            raise HTTPException(400, {"code": "bad_sdp", "message": f"invalid SDP offer: {exc}"}) from exc
+            raise HTTPException(
+                400, {"code": "bad_sdp", "message": f"invalid SDP offer: {exc}"}
+            ) from exc
         return {"sdp": sdp, "type": kind}
 
     @app.websocket("/v1/sessions/{session_id}/events")
@@ -221,9 +259,13 @@ def create_app(hub: Hub) -> FastAPI:
         try:
             info = await hub.authorize(session_id, token)
         except HTTPException as exc:
-            detail = exc.detail if isinstance(exc.detail, dict) else {}
-            await ws.send_text(ErrorEvent(code=detail.get("code", "unauthorized"),
-                                          message=detail.get("message", "not allowed")).model_dump_json())
+            detail: dict[str, str] = exc.detail if isinstance(exc.detail, dict) else {}
+            await ws.send_text(
+                ErrorEvent(
+                    code=detail.get("code", "unauthorized"),
+                    message=detail.get("message", "not allowed"),
+                ).model_dump_json()
+            )
             await ws.close(4000 + exc.status_code)
             return
         live = await hub.live_session(info)

@@ -162,7 +162,9 @@ class LiveSession:
         headers = msg.headers or {}
         if headers.get(bus.H_TYPE) == "audio":
             self.track.push(
-                headers.get(bus.H_REPLY, ""), int(headers.get(bus.H_SEGMENT, "0")), msg.data,
+                headers.get(bus.H_REPLY, ""),
+                int(headers.get(bus.H_SEGMENT, "0")),
+                msg.data,
                 int(headers.get(bus.H_RATE, "22050")),
             )
             return
@@ -183,26 +185,47 @@ class LiveSession:
             current = self.track.reply
             if current is None or current.reply_id != item.reply_id:
                 # Nothing of it is playing (no audio, or already played): report it done.
-                await bus.publish(self.nc, subjects.playback(self.sid), PlaybackDone(
-                    reply_id=item.reply_id, spoken_text="", interrupted=item.cancelled))
+                await bus.publish(
+                    self.nc,
+                    subjects.playback(self.sid),
+                    PlaybackDone(
+                        reply_id=item.reply_id, spoken_text="", interrupted=item.cancelled
+                    ),
+                )
             else:
                 self.track.tts_done(item.reply_id)
 
     def _on_playback_started(self, pb: ReplyPlayback) -> None:
-        self.spawn(bus.publish(self.nc, subjects.playback(self.sid),
-                               PlaybackStarted(reply_id=pb.reply_id, at_ms=now_ms())), "pb-start")
+        self.spawn(
+            bus.publish(
+                self.nc,
+                subjects.playback(self.sid),
+                PlaybackStarted(reply_id=pb.reply_id, at_ms=now_ms()),
+            ),
+            "pb-start",
+        )
 
     def _on_playback_finished(self, pb: ReplyPlayback) -> None:
-        self.spawn(bus.publish(self.nc, subjects.playback(self.sid),
-                               PlaybackDone(reply_id=pb.reply_id, spoken_text=pb.spoken_text())),
-                   "pb-done")
+        self.spawn(
+            bus.publish(
+                self.nc,
+                subjects.playback(self.sid),
+                PlaybackDone(reply_id=pb.reply_id, spoken_text=pb.spoken_text()),
+            ),
+            "pb-done",
+        )
 
     async def _finish_reply(self, interrupted: bool) -> ReplyPlayback | None:
-        pb = self.track.stop()
+        pb = self.track.stop_reply()
         if pb is not None:
             self.stopped_replies.add(pb.reply_id)
-            await bus.publish(self.nc, subjects.playback(self.sid), PlaybackDone(
-                reply_id=pb.reply_id, spoken_text=pb.spoken_text(), interrupted=interrupted))
+            await bus.publish(
+                self.nc,
+                subjects.playback(self.sid),
+                PlaybackDone(
+                    reply_id=pb.reply_id, spoken_text=pb.spoken_text(), interrupted=interrupted
+                ),
+            )
         return pb
 
     async def _on_intr(self, msg: Msg) -> None:
@@ -221,7 +244,7 @@ class LiveSession:
         """Stop whatever reply is in flight and tell every stage, with what was played."""
         if self.active_turn is None and self.track.reply is None:
             return
-        pb = self.track.stop()
+        pb = self.track.stop_reply()
         spoken: str | None = None
         reply_id = self.active_reply
         if pb is not None:
@@ -230,9 +253,17 @@ class LiveSession:
             reply_id = pb.reply_id
         elif self.has_voice:
             spoken = ""  # nothing of it was heard yet
-        await bus.publish(self.nc, subjects.interrupt(self.sid), Interrupt(
-            session_id=self.sid, reply_id=reply_id, turn_id=self.active_turn,
-            reason=reason, spoken_text=spoken))  # type: ignore[arg-type]
+        await bus.publish(
+            self.nc,
+            subjects.interrupt(self.sid),
+            Interrupt(
+                session_id=self.sid,
+                reply_id=reply_id,
+                turn_id=self.active_turn,
+                reason=reason,
+                spoken_text=spoken,
+            ),
+        )  # type: ignore[arg-type]
         self.active_turn = None
         self.active_reply = None
 
@@ -242,23 +273,40 @@ class LiveSession:
         if self.active_turn is not None:
             await self.interrupt("new_turn")
         await self.emit(TranscriptFinal(turn_id=turn_id, text=text, source="text"))
-        await self._submit(TurnSubmit(session_id=self.sid, turn_id=turn_id, text=text,
-                                      source="text", voice=self.has_voice,
-                                      speech_end_ms=now_ms()))
+        await self._submit(
+            TurnSubmit(
+                session_id=self.sid,
+                turn_id=turn_id,
+                text=text,
+                source="text",
+                voice=self.has_voice,
+                speech_end_ms=now_ms(),
+            )
+        )
 
     async def _submit(self, submit: TurnSubmit) -> None:
         self.active_turn = submit.turn_id
         self.active_reply = None
         try:
-            accepted = await bus.request(self.nc, subjects.SESSION_TURN, submit, TurnAccepted,
-                                         timeout=self.cfg.claim_timeout_s)
+            accepted = await bus.request(
+                self.nc,
+                subjects.SESSION_TURN,
+                submit,
+                TurnAccepted,
+                timeout=self.cfg.claim_timeout_s,
+            )
             if self.active_turn == submit.turn_id:
                 self.active_reply = accepted.reply_id
         except (bus.BusUnavailable, bus.RemoteError) as exc:
             if self.active_turn == submit.turn_id:
                 self.active_turn = None
-            await self.emit(ErrorEvent(code="turn_failed", turn_id=submit.turn_id,
-                                       message=f"the turn could not start: {exc}"))
+            await self.emit(
+                ErrorEvent(
+                    code="turn_failed",
+                    turn_id=submit.turn_id,
+                    message=f"the turn could not start: {exc}",
+                )
+            )
 
     # -- voice in --------------------------------------------------------------------------------
     async def consume_track(self, track: Any) -> None:
@@ -320,18 +368,26 @@ class LiveSession:
                 self.barge_pending = False
                 self.track.resume()
             if utt is not None:
-                self.spawn(self._end_utterance(utt, self._stream_ms_to_wall(ev.speech_end_ms),
-                                               ev.t_ms - ev.speech_end_ms), "asr-end")
+                self.spawn(
+                    self._end_utterance(
+                        utt, self._stream_ms_to_wall(ev.speech_end_ms), ev.t_ms - ev.speech_end_ms
+                    ),
+                    "asr-end",
+                )
 
     async def _control(self, utt: Utterance, ctl: str) -> None:
-        await self.nc.publish(subjects.asr_utterance(self.sid, utt.turn_id),
-                              AsrEnd(speech_end_ms=now_ms()).encode(), headers={bus.H_CTL: ctl})
+        await self.nc.publish(
+            subjects.asr_utterance(self.sid, utt.turn_id),
+            AsrEnd(speech_end_ms=now_ms()).encode(),
+            headers={bus.H_CTL: ctl},
+        )
 
     async def _claim_asr(self, utt: Utterance) -> None:
         claim = AsrClaim(session_id=self.sid, turn_id=utt.turn_id, language=self.agent.language)
         try:
-            await bus.request(self.nc, subjects.ASR_CLAIM, claim, ClaimAck,
-                              timeout=self.cfg.claim_timeout_s)
+            await bus.request(
+                self.nc, subjects.ASR_CLAIM, claim, ClaimAck, timeout=self.cfg.claim_timeout_s
+            )
             utt.sent = 0
         except (bus.BusUnavailable, bus.RemoteError) as exc:
             log.warning("asr claim failed: %s", exc)
@@ -344,7 +400,7 @@ class LiveSession:
         subject = subjects.asr_utterance(self.sid, utt.turn_id)
         step = 1024  # 32 ms frames
         while utt.sent < len(utt.audio):
-            await self.nc.publish(subject, bytes(utt.audio[utt.sent: utt.sent + step]))
+            await self.nc.publish(subject, bytes(utt.audio[utt.sent : utt.sent + step]))
             utt.sent += step
 
     async def _end_utterance(self, utt: Utterance, speech_end: float, eot_ms: float) -> None:
@@ -358,18 +414,27 @@ class LiveSession:
                     continue
             try:
                 result = await bus.request(
-                    self.nc, subjects.asr_utterance(self.sid, utt.turn_id),
-                    AsrEnd(speech_end_ms=speech_end,
-                           reuse_speculative=utt.speculative and not attempt), AsrResult,
-                    timeout=self.cfg.asr_timeout_s, headers={bus.H_CTL: "end"},
+                    self.nc,
+                    subjects.asr_utterance(self.sid, utt.turn_id),
+                    AsrEnd(
+                        speech_end_ms=speech_end, reuse_speculative=utt.speculative and not attempt
+                    ),
+                    AsrResult,
+                    timeout=self.cfg.asr_timeout_s,
+                    headers={bus.H_CTL: "end"},
                 )
                 break
             except (bus.BusUnavailable, bus.RemoteError) as exc:
                 log.warning("asr final failed for %s (attempt %d): %s", utt.turn_id, attempt, exc)
         if result is None:
             self.track.resume()
-            await self.emit(ErrorEvent(code="turn_failed", turn_id=utt.turn_id,
-                                       message="speech recognition failed for this turn"))
+            await self.emit(
+                ErrorEvent(
+                    code="turn_failed",
+                    turn_id=utt.turn_id,
+                    message="speech recognition failed for this turn",
+                )
+            )
             return
         if not result.text.strip():
             self.track.resume()  # noise or silence: no turn
@@ -377,8 +442,15 @@ class LiveSession:
         if self.active_turn is not None:
             await self.interrupt("new_turn")
         await self.emit(TranscriptFinal(turn_id=utt.turn_id, text=result.text, source="voice"))
-        await self._submit(TurnSubmit(
-            session_id=self.sid, turn_id=utt.turn_id, text=result.text, source="voice",
-            voice=self.has_voice, speech_end_ms=speech_end, end_of_turn_ms=eot_ms,
-            asr_ms=result.asr_ms,
-        ))
+        await self._submit(
+            TurnSubmit(
+                session_id=self.sid,
+                turn_id=utt.turn_id,
+                text=result.text,
+                source="voice",
+                voice=self.has_voice,
+                speech_end_ms=speech_end,
+                end_of_turn_ms=eot_ms,
+                asr_ms=result.asr_ms,
+            )
+        )

@@ -125,7 +125,7 @@ class ReplyAudioTrack(MediaStreamTrack):
     def resume(self) -> None:
         self.paused = False
 
-    def stop(self) -> ReplyPlayback | None:
+    def stop_reply(self) -> ReplyPlayback | None:
         """Stop the current reply at once; returns it (with what was played)."""
         pb, self.reply = self.reply, None
         self.paused = False

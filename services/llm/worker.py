@@ -68,8 +68,10 @@ class LlmWorker(Worker):
     async def _warm_up(self) -> None:
         """One short generation on the default agent's prompt: the first real turn then finds
         the runtime initialised and the system prompt's evaluation cached."""
-        messages = [ChatMessage(role="system", content=AgentConfig().system_prompt),
-                    ChatMessage(role="user", content="Hello.")]
+        messages = [
+            ChatMessage(role="system", content=AgentConfig().system_prompt),
+            ChatMessage(role="user", content="Hello."),
+        ]
         t0 = time.perf_counter()
         try:
             stream = self.engine.stream(messages, LLMParams(max_tokens=4, temperature=0.0))
@@ -103,8 +105,11 @@ class LlmWorker(Worker):
             self.nc,
             subjects.work_claimed(req.session_id),
             WorkClaimed(
-                kind="llm", worker_id=self.worker_id, session_id=req.session_id,
-                turn_id=req.turn_id, reply_id=req.reply_id,
+                kind="llm",
+                worker_id=self.worker_id,
+                session_id=req.session_id,
+                turn_id=req.turn_id,
+                reply_id=req.reply_id,
             ),
         )
         return ClaimAck(worker_id=self.worker_id, kind="llm")
@@ -132,7 +137,8 @@ class LlmWorker(Worker):
                             first = time.perf_counter()
                         parts.append(piece)
                         await bus.publish(
-                            self.nc, out,
+                            self.nc,
+                            out,
                             LLMDelta(reply_id=req.reply_id, seq=len(parts), text=piece),
                         )
                 finally:
@@ -155,11 +161,15 @@ class LlmWorker(Worker):
         tps = (len(parts) - 1) / (end - first) if first is not None and end > first else None
         with contextlib.suppress(Exception):
             await bus.publish(
-                self.nc, out,
+                self.nc,
+                out,
                 LLMDone(
-                    reply_id=req.reply_id, text="".join(parts), tokens=len(parts),
+                    reply_id=req.reply_id,
+                    text="".join(parts),
+                    tokens=len(parts),
                     first_token_ms=round(ttft, 1) if ttft is not None else None,
-                    tokens_per_s=round(tps, 1) if tps else None, cancelled=cancelled,
+                    tokens_per_s=round(tps, 1) if tps else None,
+                    cancelled=cancelled,
                 ),
             )
         if cancelled:
@@ -168,4 +178,6 @@ class LlmWorker(Worker):
     async def _error(self, out: str, req: LLMRequest, code: str, message: str) -> None:
         assert self.nc is not None
         with contextlib.suppress(Exception):
-            await bus.publish(self.nc, out, LLMError(reply_id=req.reply_id, code=code, message=message))
+            await bus.publish(
+                self.nc, out, LLMError(reply_id=req.reply_id, code=code, message=message)
+            )

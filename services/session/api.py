@@ -48,8 +48,12 @@ class SessionApi:
     def issue(self, session_id: str) -> tuple[str, float]:
         exp = time.time() + self.ttl
         token = jwt.encode(
-            {"sid": session_id, "exp": int(exp), "iat": int(time.time()),
-             "jti": secrets.token_hex(8)},
+            {
+                "sid": session_id,
+                "exp": int(exp),
+                "iat": int(time.time()),
+                "jti": secrets.token_hex(8),
+            },
             self.secret,
             algorithm="HS256",
         )
@@ -103,7 +107,9 @@ class SessionApi:
         data = await self.authorize(req.session_id, req.token)
         record = await self.store.get_agent(data["agent_id"])
         if record is None:
-            return RpcError(code="agent_not_found", message="the session's agent is gone", status=410)
+            return RpcError(
+                code="agent_not_found", message="the session's agent is gone", status=410
+            )
         return SessionInfo(session_id=req.session_id, agent_id=record.agent_id, agent=record.config)
 
     async def end_session(self, req: EndSession) -> Ok:

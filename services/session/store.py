@@ -69,7 +69,7 @@ class Store:
         )
 
     async def get_session(self, session_id: str) -> dict[str, str] | None:
-        data = await self.r.hgetall(_k("session", session_id))
+        data: dict[str, str] = await self.r.hgetall(_k("session", session_id))  # type: ignore[assignment, misc]
         return data or None
 
     async def end_session(self, session_id: str) -> None:

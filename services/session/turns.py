@@ -123,11 +123,17 @@ class Turn:
         try:
             await self.emit(AgentState(state="thinking", turn_id=self.tid))
             messages = await self._prepare()
-            subs.append(await self.nc.subscribe(subjects.playback(self.sid),
-                                                cb=self._queue_decoded(PlaybackEvent)))
+            subs.append(
+                await self.nc.subscribe(
+                    subjects.playback(self.sid), cb=self._queue_decoded(PlaybackEvent)
+                )
+            )
             if self.voice:
-                subs.append(await self.nc.subscribe(subjects.tts_out(self.sid),
-                                                    cb=self._queue_decoded(TTSOut)))
+                subs.append(
+                    await self.nc.subscribe(
+                        subjects.tts_out(self.sid), cb=self._queue_decoded(TTSOut)
+                    )
+                )
                 await self._claim_tts()
             await self._claim_llm(messages, subs)
             await self._loop(messages, subs)
@@ -155,8 +161,9 @@ class Turn:
         await self.store.set_inflight(self.sid, self.rid)
         await self.store.append(
             self.sid,
-            HistoryMessage(role="user", text=self.submit.text, turn_id=self.tid,
-                           created_at=time.time()),
+            HistoryMessage(
+                role="user", text=self.submit.text, turn_id=self.tid, created_at=time.time()
+            ),
         )
         start = await self.store.window_start(self.sid)
         window = await self.store.history(self.sid, start)
@@ -169,32 +176,51 @@ class Turn:
     async def _claim_tts(self) -> None:
         try:
             await bus.request(
-                self.nc, subjects.TTS_CLAIM,
-                TTSRequest(session_id=self.sid, turn_id=self.tid, reply_id=self.rid,
-                           voice=self.agent.voice),
-                ClaimAck, timeout=self.cfg.claim_timeout_s,
+                self.nc,
+                subjects.TTS_CLAIM,
+                TTSRequest(
+                    session_id=self.sid, turn_id=self.tid, reply_id=self.rid, voice=self.agent.voice
+                ),
+                ClaimAck,
+                timeout=self.cfg.claim_timeout_s,
             )
             self.st.tts_done = False
             self.st.playback_done = False
         except (bus.BusUnavailable, bus.RemoteError) as exc:
             log.warning("turn %s: no tts: %s", self.tid, exc)
             self.voice = False
-            await self.emit(ErrorEvent(code="tts_unavailable", turn_id=self.tid,
-                                       message="speech output is unavailable; replying in text"))
+            await self.emit(
+                ErrorEvent(
+                    code="tts_unavailable",
+                    turn_id=self.tid,
+                    message="speech output is unavailable; replying in text",
+                )
+            )
 
     async def _claim_llm(self, messages: list[Any], subs: list[Any]) -> None:
         last: Exception | None = None
         while self.st.llm_attempts < self.cfg.llm_attempts:
             self.st.llm_attempts += 1
             stream_id = f"{self.rid}a{self.st.llm_attempts}"
-            subs.append(await self.nc.subscribe(subjects.llm_out(self.sid, stream_id),
-                                                cb=self._queue_decoded(LLMOut)))
+            subs.append(
+                await self.nc.subscribe(
+                    subjects.llm_out(self.sid, stream_id), cb=self._queue_decoded(LLMOut)
+                )
+            )
             try:
                 await bus.request(
-                    self.nc, subjects.LLM_CLAIM,
-                    LLMRequest(session_id=self.sid, turn_id=self.tid, reply_id=self.rid,
-                               stream_id=stream_id, messages=messages, params=self.agent.llm),
-                    ClaimAck, timeout=self.cfg.claim_timeout_s,
+                    self.nc,
+                    subjects.LLM_CLAIM,
+                    LLMRequest(
+                        session_id=self.sid,
+                        turn_id=self.tid,
+                        reply_id=self.rid,
+                        stream_id=stream_id,
+                        messages=messages,
+                        params=self.agent.llm,
+                    ),
+                    ClaimAck,
+                    timeout=self.cfg.claim_timeout_s,
                 )
                 self.llm_stream = stream_id
                 self.t_llm = now_ms()
@@ -282,7 +308,8 @@ class Turn:
     async def _tts_text(self, text: str, final: bool) -> None:
         self.st.tts_seq += 1
         await bus.publish(
-            self.nc, subjects.tts_in(self.sid, self.rid),
+            self.nc,
+            subjects.tts_in(self.sid, self.rid),
             TTSText(reply_id=self.rid, seq=self.st.tts_seq, text=text, final=final),
         )
 
@@ -296,7 +323,8 @@ class Turn:
     async def _stop_playback(self) -> None:
         """A stage failed mid-reply: stop the audio and learn what was played."""
         await bus.publish(
-            self.nc, subjects.interrupt(self.sid),
+            self.nc,
+            subjects.interrupt(self.sid),
             Interrupt(session_id=self.sid, reply_id=self.rid, turn_id=self.tid, reason="failure"),
         )
         await self._await_playback_done(1.0)
@@ -321,30 +349,49 @@ class Turn:
         full = "".join(st.text).strip()
         cut = st.interrupted or st.failed is not None
         if cut:
-            spoken = (st.spoken_text if st.spoken_text is not None
-                      else ("" if self.voice else full)).strip()
+            spoken = (
+                st.spoken_text if st.spoken_text is not None else ("" if self.voice else full)
+            ).strip()
         else:
             spoken = full
         if full or cut:
             await self.store.append(
                 self.sid,
-                HistoryMessage(role="assistant", text=spoken, turn_id=self.tid,
-                               interrupted=cut, created_at=time.time()),
+                HistoryMessage(
+                    role="assistant",
+                    text=spoken,
+                    turn_id=self.tid,
+                    interrupted=cut,
+                    created_at=time.time(),
+                ),
             )
         await self.store.clear_inflight(self.sid, self.rid)
         if st.failed is not None:
             await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))
         if full or not st.failed:
-            await self.emit(ReplyDone(turn_id=self.tid, reply_id=self.rid, text=full,
-                                      spoken_text=spoken, interrupted=cut))
+            await self.emit(
+                ReplyDone(
+                    turn_id=self.tid,
+                    reply_id=self.rid,
+                    text=full,
+                    spoken_text=spoken,
+                    interrupted=cut,
+                )
+            )
         m = st.metrics
-        await self.emit(TurnMetrics(
-            turn_id=self.tid, reply_id=self.rid, source=self.submit.source,
-            end_of_turn_ms=self.submit.end_of_turn_ms, asr_ms=self.submit.asr_ms,
-            llm_first_token_ms=m.get("llm_first_token_ms"),
-            llm_tokens_per_s=m.get("llm_tokens_per_s"),
-            tts_first_audio_ms=m.get("tts_first_audio_ms"),
-            first_audio_ms=m.get("first_audio_ms"), first_delta_ms=m.get("first_delta_ms"),
-            total_ms=self._since_end(),
-        ))
+        await self.emit(
+            TurnMetrics(
+                turn_id=self.tid,
+                reply_id=self.rid,
+                source=self.submit.source,
+                end_of_turn_ms=self.submit.end_of_turn_ms,
+                asr_ms=self.submit.asr_ms,
+                llm_first_token_ms=m.get("llm_first_token_ms"),
+                llm_tokens_per_s=m.get("llm_tokens_per_s"),
+                tts_first_audio_ms=m.get("tts_first_audio_ms"),
+                first_audio_ms=m.get("first_audio_ms"),
+                first_delta_ms=m.get("first_delta_ms"),
+                total_ms=self._since_end(),
+            )
+        )
         await self.emit(AgentState(state="listening", turn_id=self.tid))

@@ -76,14 +76,18 @@ class SessionWorker(Worker):
             subjects.INTERRUPT_ALL,
             cb=bus.typed_handler(Interrupt, self._on_interrupt, name="session.interrupt"),
         )
-        self._subs.append(await nc.subscribe(
-            subjects.SESSION_RPC_ALL, queue=subjects.QUEUE_SESSION_RPC, cb=self._on_rpc
-        ))
-        self._subs.append(await nc.subscribe(
-            subjects.SESSION_TURN,
-            queue=subjects.QUEUE_SESSION,
-            cb=bus.typed_handler(TurnSubmit, self._on_turn, name="session.turn"),
-        ))
+        self._subs.append(
+            await nc.subscribe(
+                subjects.SESSION_RPC_ALL, queue=subjects.QUEUE_SESSION_RPC, cb=self._on_rpc
+            )
+        )
+        self._subs.append(
+            await nc.subscribe(
+                subjects.SESSION_TURN,
+                queue=subjects.QUEUE_SESSION,
+                cb=bus.typed_handler(TurnSubmit, self._on_turn, name="session.turn"),
+            )
+        )
 
     def ready(self) -> bool:
         return super().ready() and self.api is not None
@@ -124,7 +128,8 @@ class SessionWorker(Worker):
         assert self.api is not None and self.nc is not None
         answer = await self.api.end_session(req)
         await bus.publish(
-            self.nc, subjects.interrupt(req.session_id),
+            self.nc,
+            subjects.interrupt(req.session_id),
             Interrupt(session_id=req.session_id, reason="session_end"),
         )
         return answer
@@ -139,16 +144,24 @@ class SessionWorker(Worker):
             return RpcError(code="session_not_found", message="no such active session", status=404)
         record = await self.store.get_agent(data["agent_id"])
         if record is None:
-            return RpcError(code="agent_not_found", message="the session's agent is gone", status=410)
+            return RpcError(
+                code="agent_not_found", message="the session's agent is gone", status=410
+            )
         reply_id = bus.new_id()
         turn = Turn(self.nc, self.store, self.cfg, submit, reply_id, record.config)
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())
         job.task.add_done_callback(lambda _t: self.turns.pop(reply_id, None))
         await bus.publish(
-            self.nc, subjects.work_claimed(submit.session_id),
-            WorkClaimed(kind="session", worker_id=self.worker_id, session_id=submit.session_id,
-                        turn_id=submit.turn_id, reply_id=reply_id),
+            self.nc,
+            subjects.work_claimed(submit.session_id),
+            WorkClaimed(
+                kind="session",
+                worker_id=self.worker_id,
+                session_id=submit.session_id,
+                turn_id=submit.turn_id,
+                reply_id=reply_id,
+            ),
         )
         return TurnAccepted(turn_id=submit.turn_id, reply_id=reply_id, worker_id=self.worker_id)
 

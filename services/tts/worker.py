@@ -105,8 +105,11 @@ class TtsWorker(Worker):
             self.nc,
             subjects.work_claimed(req.session_id),
             WorkClaimed(
-                kind="tts", worker_id=self.worker_id, session_id=req.session_id,
-                turn_id=req.turn_id, reply_id=req.reply_id,
+                kind="tts",
+                worker_id=self.worker_id,
+                session_id=req.session_id,
+                turn_id=req.turn_id,
+                reply_id=req.reply_id,
             ),
         )
         return ClaimAck(worker_id=self.worker_id, kind="tts")
@@ -116,7 +119,9 @@ class TtsWorker(Worker):
         if jobs:
             await self.jobs.cancel(jobs, timeout=0.1)
 
-    async def _speak(self, req: TTSRequest, texts: asyncio.Queue[object], sub: Subscription) -> None:
+    async def _speak(
+        self, req: TTSRequest, texts: asyncio.Queue[object], sub: Subscription
+    ) -> None:
         assert self.nc is not None
         out = subjects.tts_out(req.session_id)
         splitter = ClauseSplitter()
@@ -155,10 +160,14 @@ class TtsWorker(Worker):
                 await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await bus.publish(
-                self.nc, out,
+                self.nc,
+                out,
                 TTSDone(
-                    reply_id=req.reply_id, turn_id=req.turn_id, segments=index,
-                    cancelled=cancelled, error=error,
+                    reply_id=req.reply_id,
+                    turn_id=req.turn_id,
+                    segments=index,
+                    cancelled=cancelled,
+                    error=error,
                 ),
             )
         if cancelled:
@@ -167,8 +176,11 @@ class TtsWorker(Worker):
     async def _speak_clause(self, req: TTSRequest, out: str, index: int, clause: str) -> None:
         assert self.nc is not None
         headers = {
-            bus.H_TYPE: "audio", bus.H_REPLY: req.reply_id, bus.H_TURN: req.turn_id,
-            bus.H_SEGMENT: str(index), bus.H_RATE: str(self.engine.sample_rate),
+            bus.H_TYPE: "audio",
+            bus.H_REPLY: req.reply_id,
+            bus.H_TURN: req.turn_id,
+            bus.H_SEGMENT: str(index),
+            bus.H_RATE: str(self.engine.sample_rate),
         }
         t0 = time.perf_counter()
         announced = False
@@ -178,10 +190,14 @@ class TtsWorker(Worker):
                 if not announced:
                     announced = True
                     await bus.publish(
-                        self.nc, out,
+                        self.nc,
+                        out,
                         TTSSegment(
-                            reply_id=req.reply_id, turn_id=req.turn_id, index=index,
-                            text=clause, sample_rate=self.engine.sample_rate,
+                            reply_id=req.reply_id,
+                            turn_id=req.turn_id,
+                            index=index,
+                            text=clause,
+                            sample_rate=self.engine.sample_rate,
                             first_audio_ms=round((time.perf_counter() - t0) * 1000.0, 1),
                         ),
                     )

@@ -30,7 +30,11 @@ class EspeakEngine(TTSEngine):
     name = "espeak"
 
     def __init__(
-        self, voice: str = "en-us", *, speed: int = 175, chunk_ms: int = 100,
+        self,
+        voice: str = "en-us",
+        *,
+        speed: int = 175,
+        chunk_ms: int = 100,
         binary: str = "espeak-ng",
     ) -> None:
         if not _VOICE_RE.match(voice):
@@ -52,7 +56,12 @@ class EspeakEngine(TTSEngine):
             return
         use_voice = voice if voice and _VOICE_RE.match(voice) else self.voice
         proc = await asyncio.create_subprocess_exec(
-            self.binary, "--stdout", "-v", use_voice, "-s", str(self.speed),
+            self.binary,
+            "--stdout",
+            "-v",
+            use_voice,
+            "-s",
+            str(self.speed),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

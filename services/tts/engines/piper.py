@@ -118,9 +118,7 @@ class PiperEngine(TTSEngine):
         except asyncio.CancelledError:
             options.terminate = True  # read by onnxruntime between kernels
             if not cfut.cancel():  # already running: wait for the abort to land
-                done, _ = await asyncio.wait(
-                    [asyncio.wrap_future(cfut)], timeout=_TERMINATE_WAIT_S
-                )
+                done, _ = await asyncio.wait([asyncio.wrap_future(cfut)], timeout=_TERMINATE_WAIT_S)
                 if not done:
                     log.warning("piper run still going %.1f s after terminate", _TERMINATE_WAIT_S)
             raise

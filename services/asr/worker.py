@@ -25,8 +25,11 @@ import numpy as np
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry import context
+from opentelemetry.context import Context
 
 from services.common import bus, subjects
+from services.common import telemetry as tm
 from services.common.messages import (
     AsrClaim,
     AsrEnd,
@@ -38,6 +41,7 @@ from services.common.messages import (
     WorkClaimed,
     decode,
 )
+from services.common.metrics import IN_FLIGHT, STAGE_SECONDS
 from services.common.service import Worker
 
 from .engine import ASREngine
@@ -54,6 +58,7 @@ class Utterance:
     partial_task: asyncio.Task[None] | None = None
     last_partial_len: int = 0
     last_partial_text: str = ""
+    ctx: Context | None = None  # the turn's trace context, from the claim
     speculative: asyncio.Task[tuple[str, float]] | None = None  # final pass started at a pause
     paused: bool = False  # between a peek and a resume: no partials
     ended: bool = False
@@ -105,8 +110,10 @@ class AsrWorker(Worker):
         if len(self._utts) >= self.cfg.max_concurrent:
             return RpcError(code="busy", message="asr replica at capacity", status=503)
         utt = Utterance(claim=claim, deadline=time.monotonic() + self.cfg.max_utterance_s + 30)
+        utt.ctx = context.get_current()
         key = claim.turn_id
         self._utts[key] = utt
+        IN_FLIGHT.labels("asr").set(len(self._utts))
 
         async def on_msg(m: Msg) -> None:
             await self._on_utterance_msg(utt, m)
@@ -149,7 +156,9 @@ class AsrWorker(Worker):
         if ctl == "peek":
             utt.paused = True
             if utt.speculative is None or utt.speculative.done():
-                utt.speculative = asyncio.create_task(self._transcribe(utt))
+                utt.speculative = asyncio.create_task(
+                    self._transcribe(utt, "speculative", tm.extract(msg.headers))
+                )
         elif ctl == "resume":
             utt.paused = False
             utt.speculative = None
@@ -160,14 +169,33 @@ class AsrWorker(Worker):
             utt.ended = True
             await self._release(utt)
 
-    async def _transcribe(self, utt: Utterance) -> tuple[str, float]:
-        """One Whisper pass over the utterance so far. Partial passes run one at a time per
-        replica; final passes never wait for them (the engine has a worker for each)."""
+    async def _transcribe(
+        self, utt: Utterance, kind: str, ctx: Context | None = None
+    ) -> tuple[str, float]:
+        """One Whisper pass over the utterance so far (`kind`: partial, speculative or final).
+        Partial passes run one at a time per replica; final passes never wait for them (the
+        engine has a worker for each)."""
         pcm = np.frombuffer(bytes(utt.audio), dtype=np.int16).astype(np.float32) / 32768.0
         lang = utt.claim.language or self.cfg.language
-        t0 = time.perf_counter()
-        text = await asyncio.to_thread(self.engine.transcribe, pcm, lang)
-        return text.strip(), (time.perf_counter() - t0) * 1000.0
+        with tm.tracer.start_as_current_span(
+            f"asr.{kind}",
+            context=ctx,
+            attributes={
+                tm.ATTR_SESSION: utt.claim.session_id,
+                tm.ATTR_TURN: utt.claim.turn_id,
+                tm.ATTR_WORKER: self.worker_id,
+                tm.ATTR_AUDIO_MS: len(pcm) / 16.0,
+            },
+        ) as span:
+            t0 = time.perf_counter()
+            text = (await asyncio.to_thread(self.engine.transcribe, pcm, lang)).strip()
+            ms = (time.perf_counter() - t0) * 1000.0
+            span.set_attribute(tm.ATTR_ASR_MS, round(ms, 1))
+            if tm.content_enabled():
+                span.set_attribute(tm.ATTR_TEXT, text)
+        if kind != "partial":
+            STAGE_SECONDS.labels("asr", kind).observe(ms / 1000)
+        return text, ms
 
     async def _finish(self, utt: Utterance, msg: Msg, end: AsrEnd) -> None:
         try:
@@ -177,7 +205,7 @@ class AsrWorker(Worker):
             if end.reuse_speculative and utt.speculative is not None:
                 text, ms = await utt.speculative  # only silence came after it
             else:
-                text, ms = await self._transcribe(utt)
+                text, ms = await self._transcribe(utt, "final", tm.extract(msg.headers))
             await bus.reply(msg, self._result(utt, text, ms, n))
         finally:
             await self._release(utt)
@@ -193,6 +221,7 @@ class AsrWorker(Worker):
 
     async def _release(self, utt: Utterance) -> None:
         self._utts.pop(utt.claim.turn_id, None)
+        IN_FLIGHT.labels("asr").set(len(self._utts))
         if utt.sub is not None:
             with contextlib.suppress(Exception):
                 await utt.sub.unsubscribe()
@@ -211,7 +240,7 @@ class AsrWorker(Worker):
                 continue
             utt.last_partial_len = len(utt.audio)
             async with self._partial_lock:
-                text, _ = await self._transcribe(utt)
+                text, _ = await self._transcribe(utt, "partial", utt.ctx)
             if utt.ended or not text or text == utt.last_partial_text:
                 continue
             utt.last_partial_text = text

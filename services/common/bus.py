@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry.context import Context
 
 from . import telemetry
 from .messages import BadMessage, Message, RpcError, decode
@@ -81,9 +82,14 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
 
 
 async def publish(
-    nc: NATS, subject: str, msg: Message, headers: dict[str, str] | None = None
+    nc: NATS,
+    subject: str,
+    msg: Message,
+    headers: dict[str, str] | None = None,
+    ctx: Context | None = None,
 ) -> None:
-    await nc.publish(subject, msg.encode(), headers=telemetry.inject(headers))
+    """Publish `msg` with the current (or the given) trace context in its headers."""
+    await nc.publish(subject, msg.encode(), headers=telemetry.inject(headers, ctx))
 
 
 async def request(
@@ -93,13 +99,16 @@ async def request(
     reply_kind: Any,
     timeout: float = 2.0,
     headers: dict[str, str] | None = None,
+    ctx: Context | None = None,
 ) -> Any:
     """Send a request and decode its reply as `reply_kind`. Raises BusUnavailable when nobody
-    answers and RemoteError when the replier answered with an RpcError."""
+    answers and RemoteError when the replier answered with an RpcError. The request gets a
+    PRODUCER span (child of `ctx`, or of the current span)."""
     try:
-        resp = await nc.request(
-            subject, msg.encode(), timeout=timeout, headers=telemetry.inject(headers)
-        )
+        with telemetry.send_span(subject, ctx) as span_ctx:
+            resp = await nc.request(
+                subject, msg.encode(), timeout=timeout, headers=telemetry.inject(headers, span_ctx)
+            )
     except NoRespondersError as exc:
         raise BusUnavailable(f"no service answers on {subject}") from exc
     except (TimeoutError, NatsTimeoutError) as exc:

@@ -320,6 +320,9 @@ class PlaybackDone(Message):
 PlaybackEvent = Annotated[PlaybackStarted | PlaybackDone, Field(discriminator="type")]
 
 
+InterruptReason = Literal["barge_in", "client", "new_turn", "session_end", "failure"]
+
+
 class Interrupt(Message):
     """Cancel a reply. Broadcast: every LLM, TTS and session replica sees it."""
 
@@ -327,7 +330,7 @@ class Interrupt(Message):
     session_id: str
     reply_id: str | None = None  # None: whatever is in flight for the session
     turn_id: str | None = None
-    reason: Literal["barge_in", "client", "new_turn", "session_end", "failure"] = "client"
+    reason: InterruptReason = "client"
     spoken_text: str | None = None  # what the user heard of it, when the gateway knows
     at_ms: float = Field(default_factory=now_ms)
 

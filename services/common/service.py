@@ -17,8 +17,9 @@ from contextlib import AsyncExitStack
 import uvicorn
 from fastapi import FastAPI, Response
 from nats.aio.client import Client as NATS
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import bus
+from . import bus, telemetry
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ def health_app(worker: Worker, app: FastAPI | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "worker_id": worker.worker_id}
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/readyz", include_in_schema=False)
     async def readyz(response: Response) -> dict[str, str]:
         if worker.ready():
@@ -102,15 +107,25 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    telemetry.setup(worker.kind, settings.otel_endpoint, settings.trace_content)
     async with AsyncExitStack() as stack:
+        stack.callback(telemetry.shutdown)
         nc = await bus.connect(settings.nats_url, name=worker.worker_id)
         stack.push_async_callback(_close_nats, nc)
         worker.nc = nc
         await worker.start(nc)
         stack.push_async_callback(worker.close)
 
+        http_app = health_app(worker, app)
+        if settings.otel_endpoint:
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+            # The event socket is left out: its token travels in the query string.
+            FastAPIInstrumentor.instrument_app(
+                http_app, excluded_urls="healthz,readyz,metrics,/events"
+            )
         config = uvicorn.Config(
-            health_app(worker, app),
+            http_app,
             host=settings.http_host,
             port=settings.http_port or default_port,
             log_level="warning",

@@ -20,3 +20,11 @@ class ServiceSettings(BaseSettings):
     http_port: int = 0  # 0: each service's default port
     log_level: str = "INFO"
     worker_id: str | None = None  # default: kind-host-pid
+    # Tracing: the standard OTEL_* variables (the SDK reads the sampler and batch settings).
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ),
+    )
+    trace_content: bool = False  # put user text into spans (off: text and audio never in spans)

@@ -43,6 +43,7 @@ from services.common.messages import (
     UserText,
     decode,
 )
+from services.common.metrics import ACTIVE_SESSIONS
 
 from .live import LiveSession
 from .settings import GatewaySettings
@@ -106,10 +107,12 @@ class Hub:
                 live = LiveSession(self.nc, self.cfg, info.session_id, info.agent)
                 await live.open()
                 self.live[info.session_id] = live
+                ACTIVE_SESSIONS.set(len(self.live))
             return live
 
     async def drop(self, session_id: str) -> None:
         live = self.live.pop(session_id, None)
+        ACTIVE_SESSIONS.set(len(self.live))
         if live is not None:
             await live.close()
 

@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from services.common import bus, subjects
+from services.common import telemetry as tm
 from services.common.messages import (
     AgentConfig,
     AsrClaim,
@@ -34,6 +35,7 @@ from services.common.messages import (
     ClaimAck,
     ErrorEvent,
     Interrupt,
+    InterruptReason,
     Message,
     PlaybackDone,
     PlaybackStarted,
@@ -46,9 +48,11 @@ from services.common.messages import (
     decode,
     now_ms,
 )
+from services.common.metrics import STAGE_SECONDS
 
 from .playback import ReplyAudioTrack, ReplyPlayback
 from .settings import GatewaySettings
+from .turntrace import TurnTraces
 from .vad import (
     SileroVADStream,
     SpeechEnd,
@@ -72,6 +76,7 @@ class Utterance:
         self.claimed = asyncio.Event()
         self.failed = False
         self.sent = 0  # bytes of `audio` already published
+        self.ctx: Any = None  # the turn's trace context
         self.speculative = False  # a speculative final pass covers all the speech so far
 
 
@@ -98,6 +103,7 @@ class LiveSession:
         self.barge_pending = False
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.traces = TurnTraces(session_id)
         self.last_seen = time.monotonic()
         self.closed = False
 
@@ -118,6 +124,7 @@ class LiveSession:
                 await self.pc.close()
         for t in list(self._tasks):
             t.cancel()
+        self.traces.close_all()
 
     async def media_gone(self, pc: Any) -> None:
         """The peer connection failed or closed: stop the reply it was hearing."""
@@ -144,6 +151,13 @@ class LiveSession:
         except ValueError:
             return
         etype = event.get("type")
+        if etype == "reply.done":
+            cut = bool(event.get("interrupted"))
+            self.traces.end(
+                event.get("turn_id"), "interrupted" if cut else "done", {tm.ATTR_INTERRUPTED: cut}
+            )
+        elif etype == "error" and event.get("code") == "turn_failed":
+            self.traces.end(event.get("turn_id"), "failed")
         if etype == "reply.delta":
             self.active_reply = event.get("reply_id")
         elif etype in ("reply.done", "error") and event.get("turn_id") == self.active_turn:
@@ -196,6 +210,16 @@ class LiveSession:
                 self.track.tts_done(item.reply_id)
 
     def _on_playback_started(self, pb: ReplyPlayback) -> None:
+        end_of_speech = self.traces.speech_end_ms.get(pb.turn_id)
+        if end_of_speech is not None:
+            first_audio = now_ms() - end_of_speech
+            STAGE_SECONDS.labels("gateway", "first_audio").observe(first_audio / 1000)
+            self.traces.stage(
+                pb.turn_id,
+                "first_audio",
+                end_of_speech,
+                {tm.ATTR_FIRST_AUDIO_MS: round(first_audio, 1)},
+            )
         self.spawn(
             bus.publish(
                 self.nc,
@@ -240,7 +264,7 @@ class LiveSession:
                 await self._finish_reply(interrupted=True)
 
     # -- interrupts from here ------------------------------------------------------------------
-    async def interrupt(self, reason: str) -> None:
+    async def interrupt(self, reason: InterruptReason) -> None:
         """Stop whatever reply is in flight and tell every stage, with what was played."""
         if self.active_turn is None and self.track.reply is None:
             return
@@ -253,6 +277,7 @@ class LiveSession:
             reply_id = pb.reply_id
         elif self.has_voice:
             spoken = ""  # nothing of it was heard yet
+        started = now_ms()
         await bus.publish(
             self.nc,
             subjects.interrupt(self.sid),
@@ -263,7 +288,14 @@ class LiveSession:
                 reason=reason,
                 spoken_text=spoken,
             ),
-        )  # type: ignore[arg-type]
+            ctx=self.traces.ctx(self.active_turn),
+        )
+        self.traces.stage(
+            self.active_turn,
+            "interrupt",
+            started,
+            {tm.ATTR_REASON: reason, tm.ATTR_REPLY: reply_id},
+        )
         self.active_turn = None
         self.active_reply = None
 
@@ -272,6 +304,8 @@ class LiveSession:
         turn_id = bus.new_id()
         if self.active_turn is not None:
             await self.interrupt("new_turn")
+        ctx = self.traces.start(turn_id, "text")
+        self.traces.speech_end_ms[turn_id] = now_ms()
         await self.emit(TranscriptFinal(turn_id=turn_id, text=text, source="text"))
         await self._submit(
             TurnSubmit(
@@ -281,10 +315,11 @@ class LiveSession:
                 source="text",
                 voice=self.has_voice,
                 speech_end_ms=now_ms(),
-            )
+            ),
+            ctx,
         )
 
-    async def _submit(self, submit: TurnSubmit) -> None:
+    async def _submit(self, submit: TurnSubmit, ctx: Any) -> None:
         self.active_turn = submit.turn_id
         self.active_reply = None
         try:
@@ -294,6 +329,7 @@ class LiveSession:
                 submit,
                 TurnAccepted,
                 timeout=self.cfg.claim_timeout_s,
+                ctx=ctx,
             )
             if self.active_turn == submit.turn_id:
                 self.active_reply = accepted.reply_id
@@ -339,6 +375,9 @@ class LiveSession:
                 self.track.pause()
             self.barge_pending = speaking_over
             self.utt = Utterance(bus.new_id())
+            self.utt.ctx = self.traces.start(
+                self.utt.turn_id, "voice", self._stream_ms_to_wall(ev.t_ms)
+            )
             self.utt.audio.extend(ev.preroll)
             self.spawn(self._claim_asr(self.utt), "asr-claim")
         elif isinstance(ev, SpeechFrame):
@@ -368,25 +407,29 @@ class LiveSession:
                 self.barge_pending = False
                 self.track.resume()
             if utt is not None:
-                self.spawn(
-                    self._end_utterance(
-                        utt, self._stream_ms_to_wall(ev.speech_end_ms), ev.t_ms - ev.speech_end_ms
-                    ),
-                    "asr-end",
-                )
+                speech_end = self._stream_ms_to_wall(ev.speech_end_ms)
+                eot_ms = ev.t_ms - ev.speech_end_ms
+                self.traces.speech_end_ms[utt.turn_id] = speech_end
+                self.traces.stage(utt.turn_id, "end_of_turn", speech_end, {tm.ATTR_EOT_MS: eot_ms})
+                self.spawn(self._end_utterance(utt, speech_end, eot_ms), "asr-end")
 
     async def _control(self, utt: Utterance, ctl: str) -> None:
         await self.nc.publish(
             subjects.asr_utterance(self.sid, utt.turn_id),
             AsrEnd(speech_end_ms=now_ms()).encode(),
-            headers={bus.H_CTL: ctl},
+            headers=tm.inject({bus.H_CTL: ctl}, utt.ctx),
         )
 
     async def _claim_asr(self, utt: Utterance) -> None:
         claim = AsrClaim(session_id=self.sid, turn_id=utt.turn_id, language=self.agent.language)
         try:
             await bus.request(
-                self.nc, subjects.ASR_CLAIM, claim, ClaimAck, timeout=self.cfg.claim_timeout_s
+                self.nc,
+                subjects.ASR_CLAIM,
+                claim,
+                ClaimAck,
+                timeout=self.cfg.claim_timeout_s,
+                ctx=utt.ctx,
             )
             utt.sent = 0
         except (bus.BusUnavailable, bus.RemoteError) as exc:
@@ -422,12 +465,14 @@ class LiveSession:
                     AsrResult,
                     timeout=self.cfg.asr_timeout_s,
                     headers={bus.H_CTL: "end"},
+                    ctx=utt.ctx,
                 )
                 break
             except (bus.BusUnavailable, bus.RemoteError) as exc:
                 log.warning("asr final failed for %s (attempt %d): %s", utt.turn_id, attempt, exc)
         if result is None:
             self.track.resume()
+            self.traces.end(utt.turn_id, "failed")
             await self.emit(
                 ErrorEvent(
                     code="turn_failed",
@@ -438,6 +483,7 @@ class LiveSession:
             return
         if not result.text.strip():
             self.track.resume()  # noise or silence: no turn
+            self.traces.end(utt.turn_id, "no_speech")
             return
         if self.active_turn is not None:
             await self.interrupt("new_turn")
@@ -452,5 +498,6 @@ class LiveSession:
                 speech_end_ms=speech_end,
                 end_of_turn_ms=eot_ms,
                 asr_ms=result.asr_ms,
-            )
+            ),
+            utt.ctx,
         )

@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry import trace
 
 from services.common import bus, subjects
+from services.common import telemetry as tm
 from services.common.jobs import JobTable
 from services.common.messages import (
     AgentConfig,
@@ -32,6 +35,7 @@ from services.common.messages import (
     RpcError,
     WorkClaimed,
 )
+from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECONDS
 from services.common.service import Worker
 
 from .engine import LLMEngine, LLMEngineError
@@ -120,6 +124,27 @@ class LlmWorker(Worker):
             await self.jobs.cancel(jobs)
 
     async def _generate(self, req: LLMRequest) -> None:
+        IN_FLIGHT.labels("llm").set(len(self.jobs))
+        QUEUE_DEPTH.labels("llm").set(max(0, len(self.jobs) - 1))
+        attrs = {
+            tm.ATTR_SESSION: req.session_id,
+            tm.ATTR_TURN: req.turn_id,
+            tm.ATTR_REPLY: req.reply_id,
+            tm.ATTR_WORKER: self.worker_id,
+        }
+        try:
+            with tm.tracer.start_as_current_span(
+                "llm.generate",
+                attributes=attrs,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                await self._generate_in(req, span)
+        finally:
+            IN_FLIGHT.labels("llm").set(len(self.jobs) - 1)
+            QUEUE_DEPTH.labels("llm").set(max(0, len(self.jobs) - 2))
+
+    async def _generate_in(self, req: LLMRequest, span: Any) -> None:
         assert self.nc is not None
         out = subjects.llm_out(req.session_id, req.stream_id or req.reply_id)
         parts: list[str] = []
@@ -159,6 +184,13 @@ class LlmWorker(Worker):
         end = time.perf_counter()
         ttft = (first - t0) * 1000.0 if first is not None else None
         tps = (len(parts) - 1) / (end - first) if first is not None and end > first else None
+        span.set_attribute(tm.ATTR_LLM_TOKENS, len(parts))
+        span.set_attribute(tm.ATTR_INTERRUPTED, cancelled)
+        if ttft is not None:
+            span.set_attribute(tm.ATTR_LLM_TTFT_MS, round(ttft, 1))
+            STAGE_SECONDS.labels("llm", "first_token").observe(ttft / 1000)
+        if tps:
+            span.set_attribute(tm.ATTR_LLM_TPS, round(tps, 1))
         with contextlib.suppress(Exception):
             await bus.publish(
                 self.nc,
@@ -177,6 +209,8 @@ class LlmWorker(Worker):
 
     async def _error(self, out: str, req: LLMRequest, code: str, message: str) -> None:
         assert self.nc is not None
+        ERRORS.labels("llm", code).inc()
+        trace.get_current_span().set_status(trace.StatusCode.ERROR, code)
         with contextlib.suppress(Exception):
             await bus.publish(
                 self.nc, out, LLMError(reply_id=req.reply_id, code=code, message=message)

@@ -14,5 +14,9 @@ DEFAULT_PORT = 8084
 async def main() -> None:
     settings = SessionSettings()
     setup_logging(settings.log_level)
+    if settings.otel_endpoint:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
     worker = SessionWorker(settings, Store.from_url(settings.redis_url))
     await run_worker(worker, settings, DEFAULT_PORT)

@@ -22,8 +22,10 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry import trace
 
 from services.common import bus, subjects
+from services.common import telemetry as tm
 from services.common.messages import (
     AgentConfig,
     AgentState,
@@ -53,6 +55,7 @@ from services.common.messages import (
     decode,
     now_ms,
 )
+from services.common.metrics import ERRORS, IN_FLIGHT, STAGE_SECONDS, TURNS
 
 from .settings import SessionSettings
 from .store import Store
@@ -119,6 +122,37 @@ class Turn:
 
     # -- the turn ------------------------------------------------------------------------------
     async def run(self) -> None:
+        attrs = {
+            tm.ATTR_SESSION: self.sid,
+            tm.ATTR_TURN: self.tid,
+            tm.ATTR_REPLY: self.rid,
+            tm.ATTR_SOURCE: self.submit.source,
+        }
+        with tm.tracer.start_as_current_span(
+            "session.turn",
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            IN_FLIGHT.labels("session").inc()
+            try:
+                await self._run()
+            finally:
+                IN_FLIGHT.labels("session").dec()
+                outcome = (
+                    "failed" if self.st.failed else "interrupted" if self.st.interrupted else "done"
+                )
+                span.set_attribute(tm.ATTR_OUTCOME, outcome)
+                span.set_attribute(tm.ATTR_INTERRUPTED, self.st.interrupted)
+                TURNS.labels("session", outcome).inc()
+                if self.st.failed:
+                    span.set_status(trace.StatusCode.ERROR, "turn_failed")
+                    ERRORS.labels("session", "turn_failed").inc()
+                for stage, value in self.st.metrics.items():
+                    if value is not None and stage.endswith("_ms"):
+                        STAGE_SECONDS.labels("session", stage[:-3]).observe(value / 1000)
+
+    async def _run(self) -> None:
         subs = []
         try:
             await self.emit(AgentState(state="thinking", turn_id=self.tid))

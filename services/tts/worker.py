@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from services.common import bus, subjects
+from services.common import telemetry as tm
 from services.common.jobs import JobTable
 from services.common.messages import (
     BadMessage,
@@ -36,6 +38,7 @@ from services.common.messages import (
     WorkClaimed,
     decode,
 )
+from services.common.metrics import IN_FLIGHT, STAGE_SECONDS
 from services.common.service import Worker
 
 from .engine import TTSEngine
@@ -44,7 +47,15 @@ from .text import ClauseSplitter
 
 log = logging.getLogger(__name__)
 
-_END = object()
+
+@dataclass
+class _SynthStats:
+    """Figures of one reply's synthesis, for its span."""
+
+    first_audio_ms: float | None = None
+    synth_s: float = 0.0
+    audio_s: float = 0.0
+    cancelled: bool = False
 
 
 class TtsWorker(Worker):
@@ -122,6 +133,39 @@ class TtsWorker(Worker):
     async def _speak(
         self, req: TTSRequest, texts: asyncio.Queue[object], sub: Subscription
     ) -> None:
+        IN_FLIGHT.labels("tts").set(len(self.jobs))
+        attrs = {
+            tm.ATTR_SESSION: req.session_id,
+            tm.ATTR_TURN: req.turn_id,
+            tm.ATTR_REPLY: req.reply_id,
+            tm.ATTR_WORKER: self.worker_id,
+        }
+        try:
+            with tm.tracer.start_as_current_span(
+                "tts.synthesize",
+                attributes=attrs,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                stats = _SynthStats()
+                try:
+                    await self._speak_in(req, texts, sub, stats)
+                finally:
+                    span.set_attribute(tm.ATTR_INTERRUPTED, stats.cancelled)
+                    if stats.first_audio_ms is not None:
+                        span.set_attribute(tm.ATTR_TTS_FIRST_MS, stats.first_audio_ms)
+                    if stats.audio_s > 0:
+                        span.set_attribute(tm.ATTR_TTS_RTF, round(stats.synth_s / stats.audio_s, 3))
+        finally:
+            IN_FLIGHT.labels("tts").set(len(self.jobs) - 1)
+
+    async def _speak_in(
+        self,
+        req: TTSRequest,
+        texts: asyncio.Queue[object],
+        sub: Subscription,
+        stats: _SynthStats,
+    ) -> None:
         assert self.nc is not None
         out = subjects.tts_out(req.session_id)
         splitter = ClauseSplitter()
@@ -148,10 +192,10 @@ class TtsWorker(Worker):
                         clauses += splitter.flush()
                         done = True
                     for clause in clauses:
-                        await self._speak_clause(req, out, index, clause)
+                        await self._speak_clause(req, out, index, clause, stats)
                         index += 1
         except asyncio.CancelledError:
-            cancelled = True
+            cancelled = stats.cancelled = True
         except Exception as exc:
             log.exception("tts failed for %s", req.reply_id)
             error = f"speech synthesis failed: {exc}"
@@ -173,7 +217,9 @@ class TtsWorker(Worker):
         if cancelled:
             raise asyncio.CancelledError
 
-    async def _speak_clause(self, req: TTSRequest, out: str, index: int, clause: str) -> None:
+    async def _speak_clause(
+        self, req: TTSRequest, out: str, index: int, clause: str, stats: _SynthStats
+    ) -> None:
         assert self.nc is not None
         headers = {
             bus.H_TYPE: "audio",
@@ -187,8 +233,13 @@ class TtsWorker(Worker):
         stream = self.engine.synthesize(clause, req.voice)
         try:
             async for chunk in stream:
+                stats.audio_s += len(chunk) / 2 / self.engine.sample_rate
                 if not announced:
                     announced = True
+                    first_ms = round((time.perf_counter() - t0) * 1000.0, 1)
+                    if stats.first_audio_ms is None:
+                        stats.first_audio_ms = first_ms
+                        STAGE_SECONDS.labels("tts", "first_audio").observe(first_ms / 1000)
                     await bus.publish(
                         self.nc,
                         out,
@@ -198,9 +249,10 @@ class TtsWorker(Worker):
                             index=index,
                             text=clause,
                             sample_rate=self.engine.sample_rate,
-                            first_audio_ms=round((time.perf_counter() - t0) * 1000.0, 1),
+                            first_audio_ms=first_ms,
                         ),
                     )
                 await self.nc.publish(out, chunk, headers=headers)
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+            stats.synth_s += time.perf_counter() - t0

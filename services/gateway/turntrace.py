@@ -26,6 +26,7 @@ class TurnTraces:
     def start(self, turn_id: str, source: str, start_ms: float | None = None) -> Context:
         span = tm.tracer.start_span(
             "turn",
+            context=Context(),  # a new trace: not a child of the request that set up media
             kind=trace.SpanKind.SERVER,
             start_time=tm.ms_to_ns(start_ms) if start_ms else None,
             attributes={

@@ -6,10 +6,26 @@ import logging
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 
 from .live import LiveSession
 
 log = logging.getLogger(__name__)
+
+
+def set_jitter_prefetch(receiver: Any, frames: int) -> None:
+    """Hold `frames` 20 ms frames of microphone audio before decoding (aiortc's default: 4).
+
+    Every frame held delays end-of-turn and barge-in detection by 20 ms; a frame is held at least
+    until the next one arrives. aiortc has no option for it, so the receiver's buffer is
+    replaced (aiortc is pinned; tests/test_api.py checks this still applies).
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    if not hasattr(receiver, name):
+        raise RuntimeError("aiortc's receiver has no jitter buffer attribute: check the pin")
+    if getattr(receiver, "_RTCRtpReceiver__kind", None) != "audio":
+        return
+    setattr(receiver, name, JitterBuffer(capacity=16, prefetch=frames))
 
 
 async def answer_offer(
@@ -34,6 +50,8 @@ async def answer_offer(
                 await live.media_gone(pc)
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        for receiver in pc.getReceivers():
+            set_jitter_prefetch(receiver, live.cfg.mic_jitter_prefetch)
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
             raise ValueError("the offer has no audio")
         answer = await pc.createAnswer()

@@ -141,14 +141,11 @@ export class Conversation {
     const meta = document.createElement("div");
     meta.className = "meta";
     li.append(who, text, meta);
-    // The reply to a turn goes right after that turn's user message (a barge-in's own words
-    // may already follow it).
+    // A reply goes right after its turn's user message: a later turn may already follow it
+    // (a reply cut before its first word is only drawn when its turn ends).
     const user = role === "assistant" ? this.bubbles.get(`user:${turnId}`) : null;
-    if (user && user.nextSibling && !user.nextSibling.classList.contains("partial")) {
-      this.list.insertBefore(li, user.nextSibling);
-    } else {
-      this.list.append(li);
-    }
+    if (user) user.after(li);
+    else this.list.append(li);
     this.bubbles.set(key, li);
     this.updateEmpty();
     return li;

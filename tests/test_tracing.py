@@ -205,7 +205,7 @@ async def test_an_interruption_shows_in_the_trace_it_cut(stack, receiver) -> Non
     assert by_name["interrupt"]["parent"] == by_name["turn"]["id"]
 
 
-async def test_every_service_serves_prometheus_metrics(stack) -> None:  # type: ignore[no-untyped-def]
+def test_every_service_serves_prometheus_metrics(stack) -> None:  # type: ignore[no-untyped-def]
     for kind, procs in stack.by_kind.items():
         with urllib.request.urlopen(f"{procs[0].url}/metrics", timeout=5) as resp:
             body = resp.read().decode()

@@ -155,10 +155,12 @@ class AsrWorker(Worker):
             return
         if ctl == "peek":
             utt.paused = True
-            if utt.speculative is None or utt.speculative.done():
+            if utt.speculative is None:
                 utt.speculative = asyncio.create_task(
                     self._transcribe(utt, "speculative", tm.extract(msg.headers))
                 )
+            if msg.reply:
+                self.spawn(self._answer_peek(utt, utt.speculative, msg), "asr-peek")
         elif ctl == "resume":
             utt.paused = False
             utt.speculative = None
@@ -196,6 +198,13 @@ class AsrWorker(Worker):
         if kind != "partial":
             STAGE_SECONDS.labels("asr", kind).observe(ms / 1000)
         return text, ms
+
+    async def _answer_peek(
+        self, utt: Utterance, task: asyncio.Task[tuple[str, float]], msg: Msg
+    ) -> None:
+        n = len(utt.audio)
+        text, ms = await task
+        await bus.reply(msg, self._result(utt, text, ms, n))
 
     async def _finish(self, utt: Utterance, msg: Msg, end: AsrEnd) -> None:
         try:

@@ -200,6 +200,9 @@ class TurnSubmit(Message):
     speech_end_ms: float | None = None  # end of speech (voice) or text received (text)
     end_of_turn_ms: float | None = None
     asr_ms: float | None = None
+    # Submitted early in the end-of-turn silence: the session produces the reply but holds its
+    # events and its history until `turn.confirmed`; an `Interrupt {reason: retracted}` drops it.
+    speculative: bool = False
 
 
 class TurnAccepted(Message):
@@ -317,10 +320,20 @@ class PlaybackDone(Message):
     interrupted: bool = False
 
 
-PlaybackEvent = Annotated[PlaybackStarted | PlaybackDone, Field(discriminator="type")]
+class TurnConfirmed(Message):
+    """The end of turn of a speculative turn was confirmed: its reply may be released."""
+
+    type: Literal["turn.confirmed"] = "turn.confirmed"
+    turn_id: str
+    end_of_turn_ms: float | None = None
 
 
-InterruptReason = Literal["barge_in", "client", "new_turn", "session_end", "failure"]
+PlaybackEvent = Annotated[
+    PlaybackStarted | PlaybackDone | TurnConfirmed, Field(discriminator="type")
+]
+
+
+InterruptReason = Literal["barge_in", "client", "new_turn", "session_end", "failure", "retracted"]
 
 
 class Interrupt(Message):

@@ -44,6 +44,7 @@ from services.common.messages import (
     TTSOut,
     TTSSegment,
     TurnAccepted,
+    TurnConfirmed,
     TurnSubmit,
     decode,
     now_ms,
@@ -78,6 +79,13 @@ class Utterance:
         self.sent = 0  # bytes of `audio` already published
         self.ctx: Any = None  # the turn's trace context
         self.speculative = False  # a speculative final pass covers all the speech so far
+        self.pauses = 0  # pauses and resumes so far: tells a stale speculative result
+        self.spec_text: str | None = None  # a speculative turn was submitted with this text
+        self.spec_asr_ms: float | None = None
+        self.spec_reply: str | None = None
+        self.confirmed = False
+        self.ended = False
+        self.accepted = asyncio.Event()  # the session answered the speculative submit
 
 
 class LiveSession:
@@ -99,7 +107,9 @@ class LiveSession:
         self.utt: Utterance | None = None
         self.active_turn: str | None = None  # a turn in flight (submitted, not yet done)
         self.active_reply: str | None = None
-        self.stopped_replies: set[str] = set()
+        self.stopped_replies: set[str] = set()  # stopped or retracted: their audio is dropped
+        self.held_turns: set[str] = set()  # speculative turns not yet confirmed: audio waits
+        self.mic_ended = False  # the peer's microphone track ended (it went away)
         self.barge_pending = False
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -126,6 +136,15 @@ class LiveSession:
             t.cancel()
         self.traces.close_all()
 
+    def new_track(self) -> ReplyAudioTrack:
+        """A fresh outgoing track for a new peer connection (aiortc stops a track when its
+        sender ends, so tracks are never shared); the reply being played moves over to it."""
+        old = self.track
+        self.track = ReplyAudioTrack(self._on_playback_started, self._on_playback_finished)
+        self.track.reply, self.track.paused = old.reply, old.paused
+        old.reply = None
+        return self.track
+
     async def media_gone(self, pc: Any) -> None:
         """The peer connection failed or closed: stop the reply it was hearing."""
         if self.pc is pc:
@@ -134,7 +153,11 @@ class LiveSession:
 
     @property
     def has_voice(self) -> bool:
-        return self.pc is not None and self.pc.connectionState not in ("closed", "failed")
+        return (
+            self.pc is not None
+            and not self.mic_ended
+            and self.pc.connectionState not in ("closed", "failed")
+        )
 
     def spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -188,12 +211,21 @@ class LiveSession:
             return
         if item.reply_id in self.stopped_replies:
             return
+        if not self.has_voice:
+            # Nobody is listening (the peer went away): the reply is not played at all.
+            if isinstance(item, TTSDone):
+                await bus.publish(
+                    self.nc,
+                    subjects.playback(self.sid),
+                    PlaybackDone(reply_id=item.reply_id, spoken_text="", interrupted=True),
+                )
+            return
         if isinstance(item, TTSSegment):
             current = self.track.reply
             if current is None or current.reply_id != item.reply_id:
                 if current is not None:
                     await self._finish_reply(interrupted=True)
-                self.track.begin(item.reply_id, item.turn_id)
+                self.track.begin(item.reply_id, item.turn_id, held=item.turn_id in self.held_turns)
             self.track.segment(item.reply_id, item.index, item.text)
         elif isinstance(item, TTSDone):
             current = self.track.reply
@@ -345,7 +377,7 @@ class LiveSession:
             )
 
     # -- voice in --------------------------------------------------------------------------------
-    async def consume_track(self, track: Any) -> None:
+    async def consume_track(self, track: Any, pc: Any) -> None:
         import av
 
         resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
@@ -360,8 +392,9 @@ class LiveSession:
                 continue
             for ev in self.detector.feed(pcm):
                 await self._on_turn_event(ev)
-        # The client went away: whatever it was hearing stops here.
-        await self._finish_reply(interrupted=True)
+        if self.pc is pc:  # the client went away (not replaced): what it was hearing stops here
+            self.mic_ended = True
+            await self._finish_reply(interrupted=True)
 
     def _stream_ms_to_wall(self, t_ms: int) -> float:
         return now_ms() - (self.detector.t_ms - t_ms)
@@ -395,14 +428,24 @@ class LiveSession:
             utt = self.utt
             if utt is not None and utt.claimed.is_set() and not utt.failed:
                 utt.speculative = True
-                await self._control(utt, "peek")
+                utt.pauses += 1
+                if self.cfg.speculative_turns and self._idle():
+                    speech_end = self._stream_ms_to_wall(ev.t_ms - self.detector.silence_ms)
+                    self.spawn(self._speculate(utt, utt.pauses, speech_end), "speculate")
+                else:
+                    await self._control(utt, "peek")
         elif isinstance(ev, SpeechResume):
             utt = self.utt
             if utt is not None and utt.speculative:
                 utt.speculative = False
+                utt.pauses += 1
                 await self._control(utt, "resume")
+                if utt.spec_text is not None:
+                    await self._retract(utt)
         elif isinstance(ev, SpeechEnd):
             utt, self.utt = self.utt, None
+            if utt is not None:
+                utt.ended = True
             if self.barge_pending:  # too short to interrupt: carry on speaking
                 self.barge_pending = False
                 self.track.resume()
@@ -411,7 +454,118 @@ class LiveSession:
                 eot_ms = ev.t_ms - ev.speech_end_ms
                 self.traces.speech_end_ms[utt.turn_id] = speech_end
                 self.traces.stage(utt.turn_id, "end_of_turn", speech_end, {tm.ATTR_EOT_MS: eot_ms})
-                self.spawn(self._end_utterance(utt, speech_end, eot_ms), "asr-end")
+                if utt.spec_text is not None and utt.speculative:
+                    self.spawn(self._confirm(utt, speech_end, eot_ms), "confirm")
+                else:
+                    self.spawn(self._end_utterance(utt, speech_end, eot_ms), "asr-end")
+
+    # -- speculative turns ------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        return self.active_turn is None and self.track.reply is None
+
+    async def _speculate(self, utt: Utterance, pauses: int, speech_end: float) -> None:
+        """Early in the end-of-turn silence: transcribe, and when nothing else is in flight,
+        submit the turn at once. The session produces the reply but holds it until the end of
+        turn is confirmed (`_confirm`); if the user speaks on, it is retracted (`_retract`)."""
+        try:
+            result: AsrResult = await bus.request(
+                self.nc,
+                subjects.asr_utterance(self.sid, utt.turn_id),
+                AsrEnd(speech_end_ms=speech_end),
+                AsrResult,
+                timeout=self.cfg.asr_timeout_s,
+                headers={bus.H_CTL: "peek"},
+                ctx=utt.ctx,
+            )
+        except (bus.BusUnavailable, bus.RemoteError):
+            return  # the end of turn takes the ordinary path
+        if utt.ended or utt.pauses != pauses or not result.text.strip() or not self._idle():
+            return
+        utt.spec_text, utt.spec_asr_ms = result.text, result.asr_ms
+        self.held_turns.add(utt.turn_id)
+        submit = TurnSubmit(
+            session_id=self.sid,
+            turn_id=utt.turn_id,
+            text=result.text,
+            source="voice",
+            voice=self.has_voice,
+            speech_end_ms=speech_end,
+            asr_ms=result.asr_ms,
+            speculative=True,
+        )
+        try:
+            accepted: TurnAccepted = await bus.request(
+                self.nc,
+                subjects.SESSION_TURN,
+                submit,
+                TurnAccepted,
+                timeout=self.cfg.claim_timeout_s,
+                ctx=utt.ctx,
+            )
+        except (bus.BusUnavailable, bus.RemoteError) as exc:
+            log.warning("speculative turn not accepted: %s", exc)
+            utt.spec_text = None
+            self.held_turns.discard(utt.turn_id)
+            utt.accepted.set()
+            return
+        utt.spec_reply = accepted.reply_id
+        utt.accepted.set()
+        if utt.spec_text is None:  # retracted while the session was accepting it
+            await self._retract(utt, accepted.reply_id)
+        elif utt.confirmed and self.active_turn == utt.turn_id:
+            self.active_reply = accepted.reply_id
+
+    async def _retract(self, utt: Utterance, reply_id: str | None = None) -> None:
+        reply_id = reply_id or utt.spec_reply
+        utt.spec_text, utt.spec_reply = None, None
+        self.held_turns.discard(utt.turn_id)
+        if reply_id is not None:
+            self.stopped_replies.add(reply_id)
+        pb = self.track.reply
+        if pb is not None and pb.turn_id == utt.turn_id:
+            self.stopped_replies.add(pb.reply_id)
+            self.track.stop_reply()
+        await bus.publish(
+            self.nc,
+            subjects.interrupt(self.sid),
+            Interrupt(
+                session_id=self.sid, reply_id=reply_id, turn_id=utt.turn_id, reason="retracted"
+            ),
+            ctx=utt.ctx,
+        )
+
+    async def _confirm(self, utt: Utterance, speech_end: float, eot_ms: float) -> None:
+        """The end of turn is confirmed: release the speculative reply (text and audio)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(utt.accepted.wait(), self.cfg.claim_timeout_s)
+        if utt.spec_text is None:  # the session did not take it: the ordinary path
+            await self._end_utterance(utt, speech_end, eot_ms)
+            return
+        utt.confirmed = True
+        self.active_turn, self.active_reply = utt.turn_id, utt.spec_reply
+        self.held_turns.discard(utt.turn_id)
+        await self.emit(TranscriptFinal(turn_id=utt.turn_id, text=utt.spec_text, source="voice"))
+        await bus.publish(
+            self.nc,
+            subjects.playback(self.sid),
+            TurnConfirmed(turn_id=utt.turn_id, end_of_turn_ms=eot_ms),
+            ctx=utt.ctx,
+        )
+        self.track.release(utt.turn_id)
+        self.spawn(self._close_utterance(utt), "asr-close")
+
+    async def _close_utterance(self, utt: Utterance) -> None:
+        """End the ASR side of a confirmed speculative turn (its pass is reused, nothing new)."""
+        with contextlib.suppress(bus.BusUnavailable, bus.RemoteError):
+            await bus.request(
+                self.nc,
+                subjects.asr_utterance(self.sid, utt.turn_id),
+                AsrEnd(speech_end_ms=now_ms(), reuse_speculative=True),
+                AsrResult,
+                timeout=self.cfg.asr_timeout_s,
+                headers={bus.H_CTL: "end"},
+                ctx=utt.ctx,
+            )
 
     async def _control(self, utt: Utterance, ctl: str) -> None:
         await self.nc.publish(

@@ -43,6 +43,7 @@ class ReplyPlayback:
     order: deque[tuple[int, int]] = field(default_factory=deque)  # (segment, bytes) in buffer
     tts_done: bool = False
     started: bool = False
+    held: bool = False  # a speculative reply: nothing plays until its turn is confirmed
     resamplers: dict[int, av.AudioResampler] = field(default_factory=dict)
 
     def spoken_text(self) -> str:
@@ -96,10 +97,15 @@ class ReplyAudioTrack(MediaStreamTrack):
         self.audio_frames_sent = 0
 
     # -- control (event loop) ------------------------------------------------------------------
-    def begin(self, reply_id: str, turn_id: str) -> ReplyPlayback:
-        self.reply = ReplyPlayback(reply_id=reply_id, turn_id=turn_id)
+    def begin(self, reply_id: str, turn_id: str, held: bool = False) -> ReplyPlayback:
+        self.reply = ReplyPlayback(reply_id=reply_id, turn_id=turn_id, held=held)
         self.paused = False
         return self.reply
+
+    def release(self, turn_id: str) -> None:
+        """Let a held (speculative) reply of `turn_id` play."""
+        if self.reply is not None and self.reply.turn_id == turn_id:
+            self.reply.held = False
 
     def segment(self, reply_id: str, index: int, text: str) -> None:
         if self.reply is not None and self.reply.reply_id == reply_id:
@@ -155,7 +161,7 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     def _next_chunk(self) -> bytes:
         pb = self.reply
-        if pb is None or self.paused:
+        if pb is None or self.paused or pb.held:
             return _SILENCE
         if not pb.buffer:
             if pb.tts_done:

@@ -26,6 +26,9 @@ class GatewaySettings(ServiceSettings):
     # Silence after which the final ASR pass starts speculatively (reused at end of turn when the
     # user said nothing more): most of a Whisper pass leaves the end-of-turn latency.
     speculative_pause_ms: int = 150
+    # At that pause, also submit the turn: the reply is produced during the rest of the silence
+    # and released the moment the end of turn is confirmed (dropped if the user speaks on).
+    speculative_turns: bool = True
     # Microphone frames aiortc holds before decoding (its default is 4 = 80 ms). Each costs 20 ms
     # of end-of-turn and barge-in latency; raise it on lossy networks.
     mic_jitter_prefetch: int = Field(1, ge=1, le=8)

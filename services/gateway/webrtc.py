@@ -36,12 +36,12 @@ async def answer_offer(
     config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_servers])
     pc = RTCPeerConnection(config)
     try:
-        pc.addTrack(live.track)
+        pc.addTrack(live.new_track())
 
         @pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind == "audio":
-                live.spawn(live.consume_track(track), "mic")
+                live.spawn(live.consume_track(track, pc), "mic")
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -62,6 +62,7 @@ async def answer_offer(
             raise
         raise ValueError(str(exc) or type(exc).__name__) from exc
     old, live.pc = live.pc, pc
+    live.mic_ended = False
     if old is not None:
         await old.close()
     return pc.localDescription.sdp, pc.localDescription.type

@@ -77,9 +77,9 @@ class Store:
         await self.r.delete(_k("inflight", session_id))
 
     # -- history -----------------------------------------------------------------------------
-    async def append(self, session_id: str, message: HistoryMessage) -> int:
-        """Append one message; returns its index in the full history."""
-        n = await self.r.rpush(_k("history", session_id), message.model_dump_json())
+    async def append(self, session_id: str, *messages: HistoryMessage) -> int:
+        """Append messages in one atomic push; returns the index of the last one."""
+        n = await self.r.rpush(_k("history", session_id), *(m.model_dump_json() for m in messages))
         return int(n) - 1
 
     async def history(self, session_id: str, start: int = 0) -> list[HistoryMessage]:

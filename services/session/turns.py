@@ -50,6 +50,7 @@ from services.common.messages import (
     TTSRequest,
     TTSSegment,
     TTSText,
+    TurnConfirmed,
     TurnMetrics,
     TurnSubmit,
     decode,
@@ -101,10 +102,32 @@ class Turn:
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.st = TurnState()
         self.t_start = now_ms()
+        # A speculative turn's client events wait here until the gateway confirms the end of
+        # turn; a retracted one never shows and never enters history.
+        self.confirmed = not submit.speculative
+        self.retracted = False
+        self._held: list[Message] = []
+        self._subs: list[Any] = []
+        self.user_message = HistoryMessage(
+            role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
     async def emit(self, event: Message) -> None:
+        if self.retracted:
+            return
+        if not self.confirmed:
+            self._held.append(event)
+            return
         await bus.publish(self.nc, subjects.events(self.sid), event)
+
+    async def _confirm(self, confirmed: TurnConfirmed) -> None:
+        self.confirmed = True
+        if confirmed.end_of_turn_ms is not None:
+            self.submit.end_of_turn_ms = confirmed.end_of_turn_ms
+        held, self._held = self._held, []
+        for event in held:
+            await self.emit(event)
 
     def interrupt(self, intr: Interrupt) -> None:
         self.inbox.put_nowait(intr)
@@ -140,7 +163,13 @@ class Turn:
             finally:
                 IN_FLIGHT.labels("session").dec()
                 outcome = (
-                    "failed" if self.st.failed else "interrupted" if self.st.interrupted else "done"
+                    "retracted"
+                    if self.retracted
+                    else "failed"
+                    if self.st.failed
+                    else "interrupted"
+                    if self.st.interrupted
+                    else "done"
                 )
                 span.set_attribute(tm.ATTR_OUTCOME, outcome)
                 span.set_attribute(tm.ATTR_INTERRUPTED, self.st.interrupted)
@@ -152,22 +181,25 @@ class Turn:
                     if value is not None and stage.endswith("_ms"):
                         STAGE_SECONDS.labels("session", stage[:-3]).observe(value / 1000)
 
+    async def open(self) -> None:
+        """Subscribe to what the gateway and the TTS will say about this turn. Done before the
+        turn is accepted, so a confirmation sent right after acceptance is not missed."""
+        self._subs.append(
+            await self.nc.subscribe(
+                subjects.playback(self.sid), cb=self._queue_decoded(PlaybackEvent)
+            )
+        )
+        if self.voice:
+            self._subs.append(
+                await self.nc.subscribe(subjects.tts_out(self.sid), cb=self._queue_decoded(TTSOut))
+            )
+
     async def _run(self) -> None:
-        subs = []
+        subs = self._subs
         try:
             await self.emit(AgentState(state="thinking", turn_id=self.tid))
             messages = await self._prepare()
-            subs.append(
-                await self.nc.subscribe(
-                    subjects.playback(self.sid), cb=self._queue_decoded(PlaybackEvent)
-                )
-            )
             if self.voice:
-                subs.append(
-                    await self.nc.subscribe(
-                        subjects.tts_out(self.sid), cb=self._queue_decoded(TTSOut)
-                    )
-                )
                 await self._claim_tts()
             await self._claim_llm(messages, subs)
             await self._loop(messages, subs)
@@ -193,14 +225,10 @@ class Turn:
                 break
             await asyncio.sleep(0.02)
         await self.store.set_inflight(self.sid, self.rid)
-        await self.store.append(
-            self.sid,
-            HistoryMessage(
-                role="user", text=self.submit.text, turn_id=self.tid, created_at=time.time()
-            ),
-        )
+        # The user message enters history with the reply, when the turn ends (a speculative
+        # turn may still be retracted); the LLM sees it now.
         start = await self.store.window_start(self.sid)
-        window = await self.store.history(self.sid, start)
+        window = await self.store.history(self.sid, start) + [self.user_message]
         advance = plan_window(window, 0, self.agent)
         if advance:
             await self.store.set_window_start(self.sid, start + advance)
@@ -266,7 +294,7 @@ class Turn:
 
     async def _loop(self, messages: list[Any], subs: list[Any]) -> None:
         st = self.st
-        while not (st.llm_done and st.playback_done):
+        while not (st.llm_done and st.playback_done and self.confirmed):
             timeout = self._timeout()
             try:
                 item = await asyncio.wait_for(self.inbox.get(), timeout)
@@ -325,6 +353,8 @@ class Turn:
             st.tts_done = True
             if item.error and not item.cancelled:
                 await self.emit(ErrorEvent(code="tts_failed", message=item.error, turn_id=self.tid))
+        elif isinstance(item, TurnConfirmed) and item.turn_id == self.tid:
+            await self._confirm(item)
         elif isinstance(item, PlaybackStarted) and item.reply_id == self.rid:
             st.started_speaking = True
             if self.submit.speech_end_ms is not None:
@@ -349,6 +379,9 @@ class Turn:
 
     async def _on_interrupt(self, intr: Interrupt) -> None:
         self.st.interrupted = True
+        if intr.reason == "retracted":
+            self.retracted = True
+            return
         if intr.spoken_text is not None:
             self.st.spoken_text = intr.spoken_text
         elif self.voice:
@@ -380,6 +413,14 @@ class Turn:
 
     async def _finish(self) -> None:
         st = self.st
+        if self.retracted:  # the user went on speaking: as if this reply never started
+            await self.store.clear_inflight(self.sid, self.rid)
+            return
+        if not self.confirmed:  # the gateway vanished before confirming: release what we have
+            self.confirmed = True
+            held, self._held = self._held, []
+            for event in held:
+                await self.emit(event)
         full = "".join(st.text).strip()
         cut = st.interrupted or st.failed is not None
         if cut:
@@ -388,17 +429,18 @@ class Turn:
             ).strip()
         else:
             spoken = full
+        messages = [self.user_message]
         if full or cut:
-            await self.store.append(
-                self.sid,
+            messages.append(
                 HistoryMessage(
                     role="assistant",
                     text=spoken,
                     turn_id=self.tid,
                     interrupted=cut,
                     created_at=time.time(),
-                ),
+                )
             )
+        await self.store.append(self.sid, *messages)
         await self.store.clear_inflight(self.sid, self.rid)
         if st.failed is not None:
             await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))

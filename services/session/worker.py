@@ -149,6 +149,7 @@ class SessionWorker(Worker):
             )
         reply_id = bus.new_id()
         turn = Turn(self.nc, self.store, self.cfg, submit, reply_id, record.config)
+        await turn.open()
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())
         job.task.add_done_callback(lambda _t: self.turns.pop(reply_id, None))

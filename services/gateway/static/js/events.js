@@ -26,6 +26,7 @@ export class EventSocket {
     this.stopped = false;
     this.timer = null;
     this.openedAt = 0;
+    this.refusal = null; // an auth `error` event, explained by the close that follows
     this.onOnline = () => this.retryNow();
   }
 
@@ -60,7 +61,7 @@ export class EventSocket {
 
   /** Skips the backoff wait (the browser is back online, or the user asked). */
   retryNow() {
-    if (this.stopped || this.connected) return;
+    if (this.stopped || this.ws) return; // open, or an attempt under way
     clearTimeout(this.timer);
     this.attempt = 0;
     this.connect();

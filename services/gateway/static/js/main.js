@@ -71,6 +71,7 @@ function render() {
   $("stop").disabled = !busy;
   $("mic").disabled = !app.session || Boolean(app.fatal) || app.micBusy;
   $("send").disabled = Boolean(app.fatal) || !app.session;
+  $("new").disabled = !app.session && !app.fatal; // nothing to end or start over yet
 }
 
 function fail(message) {
@@ -351,14 +352,14 @@ function stopReply() {
 }
 
 async function newConversation() {
-  const button = $("new");
-  button.disabled = true;
   stopVoice();
   clearTimeout(app.refreshTimer);
   if (app.socket) app.socket.stop();
   const old = app.session;
   app.session = null;
   app.socket = null;
+  notices.clearAll();
+  render();
   if (old && !app.fatal) {
     try {
       await old.end();
@@ -372,12 +373,13 @@ async function newConversation() {
     }
   }
   Session.forget();
-  notices.clearAll();
+  notices.clear("fatal");
   Object.assign(app, { fatal: null, everOpen: false, agentState: "listening", link: "connecting" });
   convo.reset([]);
   await start();
-  button.disabled = false;
-  notices.show("session", "Started a new conversation.", { level: "info", timeoutMs: 3000 });
+  if (!app.fatal) {
+    notices.show("session", "Started a new conversation.", { level: "info", timeoutMs: 3000 });
+  }
   $("text").focus();
 }
 

@@ -7,7 +7,7 @@ const STATE_LABELS = {
   listening: "Listening",
   thinking: "Thinking…",
   speaking: "Speaking",
-  disconnected: "Disconnected, reconnecting…",
+  disconnected: "Disconnected", // the notice under it says it is reconnecting
   error: "Error",
 };
 
@@ -82,8 +82,8 @@ const METRIC_ROWS = [
   ["llm_first_token_ms", "LLM first token"],
   ["llm_tokens_per_s", "LLM speed"],
   ["tts_first_audio_ms", "speech synthesis first audio"],
-  ["first_delta_ms", "→ first text"],
-  ["first_audio_ms", "→ first audio"],
+  ["first_delta_ms", "to first text"],
+  ["first_audio_ms", "to first audio"],
   ["total_ms", "whole turn"],
 ];
 
@@ -108,19 +108,26 @@ export class Conversation {
    * (a reply still being written, a partial transcript).
    */
   sync(messages) {
-    const stored = new Set(messages.map((m) => `${m.role}:${m.turn_id}`));
-    const live = [...this.list.children].filter((li) => !stored.has(li.dataset.key));
+    const before = [...this.list.children];
     this.reset(messages);
-    for (const li of live) {
-      this.list.append(li);
-      this.bubbles.set(li.dataset.key, li);
+    for (const li of before) {
+      const stored = this.bubbles.get(li.dataset.key);
+      if (!stored) {
+        this.list.append(li);
+        this.bubbles.set(li.dataset.key, li);
+      } else {
+        // The history has no latency figures: keep the ones this page already showed.
+        const latency = li.querySelector(".latency");
+        if (latency) stored.querySelector(".meta").append(latency);
+      }
     }
     this.updateEmpty();
     this.scrollToEnd(true);
   }
 
   historyBubble(m) {
-    const li = this.bubble(m.role === "user" ? "user" : "assistant", m.turn_id || `h${this.seq++}`);
+    const role = m.role === "user" ? "user" : "assistant";
+    const li = this.bubble(role, m.turn_id || `h${this.seq++}`);
     this.setText(li, m.text);
     if (m.interrupted) this.markInterrupted(li, m.text);
   }

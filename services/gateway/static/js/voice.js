@@ -71,7 +71,8 @@ export class Voice {
     this.ctx = null;
     this.micAnalyser = null;
     this.replyAnalyser = null;
-    this.replyPeakRms = 0;
+    this.replyPeakRms = 0; // the loudest reply audio so far (RMS, 0..1)
+    this.lastLevels = { mic: 0, reply: 0 };
     this.timer = null;
   }
 
@@ -143,7 +144,8 @@ export class Voice {
     this.stream = null;
     this.micAnalyser = this.replyAnalyser = null;
     this.audio.srcObject = null;
-    this.onLevels({ mic: 0, reply: 0 });
+    this.lastLevels = { mic: 0, reply: 0 };
+    this.onLevels(this.lastLevels);
   }
 
   playReply(stream) {
@@ -169,6 +171,7 @@ export class Voice {
       levels.reply = r.level;
       this.replyPeakRms = Math.max(this.replyPeakRms, r.rms);
     }
+    this.lastLevels = levels;
     this.onLevels(levels);
   }
 

@@ -55,26 +55,42 @@ class Receiver:
     def add(self, req: ExportTraceServiceRequest) -> None:
         with self.lock:
             for rs in req.resource_spans:
-                service = next((a.value.string_value for a in rs.resource.attributes
-                                if a.key == "service.name"), "?")
+                service = next(
+                    (
+                        a.value.string_value
+                        for a in rs.resource.attributes
+                        if a.key == "service.name"
+                    ),
+                    "?",
+                )
                 for ss in rs.scope_spans:
                     for sp in ss.spans:
                         attrs = {}
                         for a in sp.attributes:
                             v = a.value
-                            attrs[a.key] = (v.string_value or v.int_value or v.double_value
-                                            or v.bool_value)
-                        self.spans.append({
-                            "service": service, "name": sp.name, "trace": sp.trace_id.hex(),
-                            "id": sp.span_id.hex(), "parent": sp.parent_span_id.hex(),
-                            "start": sp.start_time_unix_nano, "end": sp.end_time_unix_nano,
-                            "attrs": attrs,
-                        })
+                            attrs[a.key] = (
+                                v.string_value or v.int_value or v.double_value or v.bool_value
+                            )
+                        self.spans.append(
+                            {
+                                "service": service,
+                                "name": sp.name,
+                                "trace": sp.trace_id.hex(),
+                                "id": sp.span_id.hex(),
+                                "parent": sp.parent_span_id.hex(),
+                                "start": sp.start_time_unix_nano,
+                                "end": sp.end_time_unix_nano,
+                                "attrs": attrs,
+                            }
+                        )
 
     def trace_of(self, turn_id: str) -> list[dict[str, Any]]:
         with self.lock:
-            roots = [s for s in self.spans
-                     if s["name"] == "turn" and s["attrs"].get("va.turn_id") == turn_id]
+            roots = [
+                s
+                for s in self.spans
+                if s["name"] == "turn" and s["attrs"].get("va.turn_id") == turn_id
+            ]
             if not roots:
                 return []
             return [s for s in self.spans if s["trace"] == roots[0]["trace"]]
@@ -92,10 +108,13 @@ def receiver():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def stack(procs_module, receiver):  # type: ignore[no-untyped-def]
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-            "OTEL_BSP_SCHEDULE_DELAY": "200"}
-    return start_stack(procs_module, env={k: otel for k in
-                                          ("session", "llm", "asr", "tts", "gateway")})
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    return start_stack(
+        procs_module, env={k: otel for k in ("session", "llm", "asr", "tts", "gateway")}
+    )
 
 
 def tree(spans: list[dict[str, Any]]) -> str:
@@ -107,10 +126,15 @@ def tree(spans: list[dict[str, Any]]) -> str:
 
     def walk(span: dict[str, Any], depth: int) -> None:
         ms = (span["end"] - span["start"]) / 1e6
-        figures = {k.removeprefix("va."): v for k, v in span["attrs"].items()
-                   if k.endswith(("_ms", "_s", "factor", "tokens", "outcome", "reason"))}
-        lines.append(f"{'  ' * depth}{span['name']} [{span['service']}] {ms:.0f} ms"
-                     + (f" {figures}" if figures else ""))
+        figures = {
+            k.removeprefix("va."): v
+            for k, v in span["attrs"].items()
+            if k.endswith(("_ms", "_s", "factor", "tokens", "outcome", "reason"))
+        }
+        lines.append(
+            f"{'  ' * depth}{span['name']} [{span['service']}] {ms:.0f} ms"
+            + (f" {figures}" if figures else "")
+        )
         for child in sorted(by_parent.get(span["id"], []), key=lambda s: s["start"]):
             walk(child, depth + 1)
 
@@ -128,16 +152,18 @@ def ancestors(spans: list[dict[str, Any]], span: dict[str, Any]) -> list[str]:
     return names
 
 
-async def wait_for_spans(receiver: Receiver, turn_id: str, names: set[str],
-                         timeout: float = 20) -> list[dict[str, Any]]:
+async def wait_for_spans(
+    receiver: Receiver, turn_id: str, names: set[str], timeout: float = 20
+) -> list[dict[str, Any]]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         spans = receiver.trace_of(turn_id)
         if names <= {s["name"] for s in spans}:
             return spans
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"missing spans {names - {s['name'] for s in spans}}:\n"
-                                 + tree(spans))
+            raise AssertionError(
+                f"missing spans {names - {s['name'] for s in spans}}:\n" + tree(spans)
+            )
         await asyncio.sleep(0.3)
 
 
@@ -150,9 +176,19 @@ async def test_a_voice_turn_is_one_trace(stack, receiver) -> None:  # type: igno
         await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
     finally:
         await client.close()
-    expected = {"turn", "end_of_turn", "asr.final", "session.turn", "llm.generate",
-                "tts.synthesize", "first_audio", "process va.session.turn",
-                "process va.llm.claim", "process va.tts.claim", "process va.asr.claim"}
+    expected = {
+        "turn",
+        "end_of_turn",
+        "asr.final",
+        "session.turn",
+        "llm.generate",
+        "tts.synthesize",
+        "first_audio",
+        "process va.session.turn",
+        "process va.llm.claim",
+        "process va.tts.claim",
+        "process va.asr.claim",
+    }
     spans = await wait_for_spans(receiver, final["turn_id"], expected - {"asr.final"})
     text = tree(spans)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -160,8 +196,13 @@ async def test_a_voice_turn_is_one_trace(stack, receiver) -> None:  # type: igno
     print("\n" + text)
 
     assert len({s["trace"] for s in spans}) == 1
-    assert {s["service"] for s in spans} >= {"va-gateway", "va-asr", "va-session", "va-llm",
-                                             "va-tts"}
+    assert {s["service"] for s in spans} >= {
+        "va-gateway",
+        "va-asr",
+        "va-session",
+        "va-llm",
+        "va-tts",
+    }
     by_name = {s["name"]: s for s in spans}
     root = by_name["turn"]
     assert root["parent"] == "" and root["attrs"]["va.outcome"] == "done"
@@ -196,8 +237,9 @@ async def test_an_interruption_shows_in_the_trace_it_cut(stack, receiver) -> Non
         assert done["interrupted"]
     finally:
         await client.close()
-    spans = await wait_for_spans(receiver, final["turn_id"], {"turn", "interrupt",
-                                                               "llm.generate", "tts.synthesize"})
+    spans = await wait_for_spans(
+        receiver, final["turn_id"], {"turn", "interrupt", "llm.generate", "tts.synthesize"}
+    )
     (ARTIFACTS / "trace-interrupted-turn.txt").write_text(tree(spans) + "\n")
     by_name = {s["name"]: s for s in spans}
     assert by_name["turn"]["attrs"]["va.outcome"] == "interrupted"

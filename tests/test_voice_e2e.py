@@ -245,3 +245,34 @@ async def test_partial_transcripts_while_the_user_speaks(stack) -> None:  # type
         await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
     finally:
         await client.close()
+
+
+async def test_a_pause_inside_a_question_does_not_split_the_turn(stack) -> None:  # type: ignore[no-untyped-def]
+    """A pause shorter than the end-of-turn silence starts a speculative reply (its ASR pass
+    fits in the pause); speech going on retracts it unseen."""
+    client = await voice_client(stack.base_url, {**PLAIN, "end_of_turn_silence_ms": 1200})
+    try:
+        first, rate = clip("What is the color")
+        second, _ = clip("of the sky on a clear day?")
+        gap = np.zeros(int(rate * 0.9), dtype=np.int16)
+        client.speaker.play(np.concatenate([first, gap, second]), rate)
+        _, final = await client.wait_event("transcript.final", 30)
+        assert "color" in final["text"].lower() and "clear day" in final["text"].lower(), final
+        _, done = await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
+        assert not done["interrupted"]
+        await asyncio.sleep(1.0)
+        finals = [e for _, e in client.events if e["type"] == "transcript.final"]
+        dones = [e for _, e in client.events if e["type"] == "reply.done"]
+        assert len(finals) == 1 and len(dones) == 1
+        # Everything the client saw belongs to the one turn.
+        assert {e.get("turn_id") for _, e in client.events if e.get("turn_id")} == {
+            final["turn_id"]
+        }
+        msgs = await history(client)
+        assert [m["role"] for m in msgs] == ["user", "assistant"]
+        assert msgs[0]["text"] == final["text"]
+        # The pause did start a speculative reply, which was retracted.
+        log = stack.by_kind["gateway"][0].log.read_text()
+        assert f"turn {final['turn_id']}: the user spoke on" in log
+    finally:
+        await client.close()

@@ -62,4 +62,3 @@ def test_chat_messages_start_with_the_system_prompt() -> None:
     chat = to_chat(config, history(2))
     assert chat[0].role == "system" and chat[0].content == "Be brief."
     assert [m.role for m in chat[1:]] == ["user", "assistant", "user", "assistant"]
-

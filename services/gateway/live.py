@@ -28,6 +28,7 @@ from services.common import bus, subjects
 from services.common import telemetry as tm
 from services.common.messages import (
     AgentConfig,
+    AgentState,
     AsrClaim,
     AsrEnd,
     AsrResult,
@@ -110,6 +111,7 @@ class LiveSession:
         self.stopped_replies: set[str] = set()  # stopped or retracted: their audio is dropped
         self.held_turns: set[str] = set()  # speculative turns not yet confirmed: audio waits
         self.mic_ended = False  # the peer's microphone track ended (it went away)
+        self.last_state = AgentState(state="listening").model_dump_json()  # for a new socket
         self.barge_pending = False
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -181,6 +183,8 @@ class LiveSession:
             )
         elif etype == "error" and event.get("code") == "turn_failed":
             self.traces.end(event.get("turn_id"), "failed")
+        if etype == "agent.state":
+            self.last_state = msg.data.decode()
         if etype == "reply.delta":
             self.active_reply = event.get("reply_id")
         elif etype in ("reply.done", "error") and event.get("turn_id") == self.active_turn:

@@ -9,13 +9,14 @@ only returns the handle once the server answers).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,19 +45,35 @@ class LocalStack:
     # -- start -----------------------------------------------------------------------------------
     def start(self, ready_timeout: float = 300.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        nats_url = self._server("nats-server", lambda port: infra.start_nats(
-            "127.0.0.1", port, self.work_dir / "jetstream", self.log_dir / "nats-server.log"),
-            "nats://127.0.0.1:{port}", infra.nats_info)
-        redis_url = self._server("redis-server", lambda port: infra.start_redis(
-            "127.0.0.1", port, self.work_dir / "redis", self.log_dir / "redis-server.log",
-            persistent=False), "redis://127.0.0.1:{port}/0", infra.redis_answers)
+        nats_url = self._server(
+            "nats-server",
+            lambda port: infra.start_nats(
+                "127.0.0.1", port, self.work_dir / "jetstream", self.log_dir / "nats-server.log"
+            ),
+            "nats://127.0.0.1:{port}",
+            infra.nats_info,
+        )
+        redis_url = self._server(
+            "redis-server",
+            lambda port: infra.start_redis(
+                "127.0.0.1",
+                port,
+                self.work_dir / "redis",
+                self.log_dir / "redis-server.log",
+                persistent=False,
+            ),
+            "redis://127.0.0.1:{port}/0",
+            infra.redis_answers,
+        )
         self.procs = ServiceProcs(nats_url, redis_url, log_dir=self.log_dir)
         t0 = time.monotonic()
         for kind in KINDS:
             sp = self.procs.start(kind, wait_ready=False)
             self.by_kind[kind] = sp
-            self.say(f"[setup] services.{kind} started (pid {sp.pid}, port {sp.port}, "
-                     f"log {shown(sp.log)})")
+            self.say(
+                f"[setup] services.{kind} started (pid {sp.pid}, port {sp.port}, "
+                f"log {shown(sp.log)})"
+            )
         waiting = dict(self.by_kind)
         last_note = time.monotonic()
         while waiting:
@@ -65,18 +82,27 @@ class LocalStack:
                     self.say(f"[setup] services.{kind} ready after {time.monotonic() - t0:.1f} s")
                     del waiting[kind]
                 elif not sp.alive():
-                    raise RuntimeError(f"services.{kind} exited with code {sp.proc.returncode}; "
-                                       f"last lines of {sp.log}:\n{sp.log_tail()}")
+                    raise RuntimeError(
+                        f"services.{kind} exited with code {sp.proc.returncode}; "
+                        f"last lines of {sp.log}:\n{sp.log_tail()}"
+                    )
             if time.monotonic() - t0 > ready_timeout:
                 raise RuntimeError(f"not ready within {ready_timeout:.0f} s: {sorted(waiting)}")
             if waiting and time.monotonic() - last_note > 10:
                 last_note = time.monotonic()
-                self.say(f"[setup] still loading: {', '.join(sorted(waiting))} "
-                         f"({time.monotonic() - t0:.0f} s, load {load_text()})")
+                self.say(
+                    f"[setup] still loading: {', '.join(sorted(waiting))} "
+                    f"({time.monotonic() - t0:.0f} s, load {load_text()})"
+                )
             time.sleep(0.2)
 
-    def _server(self, name: str, spawn: Callable[[int], subprocess.Popen[bytes]],
-                url_template: str, answers: Callable[[str], Any]) -> str:
+    def _server(
+        self,
+        name: str,
+        spawn: Callable[[int], subprocess.Popen[bytes]],
+        url_template: str,
+        answers: Callable[[str], Any],
+    ) -> str:
         port = free_port()
         url = url_template.format(port=port)
         proc = spawn(port)
@@ -109,21 +135,68 @@ class LocalStack:
                 out[kind] = round(t.user + t.system, 2)
         return out
 
+    def cpu_split(self) -> tuple[float, float]:
+        """(CPU seconds the whole machine has been busy, CPU seconds of this benchmark: its own
+        process, the services, NATS and Redis), both since boot; the difference over a turn is
+        what other programs took from it."""
+        t = psutil.cpu_times()
+        busy = t.user + t.nice + t.system + t.irq + t.softirq  # guest time is inside user
+        pids = [os.getpid(), *(sp.pid for sp in self.by_kind.values())]
+        pids += [proc.pid for _, proc in self.servers]
+        ours = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                pt = psutil.Process(pid).cpu_times()
+                ours += pt.user + pt.system
+        return busy, ours
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 @contextlib.contextmanager
 def stopped_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C (KeyboardInterrupt), so `finally` blocks run;
-    restores the previous handlers afterwards."""
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt in the synchronous parts (start-up,
+    clean-up), so `finally` blocks run; restores the previous handlers afterwards. SIGINT is set
+    explicitly: a shell starts a background job with SIGINT ignored, and Python then installs no
+    handler of its own. While the event loop runs, `cancel_on_signals` takes over."""
 
     def raise_interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.signal(s, raise_interrupt) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+async def cancel_on_signals(main: Coroutine[Any, Any, None]) -> str | None:
+    """Run `main`; a stop signal cancels it (cleanly, at an await) instead of raising
+    KeyboardInterrupt wherever the loop happens to be: an exception raised inside one of aiortc's
+    tasks can be lost there, and the run goes on. Returns the signal's name, or None."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    got: list[str] = []
+
+    def stop(sig: signal.Signals) -> None:
+        got.append(sig.name)
+        task.cancel()
+
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
+        loop.add_signal_handler(s, stop, s)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not got:
+            raise
+    finally:
+        for s, handler in previous.items():
+            loop.remove_signal_handler(s)
+            signal.signal(s, handler)
+    return got[0] if got else None
 
 
 @contextlib.contextmanager
@@ -158,8 +231,9 @@ def cpu_model() -> str:
 
 def git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
-                             check=True)
+        out = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
@@ -177,4 +251,6 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
+        # What differs from the commit: services under concurrent edit change the figures.
+        "git_modified": [line.split(maxsplit=1)[-1] for line in (status or "").splitlines()],
     }

@@ -26,8 +26,9 @@ STAGE_COLORS = {
 GROUP_COLORS = {"voice": "#4c72b0", "barge_in": "#c44e52", "text": "#55a868"}
 
 
-def draw(turns: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, Any]], title: str,
-         path: Path) -> Path:
+def draw(
+    turns: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, Any]], title: str, path: Path
+) -> Path:
     cols = 3
     rows = -(-len(METRICS) // cols)
     fig = plt.figure(figsize=(15, 2.3 * rows + 4.5), constrained_layout=True)
@@ -45,8 +46,15 @@ def draw(turns: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, Any]
             continue
         y = rng.uniform(0.0, 0.5, len(data))
         ax.scatter(data, y, s=18, alpha=0.7, color=GROUP_COLORS[m.group], edgecolors="none")
-        ax.boxplot(data, vert=False, positions=[-0.3], widths=0.3, whis=(0, 100),
-                   manage_ticks=False, medianprops={"color": "black"})
+        ax.boxplot(
+            data,
+            vert=False,
+            positions=[-0.3],
+            widths=0.3,
+            whis=(0, 100),
+            manage_ticks=False,
+            medianprops={"color": "black"},
+        )
         ax.axvline(s["p50"], color="black", lw=1.2, label=f"p50 {s['p50']:.0f}")
         ax.axvline(s["p95"], color="black", lw=1.0, ls="--", label=f"p95 {s['p95']:.0f}")
         if min(data) < 0:
@@ -69,15 +77,47 @@ def draw(turns: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, Any]
         pos_bottom += np.where(h >= 0, h, 0)
         neg_bottom += np.where(h < 0, h, 0)
     v2v = [t.get("voice_to_voice_ms") for t in voice]
-    ax.scatter(x, [v if v is not None else np.nan for v in v2v], marker="_", s=300,
-               color="black", zorder=3, label="voice_to_voice_ms")
+    ax.scatter(
+        x,
+        [v if v is not None else np.nan for v in v2v],
+        marker="_",
+        s=300,
+        color="black",
+        zorder=3,
+        label="voice_to_voice_ms",
+    )
     ax.axhline(0, color="black", lw=0.6)
+    # How much of the machine other programs took during each turn: the usual cause of outliers
+    # on a shared machine.
+    others = [
+        (t["cpu_others_s"] / t["wall_s"]) if t.get("wall_s") and "cpu_others_s" in t else np.nan
+        for t in voice
+    ]
+    if voice and not np.all(np.isnan(others)):
+        ax2 = ax.twinx()
+        ax2.plot(
+            x,
+            others,
+            "D",
+            color="black",
+            ms=4,
+            alpha=0.6,
+            label="other programs' CPU during the turn (cores, right axis)",
+        )
+        ax2.set_ylim(0, max(float(np.nanmax(others)), 1.0) * 1.5)
+        ax2.set_ylabel("cores used by other programs", fontsize=8)
+        ax2.legend(fontsize=8, loc="upper right", frameon=False)
     ax.set_xticks(x, [str(t.get("turn")) for t in voice], fontsize=8)
-    ax.set_xlabel("voice turn (negative segments: a stage figure larger than the whole; "
-                  "see the JSON)", fontsize=8)
+    ax.set_xlabel(
+        "voice turn.  A server_other_ms segment below zero means the stage figures overlap (the"
+        " speculative final ASR pass starts inside the end-of-turn silence): the stack above zero"
+        " minus the part below zero is the measured voice to voice.",
+        fontsize=8,
+    )
     ax.set_ylabel("ms")
-    ax.set_title("stage breakdown per voice turn (stacked; black bar: measured voice to voice)",
-                 fontsize=10)
+    ax.set_title(
+        "stage breakdown per voice turn (stacked; black bar: measured voice to voice)", fontsize=10
+    )
     ax.legend(fontsize=8, ncol=7, loc="upper left", frameon=False)
     top = max([v for v in v2v if v is not None] + [float(pos_bottom.max()) if len(x) else 1])
     ax.set_ylim(min(0.0, float(neg_bottom.min()) if len(x) else 0.0) * 1.1, top * 1.18)

@@ -24,8 +24,11 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("voice_to_voice_ms", "voice", "voice: last audible question frame sent -> first "
-           "audible reply frame received"),
+    Metric(
+        "voice_to_voice_ms",
+        "voice",
+        "voice: last audible question frame sent -> first audible reply frame received",
+    ),
     Metric("end_of_turn_ms", "voice", "  end of speech -> end of turn (VAD silence)"),
     Metric("asr_ms", "voice", "  final ASR pass"),
     Metric("llm_first_token_ms", "voice", "  LLM request -> first token"),
@@ -33,19 +36,30 @@ METRICS: tuple[Metric, ...] = (
     Metric("server_other_ms", "voice", "  rest of the server path (claims, bus, clause wait)"),
     Metric("first_audio_ms", "voice", "  server: end of speech -> first audio frame sent"),
     Metric("transport_ms", "voice", "  transport: voice-to-voice minus server first_audio"),
-    Metric("barge_in_stop_ms", "barge_in", "barge-in: first audible interruption frame sent -> "
-           "last audible reply frame received"),
-    Metric("barge_in_reply_done_ms", "barge_in", "  first audible interruption frame sent -> "
-           "reply.done (interrupted) received"),
+    Metric(
+        "barge_in_stop_ms",
+        "barge_in",
+        "barge-in: first audible interruption frame sent -> last audible reply frame received",
+    ),
+    Metric(
+        "barge_in_reply_done_ms",
+        "barge_in",
+        "  first audible interruption frame sent -> reply.done (interrupted) received",
+    ),
     Metric("text_first_delta_ms", "text", "text: user.text sent -> first reply.delta received"),
-    Metric("text_first_audio_ms", "text", "  user.text sent -> first audible reply frame "
-           "received"),
+    Metric("text_first_audio_ms", "text", "  user.text sent -> first audible reply frame received"),
 )
 
 # The server-side stages of a voice turn, in order, as stacked in the plot; with transport they
 # add up to voice_to_voice_ms.
-STAGES = ("end_of_turn_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms",
-          "server_other_ms", "transport_ms")
+STAGES = (
+    "end_of_turn_ms",
+    "asr_ms",
+    "llm_first_token_ms",
+    "tts_first_audio_ms",
+    "server_other_ms",
+    "transport_ms",
+)
 
 
 def values(records: Iterable[dict[str, Any]], key: str) -> list[float]:
@@ -72,8 +86,10 @@ def summarize(samples: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def summary(turns: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    return {m.key: {**summarize(values(turns.get(m.group, []), m.key)), "label": m.label.strip()}
-            for m in METRICS}
+    return {
+        m.key: {**summarize(values(turns.get(m.group, []), m.key)), "label": m.label.strip()}
+        for m in METRICS
+    }
 
 
 def table(stats: dict[str, dict[str, Any]]) -> str:
@@ -86,8 +102,10 @@ def table(stats: dict[str, dict[str, Any]]) -> str:
 
     for m in METRICS:
         s = stats[m.key]
-        lines.append(f"{m.label:<{width}}  {s['n']:>3}  {cell(s['p50'])}  {cell(s['p95'])}  "
-                     f"{cell(s['max'])}  {cell(s['mean'])}")
+        lines.append(
+            f"{m.label:<{width}}  {s['n']:>3}  {cell(s['p50'])}  {cell(s['p95'])}  "
+            f"{cell(s['max'])}  {cell(s['mean'])}"
+        )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ leaves the session idle (agent listening) when it returns normally.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,7 @@ def clip(text: str) -> Clip:
     """`text` spoken by the Piper voice (cached WAV), trimmed to its audible part."""
     pcm, rate = read_wav(speak_wav(text))
     start, end = active_bounds_ms(pcm, rate)
-    return Clip(text, pcm[int(start * rate / 1000): int(end * rate / 1000)], rate)
+    return Clip(text, pcm[int(start * rate / 1000) : int(end * rate / 1000)], rate)
 
 
 async def register_agent(base_url: str, config: dict[str, Any]) -> str:
@@ -121,7 +122,8 @@ class Sessions:
     async def close(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-            await client.close()
+            with contextlib.suppress(TimeoutError):  # never hang the run's end on a close
+                await asyncio.wait_for(client.close(), 5.0)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -131,21 +133,37 @@ def _ms(seconds: float | None) -> float | None:
 def _stages(metrics: dict[str, Any], v2v_ms: float | None) -> dict[str, Any]:
     """The server's stage figures, what they leave unexplained of first_audio_ms, and what the
     transport adds on top of it (voice to voice minus first_audio_ms)."""
-    keys = ("end_of_turn_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms",
-            "first_audio_ms", "first_delta_ms", "llm_tokens_per_s", "total_ms")
+    keys = (
+        "end_of_turn_ms",
+        "asr_ms",
+        "llm_first_token_ms",
+        "tts_first_audio_ms",
+        "first_audio_ms",
+        "first_delta_ms",
+        "llm_tokens_per_s",
+        "total_ms",
+    )
     out: dict[str, Any] = {k: metrics.get(k) for k in keys}
-    parts = [metrics.get(k) for k in ("end_of_turn_ms", "asr_ms", "llm_first_token_ms",
-                                      "tts_first_audio_ms")]
+    parts = [
+        metrics.get(k)
+        for k in ("end_of_turn_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms")
+    ]
     first = metrics.get("first_audio_ms")
-    out["server_other_ms"] = (round(first - sum(parts), 1)
-                              if first is not None and None not in parts else None)
-    out["transport_ms"] = (round(v2v_ms - first, 1)
-                           if first is not None and v2v_ms is not None else None)
+    # Negative when stages overlap: e.g. a speculative final ASR pass started inside the
+    # end-of-turn silence counts in both end_of_turn_ms and asr_ms.
+    known = [float(p) for p in parts if p is not None]
+    out["server_other_ms"] = (
+        round(first - sum(known), 1) if first is not None and len(known) == len(parts) else None
+    )
+    out["transport_ms"] = (
+        round(v2v_ms - first, 1) if first is not None and v2v_ms is not None else None
+    )
     return out
 
 
-async def _finish(client: VoiceClient, turn_id: str, after: float) -> tuple[float, dict[str, Any],
-                                                                            dict[str, Any]]:
+async def _finish(
+    client: VoiceClient, turn_id: str, after: float
+) -> tuple[float, dict[str, Any], dict[str, Any]]:
     t_done, done = await client.wait_event("reply.done", 120, after=after, turn_id=turn_id)
     _, metrics = await client.wait_event("turn.metrics", 15, after=after, turn_id=turn_id)
     await client.wait_event("agent.state", 15, after=after, state="listening", turn_id=turn_id)
@@ -153,8 +171,7 @@ async def _finish(client: VoiceClient, turn_id: str, after: float) -> tuple[floa
 
 
 def _reply_audio_s(client: VoiceClient, t0: float, t1: float) -> float:
-    return round(sum(len(r.pcm) for r in client.audio if t0 <= r.t <= t1 and r.audible)
-                 / 48000, 2)
+    return round(sum(len(r.pcm) for r in client.audio if t0 <= r.t <= t1 and r.audible) / 48000, 2)
 
 
 async def voice_turn(client: VoiceClient, question: Clip) -> dict[str, Any]:
@@ -165,9 +182,17 @@ async def voice_turn(client: VoiceClient, question: Clip) -> dict[str, Any]:
     _, final = await client.wait_event("transcript.final", 30, after=t_play, source="voice")
     tid = final["turn_id"]
     t_done, done, metrics = await _finish(client, tid, t_play)
-    t_speaking = next((t for t, e in client.events if t >= t_play and e.get("type") ==
-                       "agent.state" and e.get("state") == "speaking" and e.get("turn_id") == tid),
-                      None)
+    t_speaking = next(
+        (
+            t
+            for t, e in client.events
+            if t >= t_play
+            and e.get("type") == "agent.state"
+            and e.get("state") == "speaking"
+            and e.get("turn_id") == tid
+        ),
+        None,
+    )
     first = client.first_audible_after(t_end) if t_end is not None else None
     if first is not None and first > t_done + 2.0:
         first = None  # not this reply's audio
@@ -181,7 +206,8 @@ async def voice_turn(client: VoiceClient, question: Clip) -> dict[str, Any]:
         "voice_to_voice_ms": v2v,
         **_stages(metrics, v2v),
         "speaking_event_to_first_audio_ms": _ms(first - t_speaking)
-        if first is not None and t_speaking is not None else None,
+        if first is not None and t_speaking is not None
+        else None,
         "reply_audio_s": _reply_audio_s(client, t_end or t_play, t_done + 1.0),
     }
 
@@ -217,8 +243,9 @@ async def _audible_now(client: VoiceClient, within: float, wait: float) -> bool:
         await asyncio.sleep(0.005)
 
 
-async def barge_in_turn(client: VoiceClient, story: Clip, stop: Clip,
-                        delay: float) -> dict[str, Any]:
+async def barge_in_turn(
+    client: VoiceClient, story: Clip, stop: Clip, delay: float
+) -> dict[str, Any]:
     rec: dict[str, Any] = {"question": story.text, "interruption": stop.text, "delay_s": delay}
     t_play = time.monotonic()
     client.speaker.play(story.pcm, story.rate)
@@ -234,6 +261,20 @@ async def barge_in_turn(client: VoiceClient, story: Clip, stop: Clip,
     rec["voice_to_voice_ms"] = _ms(t_first - t_q_end)
     await asyncio.sleep(delay)
     rec["audible_at_barge_in"] = await _audible_now(client, within=0.05, wait=2.0)
+    ended = [
+        t for t, e in client.events if e.get("type") == "reply.done" and e.get("turn_id") == tid
+    ]
+    if ended:
+        # Nothing left to interrupt: no figure, and the caller tries another story.
+        _, done, _ = await _finish(client, tid, t_play)
+        rec.update(
+            interrupted=False,
+            reply=done["text"],
+            spoken_text=done["spoken_text"],
+            not_measured=f"the reply ended {ended[0] - t_first:.1f} s after its audio began,"
+            f" before the barge-in ({len(done['text'].split())} words)",
+        )
+        return rec
 
     t_stop_play = time.monotonic()
     client.speaker.play(stop.pcm, stop.rate)
@@ -241,19 +282,25 @@ async def barge_in_turn(client: VoiceClient, story: Clip, stop: Clip,
         await asyncio.sleep(0.002)
     t_barge = client.speaker.first_audible_sent
     t_rdone, done = await client.wait_event("reply.done", 30, after=t_play, turn_id=tid)
-    rec.update(interrupted=done["interrupted"], reply=done["text"],
-               spoken_text=done["spoken_text"], barge_in_reply_done_ms=_ms(t_rdone - t_barge))
+    rec.update(
+        interrupted=done["interrupted"],
+        reply=done["text"],
+        spoken_text=done["spoken_text"],
+        barge_in_reply_done_ms=_ms(t_rdone - t_barge),
+    )
     await client.wait_event("agent.state", 15, after=t_play, state="listening", turn_id=tid)
 
     # The interruption is a turn of its own, answered with another story: let its reply start
     # (that bounds the old reply's audio), then stop it with the client's interrupt command.
     t_bound = time.monotonic() + 60
     try:
-        _, final2 = await client.wait_event("transcript.final", 20, after=t_stop_play,
-                                            source="voice")
+        _, final2 = await client.wait_event(
+            "transcript.final", 20, after=t_stop_play, source="voice"
+        )
         rec["interruption_transcript"] = final2["text"]
-        t_bound, _ = await client.wait_event("agent.state", 60, after=t_stop_play,
-                                             state="speaking", turn_id=final2["turn_id"])
+        t_bound, _ = await client.wait_event(
+            "agent.state", 60, after=t_stop_play, state="speaking", turn_id=final2["turn_id"]
+        )
     except TimeoutError as exc:
         final2 = None
         rec["note"] = f"the interruption started no answered turn: {exc}"

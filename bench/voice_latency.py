@@ -14,6 +14,13 @@ aiortc client:
    last audible reply frame received, i.e. the reply audio stopping;
 3. text: `user.text` sent -> first `reply.delta`, and -> first audible reply frame.
 
+The stage figures are the services' own; `server_other_ms` is first_audio_ms minus their sum
+(claims, bus hops, waiting for the first clause), negative when stages overlap, as when the final
+ASR pass starts speculatively inside the end-of-turn silence. `transport_ms` is voice to voice
+minus first_audio_ms: the two jitter buffers, Opus, pacing, and where the gateway's VAD puts the
+end of speech. Each barge-in runs in a fresh session (a story cut short in the history makes the
+next story short); one whose reply ends before the interruption is skipped and replaced.
+
 Warm-up turns (--warmup) run first and are kept out of the statistics. Every turn waits for
 reply.done and agent.state listening, then --pause seconds. Output: a table on stdout,
 bench/results/voice_latency-<stamp>.json and -latest.json, and bench/results/
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
 import time
@@ -33,9 +41,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.audio import word_overlap
+
 from . import report
 from .local_stack import (
     LocalStack,
+    cancel_on_signals,
     load_text,
     machine_info,
     shown,
@@ -66,17 +77,24 @@ def say(line: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.voice_latency",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.voice_latency",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--turns", type=int, default=20, help="spoken questions measured (20)")
     p.add_argument("--barge-ins", type=int, default=10, help="barge-ins measured (10)")
-    p.add_argument("--text-turns", type=int, default=None,
-                   help="typed questions measured (default: --turns)")
-    p.add_argument("--turns-per-session", type=int, default=5,
-                   help="turns before a fresh session, to keep the history short (5)")
-    p.add_argument("--warmup", type=int, default=1,
-                   help="unmeasured turns of each kind first (1)")
+    p.add_argument(
+        "--text-turns", type=int, default=None, help="typed questions measured (default: --turns)"
+    )
+    p.add_argument(
+        "--turns-per-session",
+        type=int,
+        default=5,
+        help="voice and text turns before a fresh session, to keep the history short "
+        "(5); every barge-in gets a session of its own",
+    )
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured turns of each kind first (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     args = p.parse_args(argv)
@@ -88,57 +106,107 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Run:
     """The measured turns of one benchmark run, and what looked wrong in them."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(
+        self, args: argparse.Namespace, cpu_split: Callable[[], tuple[float, float]]
+    ) -> None:
         self.args = args
+        self.cpu_split = cpu_split
         self.turns: dict[str, list[dict[str, Any]]] = {"voice": [], "barge_in": [], "text": []}
         self.warmup: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []
         self.anomalies: list[str] = []
         self.sessions_opened: dict[str, int] = {}
 
-    async def series(self, group: str, count: int, sessions: Sessions,
-                     turn: Callable[[Any, int], Awaitable[dict[str, Any]]],
-                     line: Callable[[dict[str, Any]], str], warmup: int = 0) -> None:
-        for i in range(-warmup, count):
-            label = f"{group:<8} {'warm-up' if i < 0 else f'{i + 1:>2}/{count}'}"
-            client = await sessions.next()
-            t0 = time.monotonic()
-            try:
-                rec = await turn(client, max(i, 0) if i >= 0 else i + warmup)
-            except (TimeoutError, RuntimeError, OSError) as exc:
-                rec = {"error": f"{type(exc).__name__}: {exc}"}
-                await sessions.discard()
-            rec.update(turn=i + 1 if i >= 0 else f"w{i + warmup + 1}", session=sessions.opened,
-                       wall_s=round(time.monotonic() - t0, 1), load1=os.getloadavg()[0])
-            for problem in check(group, rec):
-                self.anomalies.append(f"{group} turn {rec['turn']}: {problem}")
-                say(f"  ! {problem}")
-            if i < 0:
-                rec["group"] = group
-                self.warmup.append(rec)
-            else:
-                self.turns[group].append(rec)
-            say(f"{label}  {line(rec) if 'error' not in rec else 'FAILED ' + rec['error']}"
-                f"  [load {rec['load1']:.2f}]")
-            await asyncio.sleep(self.args.pause)
-        self.sessions_opened[group] = sessions.opened
-        await sessions.close()
+    async def series(
+        self,
+        group: str,
+        count: int,
+        sessions: Sessions,
+        turn: Callable[[Any, int], Awaitable[dict[str, Any]]],
+        line: Callable[[dict[str, Any]], str],
+        warmup: int = 0,
+        spare: int = 0,
+    ) -> None:
+        """`warmup` unmeasured turns, then turns until `count` are measured. A turn that comes
+        back `not_measured` (the situation did not arise) is reported and replaced, up to `spare`
+        times; a failed turn (timeout) is reported, kept as a failure and not replaced."""
+        try:
+            measured = attempt = 0
+            while measured < count and attempt < warmup + count + spare:
+                warm = attempt < warmup
+                label = "warm-up" if warm else f"{measured + 1:>2}/{count}"
+                client = await sessions.next()
+                t0 = time.monotonic()
+                cpu0 = self.cpu_split()
+                try:
+                    rec = await turn(client, attempt - warmup if not warm else attempt)
+                except (TimeoutError, RuntimeError, OSError) as exc:
+                    rec = {"error": f"{type(exc).__name__}: {exc}"}
+                    await sessions.discard()
+                attempt += 1
+                cpu1 = self.cpu_split()
+                rec.update(
+                    turn=f"w{attempt}" if warm else measured + 1,
+                    session=sessions.opened,
+                    wall_s=round(time.monotonic() - t0, 1),
+                    load1=round(os.getloadavg()[0], 2),
+                    # CPU seconds used during the turn by the benchmark (client, services, NATS,
+                    # Redis) and by everything else on the machine: other programs' share of the
+                    # cores is what makes a figure an outlier on a shared machine.
+                    cpu_ours_s=round(cpu1[1] - cpu0[1], 1),
+                    cpu_others_s=round(max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])), 1),
+                )
+                if "not_measured" in rec:
+                    label = "skipped"
+                    rec["turn"] = f"skipped{attempt - warmup}"
+                elif not warm:
+                    measured += 1
+                for problem in check(group, rec):
+                    self.anomalies.append(f"{group} turn {rec['turn']}: {problem}")
+                    say(f"  ! {problem}")
+                if warm:
+                    self.warmup.append(rec | {"group": group})
+                elif "not_measured" in rec:
+                    self.skipped.append(rec | {"group": group})
+                else:
+                    self.turns[group].append(rec)
+                shown_line = rec.get("not_measured") or (
+                    line(rec) if "error" not in rec else "FAILED " + rec["error"]
+                )
+                say(
+                    f"{group:<8} {label}  {shown_line}  [load {rec['load1']:.2f}, cpu-s "
+                    f"ours {rec['cpu_ours_s']:.1f} others {rec['cpu_others_s']:.1f} in "
+                    f"{rec['wall_s']:.1f} s]"
+                )
+                await asyncio.sleep(self.args.pause)
+            if measured < count:
+                self.anomalies.append(f"{group}: only {measured} of {count} turns measured")
+        finally:  # on Ctrl-C too: close the peer connections before the loop ends
+            self.sessions_opened[group] = sessions.opened
+            await sessions.close()
 
 
 def check(group: str, rec: dict[str, Any]) -> list[str]:
     """What a reader of the figures should know about this turn."""
     if "error" in rec:
         return [rec["error"]]
+    if "not_measured" in rec:
+        return [f"not measured: {rec['not_measured']}"]
     out = []
     for k, v in rec.items():
-        if k.endswith("_ms") and isinstance(v, int | float) and v < 0:
+        if k == "server_other_ms" and isinstance(v, int | float) and v < 0:
+            out.append(
+                f"server_other_ms is negative ({v:.0f} ms): the stage figures overlap "
+                f"(their sum exceeds first_audio_ms)"
+            )
+        elif k.endswith("_ms") and isinstance(v, int | float) and v < 0:
             out.append(f"{k} is negative ({v:.0f} ms)")
     if group == "voice":
         if rec["voice_to_voice_ms"] is None:
             out.append("no audible reply audio received")
         if rec["interrupted"]:
             out.append("the reply was marked interrupted")
-        heard = rec["transcript"].lower()
-        if not any(w.strip("?,.").lower() in heard for w in rec["question"].split()[-2:]):
+        if word_overlap(rec["question"], rec["transcript"]) < 0.8:
             out.append(f"ASR heard {rec['transcript']!r} for {rec['question']!r}")
     elif group == "barge_in":
         if not rec["interrupted"]:
@@ -157,22 +225,28 @@ def fmt(v: Any) -> str:
 
 
 def voice_line(r: dict[str, Any]) -> str:
-    return (f"v2v {fmt(r['voice_to_voice_ms'])} ms = eot {fmt(r['end_of_turn_ms'])} + asr "
-            f"{fmt(r['asr_ms'])} + llm {fmt(r['llm_first_token_ms'])} + tts "
-            f"{fmt(r['tts_first_audio_ms'])} + other {fmt(r['server_other_ms'])} + transport "
-            f"{fmt(r['transport_ms'])}  | {r['transcript']!r} -> {r['reply'][:60]!r}")
+    return (
+        f"v2v {fmt(r['voice_to_voice_ms'])} ms = eot {fmt(r['end_of_turn_ms'])} + asr "
+        f"{fmt(r['asr_ms'])} + llm {fmt(r['llm_first_token_ms'])} + tts "
+        f"{fmt(r['tts_first_audio_ms'])} + other {fmt(r['server_other_ms'])} + transport "
+        f"{fmt(r['transport_ms'])}  | {r['transcript']!r} -> {r['reply'][:60]!r}"
+    )
 
 
 def barge_line(r: dict[str, Any]) -> str:
-    return (f"stop {fmt(r['barge_in_stop_ms'])} ms, reply.done {fmt(r['barge_in_reply_done_ms'])}"
-            f" ms (after {r['delay_s']} s of reply, interrupted={r['interrupted']})  "
-            f"| {r['interruption']!r} heard as {r.get('interruption_transcript', '')!r}")
+    return (
+        f"stop {fmt(r['barge_in_stop_ms'])} ms, reply.done {fmt(r['barge_in_reply_done_ms'])}"
+        f" ms (after {r['delay_s']} s of reply, interrupted={r['interrupted']})  "
+        f"| {r['interruption']!r} heard as {r.get('interruption_transcript', '')!r}"
+    )
 
 
 def text_line(r: dict[str, Any]) -> str:
-    return (f"first delta {fmt(r['text_first_delta_ms'])} ms, first audio "
-            f"{fmt(r['text_first_audio_ms'])} ms (llm {fmt(r['llm_first_token_ms'])}, tts "
-            f"{fmt(r['tts_first_audio_ms'])})  | {r['question']!r} -> {r['reply'][:60]!r}")
+    return (
+        f"first delta {fmt(r['text_first_delta_ms'])} ms, first audio "
+        f"{fmt(r['text_first_audio_ms'])} ms (llm {fmt(r['llm_first_token_ms'])}, tts "
+        f"{fmt(r['tts_first_audio_ms'])})  | {r['question']!r} -> {r['reply'][:60]!r}"
+    )
 
 
 async def measure(run: Run, base_url: str) -> None:
@@ -186,26 +260,50 @@ async def measure(run: Run, base_url: str) -> None:
     say(f"[setup] agents: plain {plain}, storyteller {teller}")
     per = args.turns_per_session
 
-    await run.series("voice", args.turns, Sessions(base_url, plain, per),
-                     lambda c, i: voice_turn(c, questions[i % len(questions)]), voice_line,
-                     warmup=args.warmup)
-    await run.series("barge_in", args.barge_ins, Sessions(base_url, teller, per),
-                     lambda c, i: barge_in_turn(c, stories[i % len(stories)],
-                                                stops[i % len(stops)],
-                                                BARGE_DELAYS[i % len(BARGE_DELAYS)]),
-                     barge_line)
-    await run.series("text", args.text_turns, Sessions(base_url, plain, per),
-                     lambda c, i: text_turn(c, QUESTIONS[i % len(QUESTIONS)]), text_line,
-                     warmup=args.warmup)
+    await run.series(
+        "voice",
+        args.turns,
+        Sessions(base_url, plain, per),
+        lambda c, i: voice_turn(c, questions[i % len(questions)]),
+        voice_line,
+        warmup=args.warmup,
+    )
+    # One session per barge-in: with cut stories in its history SmolLM2 imitates them and
+    # answers the next story prompt with one short sentence, over before the barge-in.
+    await run.series(
+        "barge_in",
+        args.barge_ins,
+        Sessions(base_url, teller, 1),
+        lambda c, i: barge_in_turn(
+            c, stories[i % len(stories)], stops[i % len(stops)], BARGE_DELAYS[i % len(BARGE_DELAYS)]
+        ),
+        barge_line,
+        spare=args.barge_ins,
+    )
+    await run.series(
+        "text",
+        args.text_turns,
+        Sessions(base_url, plain, per),
+        lambda c, i: text_turn(c, QUESTIONS[i % len(QUESTIONS)]),
+        text_line,
+        warmup=args.warmup,
+    )
 
 
-def write_results(run: Run, stack: LocalStack, started: datetime, load_before: list[float],
-                  cpu_used: dict[str, float], interrupted: bool) -> None:
+def write_results(
+    run: Run,
+    stack: LocalStack,
+    started: datetime,
+    machine: dict[str, Any],
+    cpu_used: dict[str, float],
+    interrupted: bool,
+) -> None:
     args = run.args
     stamp = started.strftime("%Y%m%d-%H%M%S")
     load_after = [round(x, 2) for x in os.getloadavg()]
     stats = report.summary(run.turns)
-    machine = machine_info() | {"loadavg_before": load_before, "loadavg_after": load_after}
+    machine = machine | {"loadavg_after": load_after}
+    load_before = machine["loadavg_before"]
     record = {
         "benchmark": "voice_latency",
         "date": started.isoformat(timespec="seconds"),
@@ -222,29 +320,54 @@ def write_results(run: Run, stack: LocalStack, started: datetime, load_before: l
         "anomalies": run.anomalies,
         "turns": run.turns,
         "warmup": run.warmup,
+        "skipped": run.skipped,
     }
     say("")
-    say(f"voice latency, {record['date']}, commit {str(machine['git_commit'])[:10]}"
+    say(
+        f"voice latency, {record['date']}, commit {str(machine['git_commit'])[:10]}"
         f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['cpu_model']} x"
         f"{machine['nproc']}, load {load_before} -> {load_after}"
-        f"{'  [INTERRUPTED: partial]' if interrupted else ''}")
+        f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
+    )
     say(report.table(stats))
     for path in report.write_json(record, args.out, stamp):
         say(f"wrote {shown(path)}")
     try:
         from .plot import draw
 
-        title = (f"voice latency over WebRTC - {record['date']} - "
-                 f"{str(machine['git_commit'])[:10]} - {machine['cpu_model']} x{machine['nproc']}"
-                 f" - load {load_before[0]:.1f} -> {load_after[0]:.1f}")
+        title = (
+            f"voice latency over WebRTC - {record['date']} - "
+            f"{str(machine['git_commit'])[:10]} - {machine['cpu_model']} x{machine['nproc']}"
+            f" - load {load_before[0]:.1f} -> {load_after[0]:.1f}"
+        )
         png = draw(run.turns, stats, title, args.out / "voice_latency-latest.png")
         say(f"wrote {shown(png)}")
     except ImportError as exc:
         say(f"no plot ({exc}): pip install -e '.[bench]'")
     if run.anomalies:
-        say(f"\n{len(run.anomalies)} anomalies:")
-        for a in run.anomalies:
+        say(f"\n{len(run.anomalies)} anomalies (all of them in the JSON):")
+        for a in condensed(run.anomalies):
             say(f"  - {a}")
+
+
+def condensed(anomalies: list[str]) -> list[str]:
+    """The same problem in many turns as one line: "<group> turns 1, 2, 5: <problem>", with
+    the figures of the problem ("(-263 ms)") dropped when they differ."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for a in anomalies:
+        where, _, problem = a.partition(": ")
+        group, _, turn = where.partition(" turn ")
+        key = (group, re.sub(r"\(-?[\d.]+ ms\)", "(… ms)", problem))
+        groups.setdefault(key, []).append((turn, problem))
+    out = []
+    for (group, problem), hits in groups.items():
+        if len(hits) == 1:
+            turn, text = hits[0]
+            out.append(f"{group} turn {turn}: {text}" if turn else f"{group}: {text}")
+        else:
+            turns = ", ".join(t for t, _ in hits)
+            out.append(f"{group} turns {turns} ({len(hits)}): {problem}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,33 +376,42 @@ def main(argv: list[str] | None = None) -> int:
         say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh)")
     started = datetime.now(UTC).astimezone()
     stamp = started.strftime("%Y%m%d-%H%M%S")
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    say(f"[setup] {machine_info()['cpu_model']} x{os.cpu_count()}, load {load_text()}")
-    run = Run(args)
+    # Before the services start: the code they run is the tree as it is now (a commit made
+    # while the benchmark runs does not change them).
+    machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    dirty = " + uncommitted changes" if machine["git_dirty"] else ""
+    say(
+        f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
+        f"{str(machine['git_commit'])[:10]}{dirty}"
+    )
     rc = 0
     with tempfile.TemporaryDirectory(prefix="va-bench-") as tmp, stopped_on_signals():
         stack = LocalStack(Path(tmp), args.out / "logs" / stamp, say)
+        run = Run(args, stack.cpu_split)
         interrupted = False
         cpu_before: dict[str, float] = {}
         cpu_used: dict[str, float] = {}
         try:
             stack.start()
             cpu_before = stack.cpu_seconds()
-            asyncio.run(measure(run, stack.base_url))
+            stopped_by = asyncio.run(cancel_on_signals(measure(run, stack.base_url)))
+            if stopped_by is not None:
+                raise KeyboardInterrupt(stopped_by)
         except KeyboardInterrupt as exc:
             interrupted, rc = True, 130
-            say(f"\ninterrupted ({exc or 'Ctrl-C'}): stopping everything")
+            say(f"\ninterrupted ({str(exc) or 'Ctrl-C'}): stopping everything")
         except Exception as exc:
             interrupted, rc = True, 1
             say(f"\nbenchmark failed: {type(exc).__name__}: {exc}")
         finally:
             with signals_ignored():
                 # CPU seconds each service used after start-up (model loading not counted)
-                cpu_used = {k: round(v - cpu_before.get(k, 0.0), 1)
-                            for k, v in stack.cpu_seconds().items()}
+                cpu_used = {
+                    k: round(v - cpu_before.get(k, 0.0), 1) for k, v in stack.cpu_seconds().items()
+                }
                 stack.stop()
         if any(run.turns.values()):
-            write_results(run, stack, started, load_before, cpu_used, interrupted)
+            write_results(run, stack, started, machine, cpu_used, interrupted)
     return rc
 
 

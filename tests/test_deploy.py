@@ -453,8 +453,7 @@ def _free_port() -> int:
 
 
 def _system_libs(venv: Path) -> tuple[set[str], list[str]]:
-    """Shared libraries the venv's packages load from the system, and unresolved ones. Only
-    site-packages: llama-cpp-python also drops unused copies of its libraries into <venv>/lib."""
+    """Shared libraries the venv's packages load from the system, and unresolved ones."""
     system: set[str] = set()
     missing: list[str] = []
     (site,) = venv.glob("lib/python3*/site-packages")

@@ -45,6 +45,7 @@ from services.common.messages import (
 )
 from services.common.metrics import ACTIVE_SESSIONS
 
+from .limits import Limits
 from .live import LiveSession
 from .settings import GatewaySettings
 
@@ -72,6 +73,7 @@ class Hub:
         self.cfg = settings
         self.nc: Any = None
         self.live: dict[str, LiveSession] = {}
+        self.limits = Limits(settings)
         self._lock = asyncio.Lock()
 
     async def rpc(self, method: str, msg: Message, kind: Any) -> Any:
@@ -104,7 +106,7 @@ class Hub:
         async with self._lock:
             live = self.live.get(info.session_id)
             if live is None or live.closed:
-                live = LiveSession(self.nc, self.cfg, info.session_id, info.agent)
+                live = LiveSession(self.nc, self.cfg, info.session_id, info.agent, self.limits)
                 await live.open()
                 self.live[info.session_id] = live
                 ACTIVE_SESSIONS.set(len(self.live))
@@ -190,10 +192,16 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.post("/v1/sessions")
     async def create_session(
+        request: Request,
         body: SessionBody | None = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         body = body or SessionBody()
+        client = request.client.host if request.client else "unknown"
+        if body.session_id is None and not await hub.limits.new_session(client):
+            raise HTTPException(
+                429, {"code": "rate_limited", "message": "too many new sessions from this address"}
+            )
         if body.session_id is not None:
             token = bearer(authorization)
             grant: SessionGrant = await hub.rpc(
@@ -295,6 +303,9 @@ def create_app(hub: Hub) -> FastAPI:
 async def _serve_socket(ws: WebSocket, live: LiveSession, cfg: GatewaySettings) -> None:
     while True:
         raw = await ws.receive_text()
+        if not await live.limits.message(live.sid):
+            await _ws_error(ws, "rate_limited", "too many messages: slow down")
+            continue
         if len(raw) > cfg.max_ws_message_bytes:
             await _ws_error(ws, "message_too_large", "the message is too large")
             continue

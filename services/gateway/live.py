@@ -52,6 +52,7 @@ from services.common.messages import (
 )
 from services.common.metrics import STAGE_SECONDS
 
+from .limits import Limits
 from .playback import ReplyAudioTrack, ReplyPlayback
 from .settings import GatewaySettings
 from .turntrace import TurnTraces
@@ -91,8 +92,14 @@ class Utterance:
 
 class LiveSession:
     def __init__(
-        self, nc: NATS, settings: GatewaySettings, session_id: str, agent: AgentConfig
+        self,
+        nc: NATS,
+        settings: GatewaySettings,
+        session_id: str,
+        agent: AgentConfig,
+        limits: Limits,
     ) -> None:
+        self.limits = limits
         self.nc = nc
         self.cfg = settings
         self.sid = session_id
@@ -392,8 +399,10 @@ class LiveSession:
                 break
             self.last_seen = time.monotonic()
             pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in resampler.resample(frame))
-            if len(pcm) > self.cfg.max_audio_bytes_per_frame:
-                continue
+            if len(pcm) > self.cfg.max_audio_bytes_per_frame or not await self.limits.audio(
+                self.sid, len(pcm) // 32
+            ):
+                continue  # oversized, or faster than real time allows: dropped
             for ev in self.detector.feed(pcm):
                 await self._on_turn_event(ev)
         if self.pc is pc:  # the client went away (not replaced): what it was hearing stops here

@@ -23,6 +23,10 @@ class GatewaySettings(ServiceSettings):
     max_ws_message_bytes: int = 16_384
     max_audio_bytes_per_frame: int = 16_000  # PCM16 16 kHz after resampling: 0.5 s
     max_utterance_s: float = 30.0
+    # Rate limits (the `limits` library's notation), per gateway replica.
+    ws_message_rate: str = "20/second"  # event-socket messages per session
+    session_create_rate: str = "30/minute"  # new sessions per client address
+    audio_ms_rate: str = "3000/2 seconds"  # microphone audio per session: at most 1.5x real time
     # Silence after which the final ASR pass starts speculatively (reused at end of turn when the
     # user said nothing more): most of a Whisper pass leaves the end-of-turn latency.
     speculative_pause_ms: int = 150

@@ -22,6 +22,8 @@ import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from services.gateway.webrtc import set_jitter_prefetch
+
 RATE = 48000
 FRAME = 960
 AUDIBLE_RMS = 300.0  # PCM16 RMS above which a 20 ms frame counts as audible
@@ -107,6 +109,10 @@ class VoiceClient:
     audio: list[Received] = field(default_factory=list)
     speaker: SpeakerTrack = field(default_factory=SpeakerTrack)
     pc: RTCPeerConnection | None = None
+    # Reply audio frames held before playout. A browser's jitter buffer (NetEQ) holds about two
+    # 20 ms frames on a clean local link; aiortc's default of four would add 40 ms a browser
+    # does not have.
+    jitter_frames: int = 2
     _ws: Any = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _new_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,6 +159,8 @@ class VoiceClient:
             r.raise_for_status()
             answer = r.json()
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        for receiver in pc.getReceivers():
+            set_jitter_prefetch(receiver, self.jitter_frames)
         for _ in range(200):
             if pc.connectionState == "connected":
                 return

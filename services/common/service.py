@@ -110,7 +110,12 @@ async def run_worker(
     telemetry.setup(worker.kind, settings.otel_endpoint, settings.trace_content)
     async with AsyncExitStack() as stack:
         stack.callback(telemetry.shutdown)
-        nc = await bus.connect(settings.nats_url, name=worker.worker_id)
+        credentials: dict[str, str] = {}
+        if settings.nats_user:
+            credentials = {"user": settings.nats_user, "password": settings.nats_password or ""}
+        if settings.nats_creds:
+            credentials = {"user_credentials": settings.nats_creds}
+        nc = await bus.connect(settings.nats_url, name=worker.worker_id, **credentials)
         stack.push_async_callback(_close_nats, nc)
         worker.nc = nc
         await worker.start(nc)

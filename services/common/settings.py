@@ -16,6 +16,11 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field(
         "nats://127.0.0.1:4222", validation_alias=AliasChoices("VA_NATS_URL", "NATS_URL")
     )
+    # This service's own NATS credentials (deploy/nats/auth.conf gives each service a user
+    # allowed only its subjects). None: connect without credentials (a local development server).
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds: str | None = None  # a .creds file (JWT + nkey), instead of user and password
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: each service's default port
     log_level: str = "INFO"

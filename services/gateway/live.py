@@ -120,6 +120,7 @@ class LiveSession:
         self.mic_ended = False  # the peer's microphone track ended (it went away)
         self.last_state = AgentState(state="listening").model_dump_json()  # for a new socket
         self.barge_pending = False
+        self.tentative = False  # reply paused on one speech-like frame, not yet confirmed
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.traces = TurnTraces(session_id)
@@ -405,9 +406,24 @@ class LiveSession:
                 continue  # oversized, or faster than real time allows: dropped
             for ev in self.detector.feed(pcm):
                 await self._on_turn_event(ev)
+            self._tentative_pause()
         if self.pc is pc:  # the client went away (not replaced): what it was hearing stops here
             self.mic_ended = True
             await self._finish_reply(interrupted=True)
+
+    def _tentative_pause(self) -> None:
+        """Pause a playing reply at the first speech-like frame, one frame before the turn
+        detector confirms speech; resume at once if it does not."""
+        d = self.detector
+        if d.in_speech:
+            self.tentative = False  # SpeechStart took over (it pauses, and resumes if short)
+        elif d.last_prob >= d.threshold:
+            if self.track.reply is not None and not self.track.paused and self.agent.interruptions:
+                self.track.pause()
+                self.tentative = True
+        elif self.tentative:
+            self.tentative = False
+            self.track.resume()
 
     def _stream_ms_to_wall(self, t_ms: int) -> float:
         return now_ms() - (self.detector.t_ms - t_ms)

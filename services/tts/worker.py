@@ -41,6 +41,7 @@ from services.common.messages import (
 from services.common.metrics import IN_FLIGHT, STAGE_SECONDS
 from services.common.service import Worker
 
+from .audio import trim_leading_silence
 from .engine import TTSEngine
 from .settings import TtsSettings
 from .text import ClauseSplitter
@@ -230,10 +231,16 @@ class TtsWorker(Worker):
         }
         t0 = time.perf_counter()
         announced = False
+        leading = index == 0  # the reply's first audio starts at its first sound
         stream = self.engine.synthesize(clause, req.voice)
         try:
             async for chunk in stream:
                 stats.audio_s += len(chunk) / 2 / self.engine.sample_rate
+                if leading:
+                    chunk = trim_leading_silence(chunk, self.engine.sample_rate)
+                    if not chunk:
+                        continue
+                    leading = False
                 if not announced:
                     announced = True
                     first_ms = round((time.perf_counter() - t0) * 1000.0, 1)

@@ -17,10 +17,7 @@ from .report import METRICS, STAGES, values  # noqa: E402
 
 STAGE_COLORS = {
     "end_of_turn_ms": "#9e9e9e",
-    "asr_ms": "#4c72b0",
-    "llm_first_token_ms": "#dd8452",
-    "tts_first_audio_ms": "#55a868",
-    "server_other_ms": "#c44e52",
+    "after_eot_ms": "#dd8452",
     "transport_ms": "#8172b3",
 }
 GROUP_COLORS = {"voice": "#4c72b0", "barge_in": "#c44e52", "text": "#55a868"}
@@ -109,9 +106,8 @@ def draw(
         ax2.legend(fontsize=8, loc="upper right", frameon=False)
     ax.set_xticks(x, [str(t.get("turn")) for t in voice], fontsize=8)
     ax.set_xlabel(
-        "voice turn.  A server_other_ms segment below zero means the stage figures overlap (the"
-        " speculative final ASR pass starts inside the end-of-turn silence): the stack above zero"
-        " minus the part below zero is the measured voice to voice.",
+        "voice turn: end-of-turn silence + what the server path adds after it + transport"
+        " = voice to voice (ASR, LLM and TTS start speculatively inside the silence).",
         fontsize=8,
     )
     ax.set_ylabel("ms")

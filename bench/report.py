@@ -30,10 +30,13 @@ METRICS: tuple[Metric, ...] = (
         "voice: last audible question frame sent -> first audible reply frame received",
     ),
     Metric("end_of_turn_ms", "voice", "  end of speech -> end of turn (VAD silence)"),
-    Metric("asr_ms", "voice", "  final ASR pass"),
+    Metric("asr_ms", "voice", "  final ASR pass (speculative: starts 100 ms into the silence)"),
+    Metric(
+        "asr_wait_ms", "voice", "  end of turn -> final text (0: the pass ended in the silence)"
+    ),
     Metric("llm_first_token_ms", "voice", "  LLM request -> first token"),
     Metric("tts_first_audio_ms", "voice", "  first clause -> first TTS audio"),
-    Metric("server_other_ms", "voice", "  rest of the server path (claims, bus, clause wait)"),
+    Metric("after_eot_ms", "voice", "  end of turn -> first audio frame sent (path left after it)"),
     Metric("first_audio_ms", "voice", "  server: end of speech -> first audio frame sent"),
     Metric("transport_ms", "voice", "  transport: voice-to-voice minus server first_audio"),
     Metric(
@@ -54,10 +57,7 @@ METRICS: tuple[Metric, ...] = (
 # add up to voice_to_voice_ms.
 STAGES = (
     "end_of_turn_ms",
-    "asr_ms",
-    "llm_first_token_ms",
-    "tts_first_audio_ms",
-    "server_other_ms",
+    "after_eot_ms",
     "transport_ms",
 )
 

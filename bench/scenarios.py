@@ -136,6 +136,7 @@ def _stages(metrics: dict[str, Any], v2v_ms: float | None) -> dict[str, Any]:
     keys = (
         "end_of_turn_ms",
         "asr_ms",
+        "asr_wait_ms",
         "llm_first_token_ms",
         "tts_first_audio_ms",
         "first_audio_ms",
@@ -144,17 +145,11 @@ def _stages(metrics: dict[str, Any], v2v_ms: float | None) -> dict[str, Any]:
         "total_ms",
     )
     out: dict[str, Any] = {k: metrics.get(k) for k in keys}
-    parts = [
-        metrics.get(k)
-        for k in ("end_of_turn_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms")
-    ]
     first = metrics.get("first_audio_ms")
-    # Negative when stages overlap: e.g. a speculative final ASR pass started inside the
-    # end-of-turn silence counts in both end_of_turn_ms and asr_ms.
-    known = [float(p) for p in parts if p is not None]
-    out["server_other_ms"] = (
-        round(first - sum(known), 1) if first is not None and len(known) == len(parts) else None
-    )
+    eot = metrics.get("end_of_turn_ms")
+    # The path after the end-of-turn silence: what of ASR, LLM and TTS the speculative start
+    # (at the first pause of the silence) did not hide inside it.
+    out["after_eot_ms"] = round(first - eot, 1) if first is not None and eot is not None else None
     out["transport_ms"] = (
         round(v2v_ms - first, 1) if first is not None and v2v_ms is not None else None
     )

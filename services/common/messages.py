@@ -87,6 +87,9 @@ class TurnMetrics(Message):
     source: Literal["voice", "text"] | None = None
     end_of_turn_ms: float | None = None  # end of speech -> end of turn confirmed (VAD silence)
     asr_ms: float | None = None  # final ASR pass duration
+    # end of turn confirmed -> final text available: what ASR adds to the path (0 when the
+    # speculative pass finished inside the end-of-turn silence)
+    asr_wait_ms: float | None = None
     llm_first_token_ms: float | None = None  # LLM request -> first token
     llm_tokens_per_s: float | None = None
     tts_first_audio_ms: float | None = None  # first clause sent to TTS -> first audio out
@@ -200,6 +203,7 @@ class TurnSubmit(Message):
     speech_end_ms: float | None = None  # end of speech (voice) or text received (text)
     end_of_turn_ms: float | None = None
     asr_ms: float | None = None
+    asr_wait_ms: float | None = None
     # Submitted early in the end-of-turn silence: the session produces the reply but holds its
     # events and its history until `turn.confirmed`; an `Interrupt {reason: retracted}` drops it.
     speculative: bool = False

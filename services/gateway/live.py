@@ -633,6 +633,7 @@ class LiveSession:
             utt.sent += step
 
     async def _end_utterance(self, utt: Utterance, speech_end: float, eot_ms: float) -> None:
+        eot_at = now_ms()
         await utt.claimed.wait()
         result: AsrResult | None = None
         for attempt in range(2):
@@ -684,6 +685,7 @@ class LiveSession:
                 speech_end_ms=speech_end,
                 end_of_turn_ms=eot_ms,
                 asr_ms=result.asr_ms,
+                asr_wait_ms=round(now_ms() - eot_at, 1),
             ),
             utt.ctx,
         )

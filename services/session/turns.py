@@ -125,6 +125,7 @@ class Turn:
         self.confirmed = True
         if confirmed.end_of_turn_ms is not None:
             self.submit.end_of_turn_ms = confirmed.end_of_turn_ms
+        self.submit.asr_wait_ms = 0.0  # its text was there before the end of turn
         held, self._held = self._held, []
         for event in held:
             await self.emit(event)
@@ -462,6 +463,7 @@ class Turn:
                 source=self.submit.source,
                 end_of_turn_ms=self.submit.end_of_turn_ms,
                 asr_ms=self.submit.asr_ms,
+                asr_wait_ms=self.submit.asr_wait_ms,
                 llm_first_token_ms=m.get("llm_first_token_ms"),
                 llm_tokens_per_s=m.get("llm_tokens_per_s"),
                 tts_first_audio_ms=m.get("tts_first_audio_ms"),

@@ -18,6 +18,7 @@ class Job:
     turn_id: str
     reply_id: str
     task: asyncio.Task[Any]
+    alias: str | None = None  # another id an interrupt may name (an LLM attempt's stream id)
 
 
 class JobTable:
@@ -31,18 +32,26 @@ class JobTable:
         return reply_id in self._jobs
 
     def start(
-        self, session_id: str, turn_id: str, reply_id: str, coro: Coroutine[Any, Any, Any]
+        self,
+        session_id: str,
+        turn_id: str,
+        reply_id: str,
+        coro: Coroutine[Any, Any, Any],
+        alias: str | None = None,
     ) -> Job:
         task = asyncio.create_task(coro, name=f"job-{reply_id}")
-        job = Job(session_id, turn_id, reply_id, task)
+        job = Job(session_id, turn_id, reply_id, task, alias)
         self._jobs[reply_id] = job
         task.add_done_callback(lambda _t: self._jobs.pop(reply_id, None))
         return job
 
     def matching(self, session_id: str, reply_id: str | None) -> list[Job]:
         if reply_id is not None:
-            job = self._jobs.get(reply_id)
-            return [job] if job is not None and job.session_id == session_id else []
+            return [
+                j
+                for j in self._jobs.values()
+                if j.session_id == session_id and reply_id in (j.reply_id, j.alias)
+            ]
         return [j for j in self._jobs.values() if j.session_id == session_id]
 
     async def cancel(self, jobs: list[Job], timeout: float = 0.5) -> None:

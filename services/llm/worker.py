@@ -104,7 +104,9 @@ class LlmWorker(Worker):
         subjects.check_token(req.stream_id or req.reply_id)
         if len(self.jobs) >= self.cfg.max_queued:
             return RpcError(code="busy", message="llm replica at capacity", status=503)
-        self.jobs.start(req.session_id, req.turn_id, req.reply_id, self._generate(req))
+        self.jobs.start(
+            req.session_id, req.turn_id, req.reply_id, self._generate(req), alias=req.stream_id
+        )
         await bus.publish(
             self.nc,
             subjects.work_claimed(req.session_id),

@@ -78,6 +78,7 @@ class TurnState:
     metrics: dict[str, float | None] = field(default_factory=dict)
     tts_seq: int = 0
     llm_attempts: int = 0
+    apologized: bool = False
 
 
 class Turn:
@@ -108,6 +109,7 @@ class Turn:
         self.retracted = False
         self._held: list[Message] = []
         self._subs: list[Any] = []
+        self.llm_stream: str | None = None  # the LLM attempt whose output counts
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
@@ -300,12 +302,15 @@ class Turn:
             try:
                 item = await asyncio.wait_for(self.inbox.get(), timeout)
             except TimeoutError:
-                if not st.llm_done and not st.text and st.llm_attempts < self.cfg.llm_attempts:
-                    log.warning("turn %s: llm stalled, retrying on another replica", self.tid)
-                    await self._claim_llm(messages, subs)
+                if not st.llm_done:
+                    if not st.text and st.llm_attempts < self.cfg.llm_attempts:
+                        log.warning("turn %s: no answer from the llm, trying another", self.tid)
+                        await self._cancel_llm()
+                        await self._claim_llm(messages, subs)
+                    else:
+                        await self._apologize("the language model did not answer in time")
                     continue
-                stage = "language model" if not st.llm_done else "speech output"
-                st.failed = f"the {stage} stopped responding"
+                st.failed = "the speech output stopped responding"
                 if self.voice and st.started_speaking:
                     await self._stop_playback()
                 return
@@ -315,8 +320,36 @@ class Turn:
             if not await self._handle(item):
                 return
 
+    async def _cancel_llm(self) -> None:
+        """Stop the current generation (only it: the TTS keeps what it has) and ignore it."""
+        stream, self.llm_stream = self.llm_stream, None
+        if stream is not None:
+            await bus.publish(
+                self.nc,
+                subjects.interrupt(self.sid),
+                Interrupt(session_id=self.sid, reply_id=stream, turn_id=self.tid, reason="failure"),
+            )
+
+    async def _apologize(self, reason: str) -> None:
+        """The LLM is slow or failing: say so briefly, in text and voice, and carry on."""
+        log.warning("turn %s: %s; apologizing", self.tid, reason)
+        await self._cancel_llm()
+        text = "" if not self.st.text or self.st.text[-1].endswith(" ") else " "
+        text += self.cfg.apology_text
+        self.st.text.append(text)
+        self.st.llm_done = True
+        self.st.apologized = True
+        await self.emit(ErrorEvent(code="llm_unavailable", message=reason, turn_id=self.tid))
+        if len(self.st.text) == 1 and not self.voice:
+            await self.emit(AgentState(state="speaking", turn_id=self.tid))
+        await self.emit(ReplyDelta(turn_id=self.tid, reply_id=self.rid, text=text))
+        if self.voice:
+            await self._tts_text(text, final=True)
+
     def _timeout(self) -> float:
         if not self.st.llm_done:
+            if not self.st.text:
+                return self.cfg.llm_first_token_timeout_s
             return self.cfg.llm_stall_timeout_s
         if not self.st.tts_done:
             return self.cfg.tts_stall_timeout_s
@@ -326,7 +359,7 @@ class Turn:
         """Apply one message; False ends the loop."""
         st = self.st
         if isinstance(item, LLMDelta):
-            if getattr(self, "llm_stream", None) is None:
+            if self.llm_stream is None:
                 return True
             if not st.text:
                 st.metrics["first_delta_ms"] = self._since_end()
@@ -337,16 +370,16 @@ class Turn:
             if self.voice:
                 await self._tts_text(item.text, final=False)
         elif isinstance(item, LLMDone):
+            if self.llm_stream is None or st.llm_done:
+                return True  # an abandoned attempt (apologized for, or replaced)
             st.llm_done = True
             st.metrics["llm_first_token_ms"] = item.first_token_ms
             st.metrics["llm_tokens_per_s"] = item.tokens_per_s
             if self.voice:
                 await self._tts_text("", final=True)
         elif isinstance(item, LLMError):
-            st.failed = item.message
-            if self.voice:
-                await self._stop_playback()
-            return False
+            if self.llm_stream is not None:
+                await self._apologize(f"the language model failed: {item.message}")
         elif isinstance(item, TTSSegment) and item.reply_id == self.rid:
             if item.index == 0:
                 st.metrics["tts_first_audio_ms"] = item.first_audio_ms

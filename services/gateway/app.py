@@ -324,6 +324,11 @@ async def _serve_socket(ws: WebSocket, live: LiveSession, cfg: GatewaySettings) 
             if not text:
                 await _ws_error(ws, "bad_request", "text is empty")
                 continue
+            if len(text) > cfg.max_text_chars:
+                await _ws_error(
+                    ws, "text_too_long", f"text is over {cfg.max_text_chars} characters"
+                )
+                continue
             await live.submit_text(text)
         else:
             await live.interrupt("client")

@@ -121,6 +121,7 @@ class LiveSession:
         self.last_state = AgentState(state="listening").model_dump_json()  # for a new socket
         self.barge_pending = False
         self.tentative = False  # reply paused on one speech-like frame, not yet confirmed
+        self.turn_activity = time.monotonic()  # last sign of life of the turn in flight
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.traces = TurnTraces(session_id)
@@ -132,6 +133,26 @@ class LiveSession:
         self._subs.append(await self.nc.subscribe(subjects.events(self.sid), cb=self._on_event))
         self._subs.append(await self.nc.subscribe(subjects.tts_out(self.sid), cb=self._on_tts))
         self._subs.append(await self.nc.subscribe(subjects.interrupt(self.sid), cb=self._on_intr))
+        self.spawn(self._watch_turns(), "turn-watchdog")
+
+    async def _watch_turns(self) -> None:
+        """A turn whose session replica vanished would wait forever: when a turn in flight has
+        shown no sign of life (events, reply audio) for `turn_stall_timeout_s`, the client
+        gets `turn_failed` for it and the session is free for the next turn."""
+        while True:
+            await asyncio.sleep(1.0)
+            turn = self.active_turn
+            if turn is None or self.track.reply is not None:
+                self.turn_activity = time.monotonic()
+                continue
+            if time.monotonic() - self.turn_activity > self.cfg.turn_stall_timeout_s:
+                log.warning("turn %s: no sign of life: failing it", turn)
+                self.active_turn = self.active_reply = None
+                await self.emit(
+                    ErrorEvent(
+                        code="turn_failed", turn_id=turn, message="the turn stopped responding"
+                    )
+                )
 
     async def close(self) -> None:
         self.closed = True
@@ -179,6 +200,7 @@ class LiveSession:
 
     # -- events to the client ------------------------------------------------------------------
     async def _on_event(self, msg: Msg) -> None:
+        self.turn_activity = time.monotonic()
         try:
             event = json.loads(msg.data)
         except ValueError:
@@ -208,6 +230,7 @@ class LiveSession:
 
     # -- reply audio from TTS ------------------------------------------------------------------
     async def _on_tts(self, msg: Msg) -> None:
+        self.turn_activity = time.monotonic()
         headers = msg.headers or {}
         if headers.get(bus.H_TYPE) == "audio":
             self.track.push(
@@ -366,6 +389,7 @@ class LiveSession:
     async def _submit(self, submit: TurnSubmit, ctx: Any) -> None:
         self.active_turn = submit.turn_id
         self.active_reply = None
+        self.turn_activity = time.monotonic()
         try:
             accepted = await bus.request(
                 self.nc,

@@ -40,6 +40,9 @@ class GatewaySettings(ServiceSettings):
     claim_timeout_s: float = 2.0
     asr_timeout_s: float = 10.0
     rpc_timeout_s: float = 5.0
+    # A turn in flight with no event and no reply audio for this long failed somewhere
+    # (e.g. its session replica died): the client gets turn_failed for it.
+    turn_stall_timeout_s: float = 30.0
     idle_session_s: float = 600.0  # a live session with no socket and no media is closed
 
     @field_validator("api_keys", "cors_origins", mode="before")

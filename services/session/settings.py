@@ -14,7 +14,7 @@ class SessionSettings(ServiceSettings):
     claim_timeout_s: float = 2.0
     llm_attempts: int = 2  # retries on another replica while nothing of the reply was produced
     # No first token for this long: try another LLM replica (llm_attempts in all), then apologize.
-    llm_first_token_timeout_s: float = 6.0
+    llm_first_token_timeout_s: float = 10.0
     llm_stall_timeout_s: float = 10.0  # no LLM output for this long mid-reply: apologize
     apology_text: str = "Sorry, I can't answer that right now. Please try again in a moment."
     tts_stall_timeout_s: float = 15.0

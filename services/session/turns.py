@@ -135,14 +135,19 @@ class Turn:
     def interrupt(self, intr: Interrupt) -> None:
         self.inbox.put_nowait(intr)
 
-    def _queue_decoded(self, kind: Any) -> Any:
+    def _queue_decoded(self, kind: Any, stream: str | None = None) -> Any:
+        """A subscription callback queueing decoded messages; those of an LLM attempt are
+        tagged with its stream id, so an abandoned attempt's late output is recognised."""
+
         async def cb(msg: Msg) -> None:
             if (msg.headers or {}).get(bus.H_TYPE) == "audio":
                 return
             try:
-                self.inbox.put_nowait(decode(kind, msg.data))
+                value = decode(kind, msg.data)
             except BadMessage as exc:
                 log.warning("turn %s: bad message on %s: %s", self.tid, msg.subject, exc)
+                return
+            self.inbox.put_nowait(value if stream is None else (stream, value))
 
         return cb
 
@@ -269,7 +274,7 @@ class Turn:
             stream_id = f"{self.rid}a{self.st.llm_attempts}"
             subs.append(
                 await self.nc.subscribe(
-                    subjects.llm_out(self.sid, stream_id), cb=self._queue_decoded(LLMOut)
+                    subjects.llm_out(self.sid, stream_id), cb=self._queue_decoded(LLMOut, stream_id)
                 )
             )
             try:
@@ -358,9 +363,11 @@ class Turn:
     async def _handle(self, item: Any) -> bool:
         """Apply one message; False ends the loop."""
         st = self.st
+        if isinstance(item, tuple):  # (stream id, LLM output)
+            stream, item = item
+            if stream != self.llm_stream:
+                return True  # an abandoned attempt (replaced, or apologized for)
         if isinstance(item, LLMDelta):
-            if self.llm_stream is None:
-                return True
             if not st.text:
                 st.metrics["first_delta_ms"] = self._since_end()
                 if not self.voice:
@@ -370,16 +377,13 @@ class Turn:
             if self.voice:
                 await self._tts_text(item.text, final=False)
         elif isinstance(item, LLMDone):
-            if self.llm_stream is None or st.llm_done:
-                return True  # an abandoned attempt (apologized for, or replaced)
             st.llm_done = True
             st.metrics["llm_first_token_ms"] = item.first_token_ms
             st.metrics["llm_tokens_per_s"] = item.tokens_per_s
             if self.voice:
                 await self._tts_text("", final=True)
         elif isinstance(item, LLMError):
-            if self.llm_stream is not None:
-                await self._apologize(f"the language model failed: {item.message}")
+            await self._apologize(f"the language model failed: {item.message}")
         elif isinstance(item, TTSSegment) and item.reply_id == self.rid:
             if item.index == 0:
                 st.metrics["tts_first_audio_ms"] = item.first_audio_ms

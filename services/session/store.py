@@ -19,6 +19,10 @@ import secrets
 import time
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.messages import AgentConfig, AgentRecord, HistoryMessage
 
@@ -35,7 +39,17 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str) -> Store:
-        return cls(redis.from_url(url, decode_responses=True, health_check_interval=15))
+        # A restarted Redis drops every connection: retry a command on a fresh one instead of
+        # failing the turn that happened to use it first.
+        return cls(
+            redis.from_url(
+                url,
+                decode_responses=True,
+                health_check_interval=15,
+                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+        )
 
     async def close(self) -> None:
         await self.r.aclose()

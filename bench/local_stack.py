@@ -15,6 +15,8 @@ import os
 import platform
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -30,10 +32,23 @@ KINDS = ("session", "llm", "asr", "tts", "gateway")
 
 
 class LocalStack:
-    def __init__(self, work_dir: Path, log_dir: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        log_dir: Path,
+        say: Callable[[str], None],
+        env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.work_dir = work_dir
         self.log_dir = log_dir
         self.say = say
+        # Extra environment per service kind, e.g. {"llm": {"VA_ENGINE": "fake"}}.
+        self.env = env or {}
+        # Another command for a kind (an experimental variant of a service), e.g.
+        # {"gateway": [sys.executable, "-m", "bench.gateway_variant"]}.
+        self.argv: dict[str, list[str]] = {}
+        self.nats_url = ""
+        self.redis_url = ""
         self.servers: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.procs: ServiceProcs | None = None
         self.by_kind: dict[str, ServiceProc] = {}
@@ -44,8 +59,13 @@ class LocalStack:
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, ready_timeout: float = 300.0) -> None:
+        self.start_servers()
+        self.start_services(ready_timeout)
+
+    def start_servers(self) -> None:
+        """nats-server and redis-server only (a benchmark may measure the bare bus first)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        nats_url = self._server(
+        self.nats_url = self._server(
             "nats-server",
             lambda port: infra.start_nats(
                 "127.0.0.1", port, self.work_dir / "jetstream", self.log_dir / "nats-server.log"
@@ -53,7 +73,7 @@ class LocalStack:
             "nats://127.0.0.1:{port}",
             infra.nats_info,
         )
-        redis_url = self._server(
+        self.redis_url = self._server(
             "redis-server",
             lambda port: infra.start_redis(
                 "127.0.0.1",
@@ -65,10 +85,17 @@ class LocalStack:
             "redis://127.0.0.1:{port}/0",
             infra.redis_answers,
         )
-        self.procs = ServiceProcs(nats_url, redis_url, log_dir=self.log_dir)
+
+    def start_services(self, ready_timeout: float = 300.0) -> None:
+        """The five services, started at once and waited for together."""
+        if not self.nats_url:
+            self.start_servers()
+        self.procs = ServiceProcs(self.nats_url, self.redis_url, log_dir=self.log_dir)
         t0 = time.monotonic()
         for kind in KINDS:
-            sp = self.procs.start(kind, wait_ready=False)
+            sp = self.procs.start(
+                kind, env=self.env.get(kind), argv=self.argv.get(kind), wait_ready=False
+            )
             self.by_kind[kind] = sp
             self.say(
                 f"[setup] services.{kind} started (pid {sp.pid}, port {sp.port}, "
@@ -115,9 +142,7 @@ class LocalStack:
     # -- stop ------------------------------------------------------------------------------------
     def stop(self) -> None:
         """Services first (they drain their NATS connection), then Redis and NATS."""
-        if self.procs is not None and self.procs.procs:
-            self.say("[cleanup] stopping the services")
-            self.procs.stop_all(timeout=10.0)
+        self.stop_services()
         for name, proc in reversed(self.servers):
             if proc.poll() is None:
                 self.say(f"[cleanup] stopping {name}")
@@ -125,6 +150,19 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 proc.wait(1)
         self.servers.clear()
+
+    def stop_services(self) -> None:
+        """The five services only (NATS and Redis stay for the next set of services)."""
+        if self.procs is not None and self.procs.procs:
+            self.say("[cleanup] stopping the services")
+            self.procs.stop_all(timeout=10.0)
+        self.by_kind.clear()
+
+    def pids(self) -> dict[str, int]:
+        """Process ids by name: the five services, nats-server and redis-server."""
+        out = {kind: sp.pid for kind, sp in self.by_kind.items()}
+        out.update({name: proc.pid for name, proc in self.servers})
+        return out
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) each service process has used so far."""
@@ -149,6 +187,84 @@ class LocalStack:
                 pt = psutil.Process(pid).cpu_times()
                 ours += pt.user + pt.system
         return busy, ours
+
+
+class Helper:
+    """A benchmark's own helper process (`python -m bench.<module> ...`) that prints `ready` on
+    a line of its own when it is; its other output goes on to `say` (prefixed) as it comes."""
+
+    def __init__(
+        self, name: str, args: list[str], say: Callable[[str], None], stdin: bool = False
+    ) -> None:
+        self.name = name
+        self.say = say
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,  # a Ctrl-C reaches it through stop(), once
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True, name=f"{name}-out")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self.lines.append(line)
+            if line == "ready":
+                self._ready.set()
+            elif line:
+                self.say(f"  [{self.name}] {line}")
+
+    def send(self, line: str) -> None:
+        """A line on its standard input (started with `stdin=True`)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.proc.returncode}: "
+                    + " | ".join(self.lines[-10:])
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready within {timeout:.0f} s")
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait for it to end by itself (None if it is still running after `timeout`)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (it writes its results and exits), SIGKILL after `timeout` s."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._reader.join(2.0)
+        return self.proc.returncode
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -109,10 +109,30 @@ def table(stats: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(record: dict[str, Any], out_dir: Path, stamp: str) -> list[Path]:
+def percentiles(
+    samples: Sequence[float], qs: Sequence[float] = (50, 99)
+) -> dict[str, float | int | None]:
+    """n, the given percentiles (keys "p50", "p99", ...), min, max and mean, rounded to 0.01."""
+    keys = [f"p{q:g}" for q in qs]
+    if not samples:
+        return {"n": 0, **{k: None for k in keys}, "min": None, "max": None, "mean": None}
+    a = np.asarray(samples, dtype=np.float64)
+    out: dict[str, float | int | None] = {"n": int(a.size)}
+    for k, q in zip(keys, qs, strict=True):
+        out[k] = round(float(np.percentile(a, q)), 2)
+    out.update(
+        min=round(float(a.min()), 2), max=round(float(a.max()), 2), mean=round(float(a.mean()), 2)
+    )
+    return out
+
+
+def write_json(
+    record: dict[str, Any], out_dir: Path, stamp: str, name: str = "voice_latency"
+) -> list[Path]:
+    """`<name>-<stamp>.json` and `<name>-latest.json` in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=2, default=str) + "\n"
-    paths = [out_dir / f"voice_latency-{stamp}.json", out_dir / "voice_latency-latest.json"]
+    paths = [out_dir / f"{name}-{stamp}.json", out_dir / f"{name}-latest.json"]
     for p in paths:
         p.write_text(text)
     return paths

@@ -24,12 +24,39 @@
 # Figures depend on the machine and on what else runs on it: on a shared machine, compare the
 # per-turn "others" CPU seconds before trusting an outlier. Ctrl-C or SIGTERM stops everything
 # and still writes what was measured (marked "complete": false); SIGKILL cannot clean up.
+#
+# Other benchmarks (the same conventions: own NATS/Redis/services in scripts/netns-run, table,
+# JSON and PNG in bench/results/):
+#   bench/run.sh bus     [--turns 200 --sessions 1 --raw 2000]      # about 2 minutes
+#     Bus overhead with fake engines: raw NATS request/reply and publish->subscribe on the
+#     bench's own nats-server, then every hop of a typed turn (user.text -> turn.submit ->
+#     llm.claim -> llm.delta -> reply.delta at the client; -> tts.text -> tts.segment -> audio
+#     chunk at the gateway -> first audible frame), stamped by a raw-socket NATS tap, p50/p99
+#     per hop against the targets (p50 <= 1 ms, p99 <= 10 ms). bench/results/bus_overhead-*.
+#     Needs nothing beyond the venv.
+#   bench/run.sh scale   [--levels 1,5,10,20 --seconds 30 --real-levels 1,2,4 ...]  # ~10 min
+#     Concurrent simulated WebRTC sessions against one replica of each stage: with fake engines
+#     (frame gaps at every client against the 20-sessions / 60 ms target, voice to voice, CPU
+#     and RSS per process, gateway event-loop lag), then with the real models (turns/s, stage
+#     latency, CPU per turn and per session). --skip-fake / --skip-real run one part; with
+#     py-spy installed (pip install py-spy, or PY_SPY=path) the gateway is profiled at 20
+#     sessions. bench/results/scale-*. On 2 cores the clients share the CPU with the services:
+#     the tables show how much each takes.
+#
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+# The first argument may name another benchmark; without one it is the voice latency benchmark.
+module=bench.voice_latency
+help_lines='2,26p'
+case "${1:-}" in
+  latency) shift ;;
+  bus) module=bench.bus_overhead; help_lines='28,36p'; shift ;;
+  scale) module=bench.scale; help_lines='37,44p'; shift ;;
+esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  sed -n '2,26p' "$0"
+  sed -n "$help_lines" "$0"
   echo
-  exec .venv/bin/python -m bench.voice_latency --help
+  exec .venv/bin/python -m "$module" --help
 fi
-exec scripts/netns-run .venv/bin/python -m bench.voice_latency "$@"
+exec scripts/netns-run .venv/bin/python -m "$module" "$@"

@@ -45,6 +45,16 @@ PACKAGES=(
 step() { printf '\n==> [setup-pipecat %3ds] %s\n' "$((SECONDS - T0))" "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf 'setup-pipecat: ERROR: %s\n' "$*" >&2; exit 1; }
+# A failing step's command and full output, kept where a commit can take it (bench/results/ is
+# gitignored): the peer benchmark's record of why Pipecat could not run here.
+FAILURE="$REPO/bench/peer/pipecat-failure.txt"
+fail_with() {  # fail_with LOG COMMAND...
+  local log="$1"; shift
+  mkdir -p "$(dirname "$FAILURE")"
+  { echo "bench/setup-pipecat.sh failed on $(date -Iseconds), $(uname -srm), $("$PYTHON" -V 2>&1)"
+    echo "\$ $*"; echo; cat "$log"; } >"$FAILURE"
+  die "$* failed: full output in ${FAILURE#"$REPO"/}"
+}
 
 STAMP="$VENV/.pipecat-setup-stamp"
 WANT="$(printf '%s\n' "${PACKAGES[@]}" | sha256sum | cut -c1-16)"
@@ -63,17 +73,22 @@ CONSTRAINTS="$VENV/constraints.txt"
 echo "torch==2.13.0" >"$CONSTRAINTS"
 LOG="$VENV/pip-install.log"
 # pip's own progress, one line per package, so a slow download does not look like a hang.
+set +e
 "$VPY" -m pip install -c "$CONSTRAINTS" "${PACKAGES[@]}" 2>&1 | tee "$LOG" |
   grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR)' |
-  sed -u 's/^/    /' || true
-[[ ${PIPESTATUS[0]} -eq 0 ]] || die "pip install failed: see $LOG"
+  sed -u 's/^/    /'
+rc=${PIPESTATUS[0]}
+set -e
+[[ $rc -eq 0 ]] || fail_with "$LOG" "$VPY" -m pip install -c "$CONSTRAINTS" "${PACKAGES[@]}"
 
 step "checks"
 if "$VPY" -m pip show torch >/dev/null 2>&1; then
   die "torch got installed into $VENV: something pulled it in (see $LOG)"
 fi
 info "no torch: ok"
-HF_HUB_OFFLINE=1 "$VPY" - <<'EOF'
+CHECK="$VENV/check-pipecat.py"
+CHECK_LOG="$VENV/check-pipecat.log"
+cat >"$CHECK" <<'EOF'
 import importlib.metadata as m
 import importlib.resources as r
 
@@ -92,5 +107,8 @@ from pipecat.services.openai.llm import OpenAILLMService  # noqa: F401
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3  # noqa: F401
 print("    imports: ok")
 EOF
+HF_HUB_OFFLINE=1 "$VPY" "$CHECK" >"$CHECK_LOG" 2>&1 ||
+  fail_with "$CHECK_LOG" HF_HUB_OFFLINE=1 "$VPY" "$CHECK"
+grep -v -E '[|] (DEBUG|INFO) ' "$CHECK_LOG" || true
 echo "$WANT" >"$STAMP"
 step "done: $VENV ($(du -sh "$VENV" | cut -f1))"

@@ -1,0 +1,375 @@
+"""One process of simulated voice users for bench/scale.py: several VoiceClient sessions (each
+with its own WebRTC peer) that speak a question, wait for the whole spoken reply, pause, and
+speak again. The clients are lighter than tests/voice_client's (see `EncodedSpeaker`,
+`LightClient`): pre-encoded microphone packets, received audio reduced to arrival times.
+
+    python -m bench.scale_client SPEC.json OUT.json
+
+SPEC: {"base_url", "agent_id", "sessions", "texts": [question, ...], "seed", "pause_s": [lo,
+hi], "first_offset_s", "grace_s"}. The process connects its sessions, prints `ready`, and waits
+for a line `go START END` on stdin (wall-clock seconds): from START each session begins its
+first turn after a random offset (so the sessions' turns interleave), and starts no turn after
+END. Turns in flight at END may finish within `grace_s` (then they are cut and counted as
+errors); then every peer is closed and OUT is written.
+
+Clients are spread over several such processes (bench/scale.py decides how many) so that one
+Python event loop driving many aiortc peers does not itself become the bottleneck the benchmark
+is looking for; each process measures its own event-loop lag (a 10 ms ticker) so a gap that a
+client's own stall caused can be told from one the server caused.
+
+Per turn OUT holds: voice to voice (last audible frame sent -> first audible reply frame), the
+server's turn.metrics, and the arrival gaps between consecutive reply frames while the reply
+played (first to last audible frame of the reply), with the silent frames inside that span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.voice_client import AUDIBLE_RMS, FRAME, RATE, VoiceClient, to_48k
+
+from .scenarios import clip
+
+TICK_S = 0.01
+GAP_HIST_MAX_MS = 200  # gaps histogram: 1 ms bins up to this, larger ones listed one by one
+BIG_GAP_MS = 60.0  # the target: gaps over it are kept one by one, with their time
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+class Ticker:
+    """Event-loop lag of this process: how late a 10 ms sleep wakes up, with its wall time."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (wall time at wake-up, lateness ms)
+
+    async def run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(TICK_S)
+            late = (time.monotonic() - t0 - TICK_S) * 1000.0
+            self.samples.append((time.time(), round(late, 2)))
+
+
+def audible(pcm: np.ndarray) -> bool:
+    return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > AUDIBLE_RMS
+
+
+# -- a lighter client than tests/voice_client's -------------------------------------------------
+# The simulated users share the two cores with the services they measure, so they do as little
+# as a client can: the microphone sends Opus packets encoded once at start-up (aiortc sends an
+# av.Packet from a track as it is, without its per-frame encode in a thread), and received audio
+# is reduced at once to (arrival time, audible?) instead of being resampled and kept.
+
+
+@dataclass
+class EncodedClip:
+    text: str
+    packets: list[tuple[bytes, bool]]  # (Opus payload of 20 ms, audible?)
+
+
+def encode_clip(text: str, pcm: np.ndarray, rate: int) -> EncodedClip:
+    encoder = OpusEncoder()
+    pcm48 = to_48k(pcm, rate)
+    pcm48 = np.concatenate([pcm48, np.zeros((-len(pcm48)) % FRAME, dtype=np.int16)])
+    packets: list[tuple[bytes, bool]] = []
+    for i in range(0, len(pcm48), FRAME):
+        chunk = pcm48[i : i + FRAME]
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = i
+        frame.time_base = fractions.Fraction(1, RATE)
+        payloads, _ = encoder.encode(frame)
+        packets += [(p, audible(chunk)) for p in payloads]
+    return EncodedClip(text, packets)
+
+
+class EncodedSpeaker(MediaStreamTrack):
+    """Microphone stand-in sending pre-encoded Opus packets, paced at 20 ms; the same interface
+    as tests/voice_client.SpeakerTrack (`done`, `last_audible_sent`, `first_audible_sent`)."""
+
+    kind = "audio"
+
+    def __init__(self, silence: bytes) -> None:
+        super().__init__()
+        self.silence = silence
+        self.queue: list[tuple[bytes, bool]] = []
+        self._start: float | None = None
+        self._pts = 0
+        self.last_audible_sent: float | None = None
+        self.first_audible_sent: float | None = None
+        self.done = asyncio.Event()
+        self.done.set()
+
+    def play_encoded(self, clip: EncodedClip) -> None:
+        self.queue = list(reversed(clip.packets))  # pop() from the end
+        self.last_audible_sent = self.first_audible_sent = None
+        self.done.clear()
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if self.queue:
+            payload, loud = self.queue.pop()
+            if loud:
+                now = time.monotonic()
+                self.last_audible_sent = now
+                if self.first_audible_sent is None:
+                    self.first_audible_sent = now
+        else:
+            payload, loud = self.silence, False
+            if not self.done.is_set():
+                self.done.set()
+        packet = av.Packet(payload)
+        packet.pts = self._pts
+        packet.time_base = fractions.Fraction(1, RATE)
+        self._pts += FRAME
+        return packet
+
+
+@dataclass
+class Heard:
+    t: float  # time.monotonic() at arrival
+    loud: bool
+
+
+class LightClient(VoiceClient):
+    """VoiceClient whose recorder keeps only (arrival time, audible?) per reply frame."""
+
+    async def _record(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                assert isinstance(frame, av.AudioFrame)
+                a = frame.to_ndarray()  # packed s16: shape (1, samples * channels)
+                ch = len(frame.layout.channels)
+                x = a[0, ::ch].astype(np.float32)
+                loud = float(np.sqrt(np.mean(x * x))) > AUDIBLE_RMS
+                self.audio.append(Heard(now, loud))  # type: ignore[arg-type]
+
+
+class User:
+    """One simulated user: a session, its event socket and WebRTC peer, and its turns."""
+
+    def __init__(
+        self,
+        index: int,
+        spec: dict[str, Any],
+        clips: list[EncodedClip],
+        silence: bytes,
+        offset: float,
+    ) -> None:
+        self.index = index
+        self.spec = spec
+        self.clips = clips
+        self.rng = random.Random(spec["seed"] * 1000 + index)
+        self.speaker = EncodedSpeaker(silence)
+        self.client = LightClient(spec["base_url"], speaker=self.speaker)  # type: ignore[arg-type]
+        self.turns: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.mono_to_wall = time.time() - time.monotonic()
+        self.connect_s = 0.0
+        self.offset = offset
+
+    async def connect(self) -> None:
+        t0 = time.monotonic()
+        await self.client.create_session(self.spec["agent_id"])
+        await self.client.connect_events()
+        await self.client.connect_media()
+        self.connect_s = round(time.monotonic() - t0, 2)
+
+    async def run(self, start_wall: float, end_wall: float) -> None:
+        await asyncio.sleep(max(0.0, start_wall - time.time()) + self.offset)
+        n = 0
+        while time.time() < end_wall:
+            question = self.clips[(self.index + n) % len(self.clips)]
+            n += 1
+            try:
+                self.turns.append(await self.turn(question))
+            except (TimeoutError, RuntimeError, OSError) as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                self.errors.append("turn unfinished when the level's grace time ran out")
+                raise
+            lo, hi = self.spec.get("pause_s", [0.5, 1.5])
+            await asyncio.sleep(self.rng.uniform(lo, hi))
+
+    async def turn(self, question: EncodedClip) -> dict[str, Any]:
+        c = self.client
+        t_play = time.monotonic()
+        scan0 = len(c.audio)
+        self.speaker.play_encoded(question)
+        await self.speaker.done.wait()
+        t_end = self.speaker.last_audible_sent or t_play
+        _, final = await c.wait_event("transcript.final", 20, after=t_play, source="voice")
+        tid = final["turn_id"]
+        t_done, done = await c.wait_event("reply.done", 90, after=t_play, turn_id=tid)
+        metrics: dict[str, Any] = {}
+        try:
+            _, metrics = await c.wait_event("turn.metrics", 10, after=t_play, turn_id=tid)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0.3)  # the reply's last frames are still in flight at reply.done
+        rec: dict[str, Any] = {
+            "turn_id": tid,
+            "question": question.text,
+            "t_start": round(t_play + self.mono_to_wall, 3),
+            "interrupted": done.get("interrupted"),
+            "metrics": {k: v for k, v in metrics.items() if k.endswith("_ms") or k.endswith("_s")},
+        }
+        rec.update(self.reply_audio(scan0, t_end, t_done))
+        return rec
+
+    def reply_audio(self, scan0: int, t_end: float, t_done: float) -> dict[str, Any]:
+        """Voice to voice and the frame arrival gaps while the reply played."""
+        frames: list[Heard] = self.client.audio[scan0:]  # type: ignore[assignment]
+        times = [r.t for r in frames]
+        loud = [r.loud for r in frames]
+        first = next((i for i, r in enumerate(frames) if r.t >= t_end and loud[i]), None)
+        if first is None:
+            return {"voice_to_voice_ms": None, "gaps_ms": [], "reply_frames": 0}
+        last = max(
+            (i for i in range(first, len(frames)) if loud[i] and times[i] <= t_done + 0.5),
+            default=first,
+        )
+        gaps = [round((times[i] - times[i - 1]) * 1000.0, 2) for i in range(first + 1, last + 1)]
+        worst = int(np.argmax(gaps)) if gaps else None
+        big = [
+            (round(times[first + 1 + k] + self.mono_to_wall, 3), g)
+            for k, g in enumerate(gaps)
+            if g > BIG_GAP_MS
+        ]
+        return {
+            "voice_to_voice_ms": round((times[first] - t_end) * 1000.0, 1),
+            "reply_frames": last - first + 1,
+            "reply_s": round((times[last] - times[first]), 3),
+            "silent_frames_inside": sum(1 for i in range(first, last + 1) if not loud[i]),
+            "gaps_ms": gaps,
+            "max_gap_ms": max(gaps) if gaps else None,
+            "big_gaps": big,  # (wall time of the frame after the gap, gap ms), over 60 ms
+            "max_gap_at": round(times[first + 1 + worst] + self.mono_to_wall, 3)
+            if worst is not None
+            else None,
+            "reply_first_wall": round(times[first] + self.mono_to_wall, 3),
+            "reply_last_wall": round(times[last] + self.mono_to_wall, 3),
+        }
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.close(), 5.0)
+        except (TimeoutError, Exception):  # never hang the worker's end on a close
+            pass
+
+
+def gap_summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """All gaps of a session as a 1 ms histogram plus the large ones, so the JSON stays small."""
+    hist = [0] * (GAP_HIST_MAX_MS + 1)
+    large: list[float] = []
+    for t in turns:
+        for g in t.pop("gaps_ms", []):
+            if g < GAP_HIST_MAX_MS:
+                hist[max(0, int(g))] += 1
+            else:
+                large.append(g)
+    return {"hist_1ms": hist, "over_hist": large}
+
+
+async def main_async(spec: dict[str, Any], out: Path) -> None:
+    clips = [encode_clip(c.text, c.pcm, c.rate) for c in map(clip, spec["texts"])]
+    silence = encode_clip("", np.zeros(FRAME, dtype=np.int16), RATE).packets[0][0]
+    rng = random.Random(spec["seed"])
+    span = float(spec.get("first_offset_s", 5.0))
+    users = [User(i, spec, clips, silence, rng.uniform(0.0, span)) for i in range(spec["sessions"])]
+    ticker = Ticker()
+    tick_task = asyncio.create_task(ticker.run())
+    connect_errors: list[str] = []
+    live: list[User] = []
+    for u in users:
+        try:
+            await u.connect()
+            live.append(u)
+        except Exception as exc:
+            connect_errors.append(f"session {u.index}: {type(exc).__name__}: {exc}"[:300])
+            say(f"connect failed: {connect_errors[-1]}")
+    say("ready")
+    line = await asyncio.to_thread(sys.stdin.readline)
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != "go":
+        raise SystemExit(f"expected 'go START END', got {line!r}")
+    start, end = float(parts[1]), float(parts[2])
+    tick_from = len(ticker.samples)
+    tasks = [asyncio.create_task(u.run(start, end)) for u in live]
+    if tasks:
+        # Turns under way at END finish, within a grace time: an overloaded server must not
+        # keep the level (and its results) waiting for ever.
+        grace = float(spec.get("grace_s", 30.0))
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, end - time.time()) + grace)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    tick_task.cancel()
+    await asyncio.gather(*(u.close() for u in live))
+    ticks = ticker.samples[tick_from:]
+    lags = [lag for _, lag in ticks]
+    result: dict[str, Any] = {
+        "sessions": [
+            {
+                "index": u.index,
+                "session_id": u.client.session_id,
+                "connect_s": u.connect_s,
+                "errors": u.errors,
+                "turns": u.turns,
+            }
+            for u in live
+        ],
+        "connect_errors": connect_errors,
+        "loop_lag_ms": {
+            "n": len(lags),
+            "p50": float(np.percentile(lags, 50)) if lags else None,
+            "p99": float(np.percentile(lags, 99)) if lags else None,
+            "max": max(lags) if lags else None,
+            # the stalls themselves, to match against gaps seen at the same time
+            "stalls": [(round(t, 3), lag) for t, lag in ticks if lag >= 20.0],
+        },
+    }
+    for s in result["sessions"]:
+        s["gaps"] = gap_summary(s["turns"])
+    text = json.dumps(result)
+    await asyncio.to_thread(out.write_text, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text())
+    asyncio.run(main_async(spec, Path(args[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

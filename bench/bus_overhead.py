@@ -381,9 +381,11 @@ async def measure(
     exe = pyspy.find() if args.profile else None
     if args.profile and exe is None:
         say("[profile] py-spy not found (pip install py-spy, or PY_SPY=path): no profile")
-    for kind in ("session", "gateway") if exe else ():
-        raw = stack.log_dir / f"{kind}-pyspy-bus.txt"
-        spies[kind] = (pyspy.record(stack.by_kind[kind].pid, None, raw, exe, 500, False), raw)
+    if exe is not None:
+        for kind in ("session", "gateway"):
+            raw = stack.log_dir / f"{kind}-pyspy-bus.txt"
+            proc = pyspy.record(stack.by_kind[kind].pid, None, raw, exe, 500, False)
+            spies[kind] = (proc, raw)
     lag = LoopLag()
     lag.start()
     state["lag"] = lag

@@ -17,6 +17,12 @@ what they would save before anyone changes services/gateway/.
    measures the cost of the VAD rather than a realistic saving.
 
 Each change can be switched off (VA_BENCH_VARIANT_QUIET=0, VA_BENCH_VARIANT_VAD_GATE=0).
+
+What its scale figures mean: CPU (idle and talking) and the gateway's /healthz lag are
+comparable with the service's. Reply-frame gaps and voice to voice are not quite: aiortc's
+receiver in the simulated client holds the last two frames of a reply in its jitter buffer until
+the next packet arrives (a browser plays them out on its own clock), so with no packets between
+replies those frames arrive with the next reply and show as one long gap at its start.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ SmolLM2, Piper) and runs --real-levels: turns/s, each stage's latency and CPU pe
 2-core machine every process shares the same two cores: more sessions (or replicas) measure
 contention more than capacity, and the simulated clients themselves take a large share (shown).
 
+--gateway-variant runs bench/gateway_variant.py instead of the gateway: an experiment (no RTP
+while nothing plays, no VAD pass on digital silence) to measure a suggested fix before making
+it; read its docstring for what its figures mean.
+
 Output: tables on stdout, bench/results/scale-<stamp>.json and -latest.json, bench/results/
 scale-latest.png; service logs and py-spy files in bench/results/logs/<stamp>/.
 """

@@ -16,27 +16,23 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from opentelemetry import trace
 
 from services.common import bus, subjects
 from services.common import telemetry as tm
-from services.common.jobs import JobTable
 from services.common.messages import (
     AgentConfig,
     ChatMessage,
     ClaimAck,
-    Interrupt,
     LLMDelta,
     LLMDone,
     LLMError,
     LLMParams,
     LLMRequest,
     RpcError,
-    WorkClaimed,
 )
 from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECONDS
-from services.common.service import Worker
+from services.common.replies import ReplyWorker
 
 from .engine import LLMEngine, LLMEngineError
 from .settings import LlmSettings
@@ -44,30 +40,20 @@ from .settings import LlmSettings
 log = logging.getLogger(__name__)
 
 
-class LlmWorker(Worker):
+class LlmWorker(ReplyWorker):
     kind = "llm"
 
     def __init__(self, settings: LlmSettings, engine: LLMEngine) -> None:
         super().__init__(settings)
         self.cfg = settings
         self.engine = engine
-        self.jobs = JobTable()
-        self._claim_sub: Subscription | None = None
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         await self.engine.load()
         if self.cfg.warmup:
             await self._warm_up()
-        await nc.subscribe(
-            subjects.INTERRUPT_ALL,
-            cb=bus.typed_handler(Interrupt, self._on_interrupt, name="llm.interrupt"),
-        )
-        self._claim_sub = await nc.subscribe(
-            subjects.LLM_CLAIM,
-            queue=subjects.QUEUE_LLM,
-            cb=bus.typed_handler(LLMRequest, self._on_claim, name="llm.claim"),
-        )
+        await self.subscribe(nc, subjects.LLM_CLAIM, subjects.QUEUE_LLM, LLMRequest, self._on_claim)
 
     async def _warm_up(self) -> None:
         """One short generation on the default agent's prompt: the first real turn then finds
@@ -85,16 +71,6 @@ class LlmWorker(Worker):
             log.warning("llm warm-up failed: %s", exc)
         log.info("llm warm-up took %.0f ms", (time.perf_counter() - t0) * 1000)
 
-    async def stop_accepting(self) -> None:
-        if self._claim_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._claim_sub.unsubscribe()
-            self._claim_sub = None
-
-    async def drain(self, timeout: float) -> None:
-        await self.stop_accepting()
-        await self.jobs.wait_all(timeout)
-
     async def close(self) -> None:
         await self.engine.aclose()
 
@@ -107,23 +83,7 @@ class LlmWorker(Worker):
         self.jobs.start(
             req.session_id, req.turn_id, req.reply_id, self._generate(req), alias=req.stream_id
         )
-        await bus.publish(
-            self.nc,
-            subjects.work_claimed(req.session_id),
-            WorkClaimed(
-                kind="llm",
-                worker_id=self.worker_id,
-                session_id=req.session_id,
-                turn_id=req.turn_id,
-                reply_id=req.reply_id,
-            ),
-        )
-        return ClaimAck(worker_id=self.worker_id, kind="llm")
-
-    async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
-        jobs = self.jobs.matching(intr.session_id, intr.reply_id)
-        if jobs:
-            await self.jobs.cancel(jobs)
+        return await self.claimed(req.session_id, req.turn_id, req.reply_id)
 
     async def _generate(self, req: LLMRequest) -> None:
         IN_FLIGHT.labels("llm").set(len(self.jobs))

@@ -25,21 +25,18 @@ from nats.aio.subscription import Subscription
 
 from services.common import bus, subjects
 from services.common import telemetry as tm
-from services.common.jobs import JobTable
 from services.common.messages import (
     BadMessage,
     ClaimAck,
-    Interrupt,
     RpcError,
     TTSDone,
     TTSRequest,
     TTSSegment,
     TTSText,
-    WorkClaimed,
     decode,
 )
 from services.common.metrics import IN_FLIGHT, STAGE_SECONDS
-from services.common.service import Worker
+from services.common.replies import ReplyWorker
 
 from .audio import trim_leading_silence
 from .engine import TTSEngine
@@ -59,40 +56,21 @@ class _SynthStats:
     cancelled: bool = False
 
 
-class TtsWorker(Worker):
+class TtsWorker(ReplyWorker):
     kind = "tts"
+    cancel_timeout_s = 0.1  # a cancelled synthesis stops within 100 ms
 
     def __init__(self, settings: TtsSettings, engine: TTSEngine) -> None:
         super().__init__(settings)
         self.cfg = settings
         self.engine = engine
-        self.jobs = JobTable()
-        self._claim_sub: Subscription | None = None
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         await self.engine.load()
         async for _ in self.engine.synthesize("Ready."):  # warm the voice
             pass
-        await nc.subscribe(
-            subjects.INTERRUPT_ALL,
-            cb=bus.typed_handler(Interrupt, self._on_interrupt, name="tts.interrupt"),
-        )
-        self._claim_sub = await nc.subscribe(
-            subjects.TTS_CLAIM,
-            queue=subjects.QUEUE_TTS,
-            cb=bus.typed_handler(TTSRequest, self._on_claim, name="tts.claim"),
-        )
-
-    async def stop_accepting(self) -> None:
-        if self._claim_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._claim_sub.unsubscribe()
-            self._claim_sub = None
-
-    async def drain(self, timeout: float) -> None:
-        await self.stop_accepting()
-        await self.jobs.wait_all(timeout)
+        await self.subscribe(nc, subjects.TTS_CLAIM, subjects.QUEUE_TTS, TTSRequest, self._on_claim)
 
     async def close(self) -> None:
         await self.engine.aclose()
@@ -113,23 +91,7 @@ class TtsWorker(Worker):
 
         sub = await self.nc.subscribe(subjects.tts_in(req.session_id, req.reply_id), cb=on_text)
         self.jobs.start(req.session_id, req.turn_id, req.reply_id, self._speak(req, texts, sub))
-        await bus.publish(
-            self.nc,
-            subjects.work_claimed(req.session_id),
-            WorkClaimed(
-                kind="tts",
-                worker_id=self.worker_id,
-                session_id=req.session_id,
-                turn_id=req.turn_id,
-                reply_id=req.reply_id,
-            ),
-        )
-        return ClaimAck(worker_id=self.worker_id, kind="tts")
-
-    async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
-        jobs = self.jobs.matching(intr.session_id, intr.reply_id)
-        if jobs:
-            await self.jobs.cancel(jobs, timeout=0.1)
+        return await self.claimed(req.session_id, req.turn_id, req.reply_id)
 
     async def _speak(
         self, req: TTSRequest, texts: asyncio.Queue[object], sub: Subscription

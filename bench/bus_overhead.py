@@ -48,7 +48,6 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +58,15 @@ from tests.voice_client import VoiceClient
 
 from . import pyspy, report
 from .local_stack import (
+    FAKE_ENGINES,
+    LOAD_GATEWAY_ENV,
+    BenchRun,
     Helper,
     LocalStack,
+    arg_parser,
     cancel_on_signals,
     load_text,
-    machine_info,
+    say,
     shown,
     signals_ignored,
     stopped_on_signals,
@@ -75,22 +78,10 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 TARGET_P50_MS = 1.0
 TARGET_P99_MS = 10.0
-FAKE_ENGINES = {"asr": {"VA_ENGINE": "fake"}, "llm": {"VA_ENGINE": "fake"}}
-FAKE_ENGINES["tts"] = {"VA_ENGINE": "fake"}
-# The gateway's per-address limit on new sessions would stop a long run with many sessions.
-GATEWAY_ENV = {"VA_SESSION_CREATE_RATE": "100000/minute", "VA_WS_MESSAGE_RATE": "1000/second"}
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.bus_overhead",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = arg_parser("bus_overhead", __doc__)
     p.add_argument("--turns", type=int, default=200, help="measured typed turns (200)")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured turns first (5)")
     p.add_argument(
@@ -838,21 +829,14 @@ def main(argv: list[str] | None = None) -> int:
     args.sessions = max(1, args.sessions)
     if os.environ.get("VA_NETNS") != "1" and not args.no_voice:
         say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh bus)")
-    started = datetime.now(UTC).astimezone()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-    say(
-        f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
-        f"{str(machine['git_commit'])[:10]}"
-        f"{' + uncommitted changes' if machine['git_dirty'] else ''}"
-    )
-    env = {k: dict(v) for k, v in FAKE_ENGINES.items()} | {"gateway": GATEWAY_ENV}
+    run = BenchRun.begin("bus_overhead", say)
+    env = {k: dict(v) for k, v in FAKE_ENGINES.items()} | {"gateway": LOAD_GATEWAY_ENV}
     state: dict[str, Any] = {"turns": [], "errors": []}
     rc = 0
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="va-bus-") as tmp, stopped_on_signals():
         work = Path(tmp)
-        stack = LocalStack(work, args.out / "logs" / stamp, say, env=env)
+        stack = LocalStack(work, args.out / "logs" / run.stamp, say, env=env)
         tap_file = work / "tap.jsonl"
         tap: Helper | None = None
         try:
@@ -875,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
                     tap.stop()
                 stack.stop()
         if state["turns"] or state.get("raw"):
-            write(state, args, stack, started, stamp, machine, tap_file, interrupted)
+            write(state, args, stack, run, tap_file, interrupted)
     return rc
 
 
@@ -883,37 +867,28 @@ def write(
     state: dict[str, Any],
     args: argparse.Namespace,
     stack: LocalStack,
-    started: datetime,
-    stamp: str,
-    machine: dict[str, Any],
+    run: BenchRun,
     tap_file: Path,
     interrupted: bool,
 ) -> None:
     res = analyse(state, tap_file)
-    load_after = [round(x, 2) for x in os.getloadavg()]
-    machine = machine | {"loadavg_after": load_after}
-    record = {
-        "benchmark": "bus_overhead",
-        "date": started.isoformat(timespec="seconds"),
-        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "complete": not interrupted,
-        "command": [sys.executable, "-m", "bench.bus_overhead", *sys.argv[1:]],
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "engines": FAKE_ENGINES,
-        "targets_ms": {"p50": TARGET_P50_MS, "p99": TARGET_P99_MS},
-        "machine": machine,
-        "logs": shown(stack.log_dir),
-        "errors": state["errors"],
-        "profiles": state.get("profiles", {}),
+    record = run.record(
+        args,
+        interrupted,
+        stack.log_dir,
+        engines=FAKE_ENGINES,
+        targets_ms={"p50": TARGET_P50_MS, "p99": TARGET_P99_MS},
+        errors=state["errors"],
+        profiles=state.get("profiles", {}),
         **res,
-    }
+    )
     say("")
     say(
-        f"bus overhead, {record['date']}, commit {str(machine['git_commit'])[:10]}"
-        f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['cpu_model']} x"
-        f"{machine['nproc']}, load {machine['loadavg_before']} -> {load_after}, "
-        f"{len(state['turns'])} turns, {res['tap_messages']} bus messages seen"
-        f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
+        run.headline(
+            "bus overhead",
+            interrupted,
+            f", {len(state['turns'])} turns, {res['tap_messages']} bus messages seen",
+        )
     )
     print_tables(res)
     for kind, prof in state.get("profiles", {}).items():
@@ -928,15 +903,11 @@ def write(
         for name, pct in prof["main_top_inclusive_pct"]:
             say(f"  {pct:5.1f}  {name}")
         say(f"  raw stacks: {prof['raw']}")
-    for path in report.write_json(record, args.out, stamp, name="bus_overhead"):
+    for path in report.write_json(record, args.out, run.stamp, name="bus_overhead"):
         say(f"wrote {shown(path)}")
     try:
         raw_rtt = state["raw"]["request_reply_ms"] if state.get("raw") else []
-        title = (
-            f"bus overhead per hop, fake engines - {record['date']} - "
-            f"{str(machine['git_commit'])[:10]} - {machine['cpu_model']} x{machine['nproc']} - "
-            f"load {machine['loadavg_before'][0]:.1f} -> {load_after[0]:.1f}"
-        )
+        title = run.plot_title("bus overhead per hop, fake engines")
         png = draw(res, raw_rtt, title, args.out / "bus_overhead-latest.png")
         say(f"wrote {shown(png)}")
     except ImportError as exc:

@@ -9,6 +9,7 @@ only returns the handle once the server answers).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -19,6 +20,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,6 +51,7 @@ class LocalStack:
         # {"gateway": [sys.executable, "-m", "bench.gateway_variant"]}.
         self.argv: dict[str, list[str]] = {}
         self.nats_url = ""
+        self.nats_monitor_url = ""  # nats-server's HTTP monitoring (/connz?subs=1)
         self.redis_url = ""
         self.servers: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.procs: ServiceProcs | None = None
@@ -65,10 +69,16 @@ class LocalStack:
     def start_servers(self) -> None:
         """nats-server and redis-server only (a benchmark may measure the bare bus first)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        monitor = free_port()
+        self.nats_monitor_url = f"http://127.0.0.1:{monitor}"
         self.nats_url = self._server(
             "nats-server",
             lambda port: infra.start_nats(
-                "127.0.0.1", port, self.work_dir / "jetstream", self.log_dir / "nats-server.log"
+                "127.0.0.1",
+                port,
+                self.work_dir / "jetstream",
+                self.log_dir / "nats-server.log",
+                monitor_port=monitor,
             ),
             "nats://127.0.0.1:{port}",
             infra.nats_info,
@@ -370,3 +380,90 @@ def machine_info() -> dict[str, Any]:
         # What differs from the commit: services under concurrent edit change the figures.
         "git_modified": [line.split(maxsplit=1)[-1] for line in (status or "").splitlines()],
     }
+
+
+@dataclass
+class BenchRun:
+    """When, where and on what commit one benchmark run happens: what every result file and
+    headline of the benchmarks begins with."""
+
+    name: str  # the module under bench/ ("scale", "soak", ...)
+    started: datetime
+    machine: dict[str, Any]
+
+    @classmethod
+    def begin(cls, name: str, say: Callable[[str], None]) -> BenchRun:
+        """Before the services start: the code they run is the tree as it is now (a commit made
+        while the benchmark runs does not change them)."""
+        machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+        say(
+            f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
+            f"{str(machine['git_commit'])[:10]}"
+            f"{' + uncommitted changes' if machine['git_dirty'] else ''}"
+        )
+        return cls(name, datetime.now(UTC).astimezone(), machine)
+
+    @property
+    def stamp(self) -> str:
+        return self.started.strftime("%Y%m%d-%H%M%S")
+
+    @property
+    def commit(self) -> str:
+        return str(self.machine["git_commit"])[:10]
+
+    def record(
+        self, args: Any, interrupted: bool, log_dir: Path | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """The result record's common head (the load now is the load after), then `fields`."""
+        self.machine = self.machine | {"loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+        record: dict[str, Any] = {
+            "benchmark": self.name,
+            "date": self.started.isoformat(timespec="seconds"),
+            "duration_s": round((datetime.now(UTC) - self.started).total_seconds(), 1),
+            "complete": not interrupted,
+            "command": [sys.executable, "-m", f"bench.{self.name}", *sys.argv[1:]],
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "machine": self.machine,
+        }
+        if log_dir is not None:
+            record["logs"] = shown(log_dir)
+        return record | fields
+
+    def headline(self, title: str, interrupted: bool = False, extra: str = "") -> str:
+        """`title, date, commit, CPU, load before -> after[extra]` for the printed tables."""
+        m = self.machine
+        return (
+            f"{title}, {self.started.isoformat(timespec='seconds')}, commit {self.commit}"
+            f"{' (dirty)' if m['git_dirty'] else ''}, {m['cpu_model']} x{m['nproc']}, load "
+            f"{m['loadavg_before']} -> {m.get('loadavg_after')}{extra}"
+            f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
+        )
+
+    def plot_title(self, title: str) -> str:
+        m = self.machine
+        before, after = m["loadavg_before"][0], (m.get("loadavg_after") or [float("nan")])[0]
+        return (
+            f"{title} - {self.started.isoformat(timespec='seconds')} - {self.commit} - "
+            f"{m['cpu_model']} x{m['nproc']} - load {before:.1f} -> {after:.1f}"
+        )
+
+
+# -- what every benchmark script shares -----------------------------------------------------------
+# Fake engines for asr, llm and tts (instant): what is left is transport, VAD, bus and Python.
+FAKE_ENGINES: dict[str, dict[str, str]] = {k: {"VA_ENGINE": "fake"} for k in ("asr", "llm", "tts")}
+# Many sessions from one address in a few minutes: the gateway's per-address limits would refuse.
+LOAD_GATEWAY_ENV = {"VA_SESSION_CREATE_RATE": "100000/minute", "VA_WS_MESSAGE_RATE": "1000/second"}
+
+
+def say(line: str) -> None:
+    """A progress or result line, at once (the output is often piped to a log)."""
+    print(line, flush=True)
+
+
+def arg_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """`python -m bench.<module>` options, described by the first paragraph of its docstring."""
+    return argparse.ArgumentParser(
+        prog=f"python -m bench.{module}",
+        description=(doc or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -51,9 +51,11 @@ from tests.audio import word_overlap
 from . import peer_report
 from .local_stack import (
     LocalStack,
+    arg_parser,
     cancel_on_signals,
     load_text,
     machine_info,
+    say,
     shown,
     signals_ignored,
     stopped_on_signals,
@@ -81,16 +83,8 @@ FAILURE = REPO / "bench" / "peer" / "pipecat-failure.txt"
 SYSTEMS = ("ours", "pipecat")
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.peer_pipecat",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = arg_parser("peer_pipecat", __doc__)
     p.add_argument("--turns", type=int, default=20, help="voice turns measured per system (20)")
     p.add_argument("--barge-ins", type=int, default=10, help="barge-ins per system (10)")
     p.add_argument("--turns-per-session", type=int, default=5, help="voice turns a session (5)")

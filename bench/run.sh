@@ -42,6 +42,18 @@
 #     py-spy installed (pip install py-spy, or PY_SPY=path) the gateway is profiled at 20
 #     sessions. bench/results/scale-*. On 2 cores the clients share the CPU with the services:
 #     the tables show how much each takes.
+#   bench/run.sh soak    [--minutes 10 --sessions 8 --real-minutes 10 --real-sessions 2]  # ~25 min
+#     A long run of simulated users, fake engines then the real models, one replica each: users
+#     speak, hear, cut every 4th reply, end their session after 5 turns and open a new one.
+#     Verdicts: each service's resident memory grows < 10 % after a 2-minute warm-up; after all
+#     sessions end no asyncio task, NATS subscription (counted by nats-server), job, live
+#     session or Redis key is left beyond the baseline and the kept history; zero errors
+#     (clients, server error events, service log ERRORs). Exit status 3 if a verdict fails.
+#     bench/results/soak-*.
+#   bench/run.sh asr-window [--windows 30,10,6 --pads 3,1]   # about 2 minutes, no services
+#     Whisper's encoder window: word error rate and time per pass of the ASR engine for each
+#     window setting over every clip the benchmarks speak (Piper and espeak-ng voices, a long
+#     sentence, silence, noise). bench/results/asr_window-*.
 #
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,6 +65,8 @@ case "${1:-}" in
   latency) shift ;;
   bus) module=bench.bus_overhead; help_lines='28,36p'; shift ;;
   scale) module=bench.scale; help_lines='37,44p'; shift ;;
+  soak) module=bench.soak; help_lines='45,52p'; shift ;;
+  asr-window) module=bench.asr_window; help_lines='53,56p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

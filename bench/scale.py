@@ -49,7 +49,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,14 @@ import numpy as np
 
 from . import pyspy, report
 from .local_stack import (
+    FAKE_ENGINES,
+    LOAD_GATEWAY_ENV,
+    BenchRun,
     Helper,
     LocalStack,
+    arg_parser,
     load_text,
-    machine_info,
+    say,
     shown,
     signals_ignored,
     stopped_on_signals,
@@ -74,15 +77,8 @@ GAP_TARGET_MS = 60.0
 TARGET_SESSIONS = 20
 GRACE_S = 30.0  # a level's turns under way at its end may finish within this
 GAP_HIST_BINS = 201  # bench/scale_client.py: 1 ms bins 0-200
-FAKE = {"VA_ENGINE": "fake"}
-# Many sessions from one address in a few minutes: the gateway's per-address limits would refuse.
-GATEWAY_ENV = {"VA_SESSION_CREATE_RATE": "100000/minute", "VA_WS_MESSAGE_RATE": "1000/second"}
 TEXTS = QUESTIONS[:5]
 SERVICES = ("gateway", "session", "asr", "llm", "tts", "nats-server", "redis-server")
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
 
 
 def int_list(text: str) -> list[int]:
@@ -90,11 +86,7 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.scale",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = arg_parser("scale", __doc__)
     p.add_argument(
         "--levels", type=int_list, default=[1, 5, 10, 20], help="fake engines (1,5,10,20)"
     )
@@ -449,14 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.environ.get("VA_NETNS") != "1":
         say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh scale)")
-    started = datetime.now(UTC).astimezone()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-    say(
-        f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
-        f"{str(machine['git_commit'])[:10]}"
-        f"{' + uncommitted changes' if machine['git_dirty'] else ''}"
-    )
+    run = BenchRun.begin("scale", say)
     say("[setup] synthesizing the spoken questions with Piper (cached in tests/artifacts/)")
     for text in TEXTS:
         clip(text)
@@ -465,8 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="va-scale-") as tmp, stopped_on_signals():
         work = Path(tmp)
-        fake_env = {k: dict(FAKE) for k in ("asr", "llm", "tts")} | {"gateway": GATEWAY_ENV}
-        stack = LocalStack(work, args.out / "logs" / stamp, say, env=fake_env)
+        fake_env = {k: dict(v) for k, v in FAKE_ENGINES.items()} | {"gateway": LOAD_GATEWAY_ENV}
+        stack = LocalStack(work, args.out / "logs" / run.stamp, say, env=fake_env)
         if args.gateway_variant:
             stack.argv["gateway"] = [sys.executable, "-m", "bench.gateway_variant"]
             say("[setup] gateway: bench/gateway_variant.py (an experiment, see its docstring)")
@@ -479,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.stop_services()
             if not args.skip_real:
                 say("[real] services with the default engines (Whisper, SmolLM2, Piper)")
-                stack.env = {"gateway": GATEWAY_ENV}
+                stack.env = {"gateway": LOAD_GATEWAY_ENV}
                 stack.start_services()
                 run_part("real", args.real_levels, args.real_seconds, args, stack, work, results)
         except KeyboardInterrupt as exc:
@@ -492,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             with signals_ignored():
                 stack.stop()
         if results:
-            write(results, args, stack, started, stamp, machine, interrupted)
+            write(results, args, stack, run, interrupted)
     return rc
 
 
@@ -664,36 +649,22 @@ def write(
     results: list[dict[str, Any]],
     args: argparse.Namespace,
     stack: LocalStack,
-    started: datetime,
-    stamp: str,
-    machine: dict[str, Any],
+    run: BenchRun,
     interrupted: bool,
 ) -> None:
-    load_after = [round(x, 2) for x in os.getloadavg()]
-    machine = machine | {"loadavg_after": load_after}
     fake = [lv for lv in results if lv["part"] == "fake"]
     real = [lv for lv in results if lv["part"] == "real"]
-    record = {
-        "benchmark": "scale",
-        "date": started.isoformat(timespec="seconds"),
-        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "complete": not interrupted,
-        "command": [sys.executable, "-m", "bench.scale", *sys.argv[1:]],
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "targets": {"sessions": TARGET_SESSIONS, "max_gap_ms": GAP_TARGET_MS},
-        "gateway": "bench.gateway_variant" if args.gateway_variant else "services.gateway",
-        "machine": machine,
-        "logs": shown(stack.log_dir),
-        "verdicts": verdicts(results),
-        "levels": results,
-    }
-    say("")
-    say(
-        f"scale, {record['date']}, commit {str(machine['git_commit'])[:10]}"
-        f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['cpu_model']} x"
-        f"{machine['nproc']}, load {machine['loadavg_before']} -> {load_after}"
-        f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
+    record = run.record(
+        args,
+        interrupted,
+        stack.log_dir,
+        targets={"sessions": TARGET_SESSIONS, "max_gap_ms": GAP_TARGET_MS},
+        gateway="bench.gateway_variant" if args.gateway_variant else "services.gateway",
+        verdicts=verdicts(results),
+        levels=results,
     )
+    say("")
+    say(run.headline("scale", interrupted))
     if fake:
         say("")
         say(fake_tables(fake))
@@ -718,17 +689,12 @@ def write(
     say("")
     for line in verdicts(results):
         say(line)
-    for path in report.write_json(record, args.out, stamp, name="scale"):
+    for path in report.write_json(record, args.out, run.stamp, name="scale"):
         say(f"wrote {shown(path)}")
     try:
         from .scale_plot import draw
 
-        title = (
-            f"scale{' (gateway variant)' if args.gateway_variant else ''} - {record['date']} - "
-            f"{str(machine['git_commit'])[:10]} - "
-            f"{machine['cpu_model']} x{machine['nproc']} - load "
-            f"{machine['loadavg_before'][0]:.1f} -> {load_after[0]:.1f}"
-        )
+        title = run.plot_title(f"scale{' (gateway variant)' if args.gateway_variant else ''}")
         png = draw(fake, real, title, args.out / "scale-latest.png")
         say(f"wrote {shown(png)}")
     except ImportError as exc:

@@ -6,9 +6,13 @@ speak again. The clients are lighter than tests/voice_client's (see `EncodedSpea
     python -m bench.scale_client SPEC.json OUT.json
 
 SPEC: {"base_url", "agent_id", "sessions", "texts": [question, ...], "seed", "pause_s": [lo,
-hi], "first_offset_s", "grace_s"}. The process connects its sessions, prints `ready`, and waits
-for a line `go START END` on stdin (wall-clock seconds): from START each session begins its
-first turn after a random offset (so the sessions' turns interleave), and starts no turn after
+hi], "first_offset_s", "grace_s"}, and for bench/soak.py: "turns_per_session" (after that many
+turns a user ends its session with DELETE and opens a new one: churn), "interrupt_every" (every
+k-th turn is cut by an `interrupt` message once its reply is audible), "end_sessions" (at the end
+every session is ended, not just disconnected). The process connects its sessions, prints
+`ready`, and waits for a line `go START END` on stdin (wall-clock seconds): from START each
+session begins its first turn after a random offset (so the sessions' turns interleave), and
+starts no turn after
 END. Turns in flight at END may finish within `grace_s` (then they are cut and counted as
 errors); then every peer is closed and OUT is written.
 
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -185,8 +190,11 @@ class User:
         self.spec = spec
         self.clips = clips
         self.rng = random.Random(spec["seed"] * 1000 + index)
+        self.silence = silence
         self.speaker = EncodedSpeaker(silence)
         self.client = LightClient(spec["base_url"], speaker=self.speaker)  # type: ignore[arg-type]
+        self.session_ids: list[str] = []
+        self.server_errors: list[dict[str, Any]] = []
         self.turns: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.mono_to_wall = time.time() - time.monotonic()
@@ -196,6 +204,7 @@ class User:
     async def connect(self) -> None:
         t0 = time.monotonic()
         await self.client.create_session(self.spec["agent_id"])
+        self.session_ids.append(self.client.session_id)
         await self.client.connect_events()
         await self.client.connect_media()
         self.connect_s = round(time.monotonic() - t0, 2)
@@ -203,12 +212,16 @@ class User:
     async def run(self, start_wall: float, end_wall: float) -> None:
         await asyncio.sleep(max(0.0, start_wall - time.time()) + self.offset)
         n = 0
+        per_session = self.spec.get("turns_per_session") or 0
+        every = self.spec.get("interrupt_every") or 0
         while time.time() < end_wall:
             question = self.clips[(self.index + n) % len(self.clips)]
             n += 1
             try:
-                self.turns.append(await self.turn(question))
-            except (TimeoutError, RuntimeError, OSError) as exc:
+                if per_session and n > 1 and (n - 1) % per_session == 0:
+                    await self.renew()
+                self.turns.append(await self.turn(question, cut=bool(every) and n % every == 0))
+            except (TimeoutError, RuntimeError, OSError, httpx.HTTPError) as exc:
                 self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 await asyncio.sleep(1.0)
             except asyncio.CancelledError:
@@ -217,7 +230,22 @@ class User:
             lo, hi = self.spec.get("pause_s", [0.5, 1.5])
             await asyncio.sleep(self.rng.uniform(lo, hi))
 
-    async def turn(self, question: EncodedClip) -> dict[str, Any]:
+    async def end_session(self) -> None:
+        """DELETE the session (it ends for good: the gateway drops it, its token is revoked)."""
+        c = self.client
+        async with httpx.AsyncClient(base_url=c.base_url, timeout=15) as h:
+            r = await h.delete(f"/v1/sessions/{c.session_id}", headers=c.auth)
+            r.raise_for_status()
+
+    async def renew(self) -> None:
+        """End this session and go on in a new one (a new peer, socket and history)."""
+        await self.end_session()
+        await self.close()
+        self.speaker = EncodedSpeaker(self.silence)
+        self.client = LightClient(self.spec["base_url"], speaker=self.speaker)  # type: ignore[arg-type]
+        await self.connect()
+
+    async def turn(self, question: EncodedClip, cut: bool = False) -> dict[str, Any]:
         c = self.client
         t_play = time.monotonic()
         scan0 = len(c.audio)
@@ -226,7 +254,16 @@ class User:
         t_end = self.speaker.last_audible_sent or t_play
         _, final = await c.wait_event("transcript.final", 20, after=t_play, source="voice")
         tid = final["turn_id"]
+        if cut:  # the user stops the reply once it is heard
+            deadline = time.monotonic() + 30
+            while not any(h.loud for h in c.audio[scan0:]):  # type: ignore[attr-defined]
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no reply audio to interrupt within 30 s")
+                await asyncio.sleep(0.02)
+            await c.send({"type": "interrupt"})
         t_done, done = await c.wait_event("reply.done", 90, after=t_play, turn_id=tid)
+        if cut and not done.get("interrupted"):
+            self.errors.append(f"turn {tid}: interrupt sent, reply.done not marked interrupted")
         metrics: dict[str, Any] = {}
         try:
             _, metrics = await c.wait_event("turn.metrics", 10, after=t_play, turn_id=tid)
@@ -238,6 +275,7 @@ class User:
             "question": question.text,
             "t_start": round(t_play + self.mono_to_wall, 3),
             "interrupted": done.get("interrupted"),
+            "cut": cut,
             "metrics": {k: v for k, v in metrics.items() if k.endswith("_ms") or k.endswith("_s")},
         }
         rec.update(self.reply_audio(scan0, t_end, t_done))
@@ -278,6 +316,8 @@ class User:
         }
 
     async def close(self) -> None:
+        # error events the server sent this session (turn_failed, limits, ...): kept for the record
+        self.server_errors += [ev for _, ev in self.client.events if ev.get("type") == "error"]
         try:
             await asyncio.wait_for(self.client.close(), 5.0)
         except (TimeoutError, Exception):  # never hang the worker's end on a close
@@ -331,6 +371,12 @@ async def main_async(spec: dict[str, Any], out: Path) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     tick_task.cancel()
+    if spec.get("end_sessions"):
+        for u in live:
+            try:
+                await u.end_session()
+            except (httpx.HTTPError, OSError) as exc:
+                u.errors.append(f"ending session {u.client.session_id}: {exc}"[:300])
     await asyncio.gather(*(u.close() for u in live))
     ticks = ticker.samples[tick_from:]
     lags = [lag for _, lag in ticks]
@@ -339,6 +385,8 @@ async def main_async(spec: dict[str, Any], out: Path) -> None:
             {
                 "index": u.index,
                 "session_id": u.client.session_id,
+                "session_ids": u.session_ids,
+                "server_errors": u.server_errors,
                 "connect_s": u.connect_s,
                 "errors": u.errors,
                 "turns": u.turns,

@@ -38,7 +38,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,11 @@ from tests.audio import word_overlap
 
 from . import report
 from .local_stack import (
+    BenchRun,
     LocalStack,
+    arg_parser,
     cancel_on_signals,
-    load_text,
-    machine_info,
+    say,
     shown,
     signals_ignored,
     stopped_on_signals,
@@ -73,16 +73,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.voice_latency",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = arg_parser("voice_latency", __doc__)
     p.add_argument("--turns", type=int, default=20, help="spoken questions measured (20)")
     p.add_argument("--barge-ins", type=int, default=10, help="barge-ins measured (10)")
     p.add_argument(
@@ -289,53 +281,34 @@ async def measure(run: Run, base_url: str) -> None:
 def write_results(
     run: Run,
     stack: LocalStack,
-    started: datetime,
-    machine: dict[str, Any],
+    bench_run: BenchRun,
     cpu_used: dict[str, float],
     interrupted: bool,
 ) -> None:
     args = run.args
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    load_after = [round(x, 2) for x in os.getloadavg()]
     stats = report.summary(run.turns)
-    machine = machine | {"loadavg_after": load_after}
-    load_before = machine["loadavg_before"]
-    record = {
-        "benchmark": "voice_latency",
-        "date": started.isoformat(timespec="seconds"),
-        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "complete": not interrupted,
-        "command": [sys.executable, "-m", "bench.voice_latency", *sys.argv[1:]],
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "agents": {"plain": PLAIN, "storyteller": STORYTELLER},
-        "sessions_opened": run.sessions_opened,
-        "machine": machine,
-        "service_cpu_s": cpu_used,
-        "logs": shown(stack.log_dir),
-        "summary": stats,
-        "anomalies": run.anomalies,
-        "turns": run.turns,
-        "warmup": run.warmup,
-        "skipped": run.skipped,
-    }
-    say("")
-    say(
-        f"voice latency, {record['date']}, commit {str(machine['git_commit'])[:10]}"
-        f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['cpu_model']} x"
-        f"{machine['nproc']}, load {load_before} -> {load_after}"
-        f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
+    record = bench_run.record(
+        args,
+        interrupted,
+        stack.log_dir,
+        agents={"plain": PLAIN, "storyteller": STORYTELLER},
+        sessions_opened=run.sessions_opened,
+        service_cpu_s=cpu_used,
+        summary=stats,
+        anomalies=run.anomalies,
+        turns=run.turns,
+        warmup=run.warmup,
+        skipped=run.skipped,
     )
+    say("")
+    say(bench_run.headline("voice latency", interrupted))
     say(report.table(stats))
-    for path in report.write_json(record, args.out, stamp):
+    for path in report.write_json(record, args.out, bench_run.stamp):
         say(f"wrote {shown(path)}")
     try:
         from .plot import draw
 
-        title = (
-            f"voice latency over WebRTC - {record['date']} - "
-            f"{str(machine['git_commit'])[:10]} - {machine['cpu_model']} x{machine['nproc']}"
-            f" - load {load_before[0]:.1f} -> {load_after[0]:.1f}"
-        )
+        title = bench_run.plot_title("voice latency over WebRTC")
         png = draw(run.turns, stats, title, args.out / "voice_latency-latest.png")
         say(f"wrote {shown(png)}")
     except ImportError as exc:
@@ -370,19 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.environ.get("VA_NETNS") != "1":
         say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh)")
-    started = datetime.now(UTC).astimezone()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    # Before the services start: the code they run is the tree as it is now (a commit made
-    # while the benchmark runs does not change them).
-    machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-    dirty = " + uncommitted changes" if machine["git_dirty"] else ""
-    say(
-        f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
-        f"{str(machine['git_commit'])[:10]}{dirty}"
-    )
+    bench_run = BenchRun.begin("voice_latency", say)
     rc = 0
     with tempfile.TemporaryDirectory(prefix="va-bench-") as tmp, stopped_on_signals():
-        stack = LocalStack(Path(tmp), args.out / "logs" / stamp, say)
+        stack = LocalStack(Path(tmp), args.out / "logs" / bench_run.stamp, say)
         run = Run(args, stack.cpu_split)
         interrupted = False
         cpu_before: dict[str, float] = {}
@@ -407,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 stack.stop()
         if any(run.turns.values()):
-            write_results(run, stack, started, machine, cpu_used, interrupted)
+            write_results(run, stack, bench_run, cpu_used, interrupted)
     return rc
 
 

@@ -164,9 +164,14 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def start_nats(host: str, port: int, store_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_nats(
+    host: str, port: int, store_dir: Path, log_path: Path, monitor_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """nats-server with JetStream; `monitor_port`: its HTTP monitoring (/connz, /varz) too."""
     store_dir.mkdir(parents=True, exist_ok=True)
     cmd = [find_nats_server(), "-a", host, "-p", str(port), "-js", "-sd", str(store_dir)]
+    if monitor_port:
+        cmd += ["-m", str(monitor_port)]
     return _spawn(cmd, log_path)
 
 

@@ -31,44 +31,25 @@ from typing import Any
 import pytest
 import yaml
 
-try:  # tests/ is a rootdir-less folder today; keep working if it becomes a package
-    from .deploy_lib import (
-        DOCKER,
-        K8S,
-        KINDS,
-        REPO,
-        REQUIREMENTS,
-        by_kind,
-        default_port,
-        env_names,
-        env_of,
-        exec_form,
-        kubernetes_validate,
-        kustomize_command,
-        pod_spec,
-        read_dockerfile,
-        read_pins,
-        render,
-    )
-except ImportError:
-    from deploy_lib import (
-        DOCKER,
-        K8S,
-        KINDS,
-        REPO,
-        REQUIREMENTS,
-        by_kind,
-        default_port,
-        env_names,
-        env_of,
-        exec_form,
-        kubernetes_validate,
-        kustomize_command,
-        pod_spec,
-        read_dockerfile,
-        read_pins,
-        render,
-    )
+from tests.deploy_lib import (
+    DOCKER,
+    K8S,
+    KINDS,
+    REPO,
+    REQUIREMENTS,
+    by_kind,
+    default_port,
+    env_names,
+    env_of,
+    exec_form,
+    kubernetes_validate,
+    kustomize_command,
+    pod_spec,
+    read_dockerfile,
+    read_pins,
+    render,
+)
+from tests.procs import infra
 
 OVERLAYS = ["base", "overlays/dev", "overlays/production", "overlays/production-keda"]
 # Oldest and newest Kubernetes versions the manifests are checked against.
@@ -312,6 +293,8 @@ def test_overlay_holds_together(overlay: str, rendered: dict[str, list[dict[str,
 )
 def test_component_on_production_validates(component: str, tmp_path: Path) -> None:
     """Each optional component composes with the production overlay into valid manifests."""
+    # the base pulls deploy/nats in: copy both, side by side as in the repository
+    shutil.copytree(K8S.parent / "nats", tmp_path / "nats")
     tree = tmp_path / "k8s"
     shutil.copytree(K8S, tree)
     overlay = tree / "overlays" / "_check"
@@ -375,6 +358,89 @@ def test_session_routing_and_media(rendered: dict[str, list[dict[str, Any]]]) ->
     assert "--server-relay" not in script  # aioice drops data from peers without a permission
 
 
+NATS_DIR = REPO / "deploy" / "nats"
+NATS_USERS = {kind: f"VA_NATS_PASS_{kind.upper()}" for kind in KINDS}  # user -> password key
+
+
+def _nats_config_parses(files: dict[str, str], tmp_path: Path) -> None:
+    """`nats-server -t` accepts the configuration (includes and variables resolved)."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    env = dict(os.environ, POD_NAME="va-nats-0", **{k: "pw" for k in NATS_USERS.values()})
+    proc = subprocess.run(
+        [infra.find_nats_server(), "-t", "-c", str(tmp_path / "nats.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_users_are_wired(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The NATS servers run deploy/nats/auth.conf unchanged, with each service's password from
+    the Secret va-secrets, and each service connects as its own user with that password."""
+    docs = rendered[overlay]
+    (config,) = [
+        c
+        for c in by_kind(docs, "ConfigMap").values()
+        if c["metadata"]["name"].startswith("nats-config")
+    ]
+    data = config["data"]
+    assert data["auth.conf"] == (NATS_DIR / "auth.conf").read_text()
+    own = K8S / "overlays/production/nats-cluster.conf"
+    expected = own if overlay.startswith("overlays/production") else NATS_DIR / "nats.conf"
+    assert data["nats.conf"] == expected.read_text()
+    assert "include ./auth.conf" in data["nats.conf"]
+    _nats_config_parses(data, tmp_path)
+
+    nats = by_kind(docs, "StatefulSet")["nats"]
+    spec = pod_spec(nats)
+    assert spec is not None
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == config["metadata"]["name"]
+    server_env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    secrets = by_kind(docs, "Secret")
+    # the dev overlay generates va-secrets (with a content hash in its name); production's is
+    # made by hand under that exact name
+    (secret_name,) = {n for n in secrets if n.startswith("va-secrets")} or {"va-secrets"}
+    for kind, key in NATS_USERS.items():
+        ref = {"name": secret_name, "key": key}
+        assert server_env[key]["valueFrom"]["secretKeyRef"] == ref
+        service = pod_spec(by_kind(docs, "Deployment")[kind])
+        assert service is not None
+        env = {e["name"]: e for e in service["containers"][0]["env"]}
+        assert env["VA_NATS_USER"]["value"] == kind
+        assert env["VA_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+        if overlay == "overlays/dev":
+            assert key in secrets[secret_name]["data"]
+    if overlay.startswith("overlays/production"):
+        example = yaml.safe_load((K8S / "overlays/production/secret.example.yaml").read_text())
+        assert set(NATS_USERS.values()) <= set(example["stringData"])
+
+
+def test_compose_nats_users_are_wired(tmp_path: Path) -> None:
+    """docker-compose runs the same deploy/nats folder; each service's user and password match
+    the server's."""
+    svc = _compose()["services"]
+    nats = svc["nats"]
+    assert nats["command"] == ["--config", "/etc/nats/nats.conf"]
+    assert "./deploy/nats:/etc/nats:ro" in nats["volumes"]
+    _nats_config_parses(
+        {n: (NATS_DIR / n).read_text() for n in ("nats.conf", "auth.conf")}, tmp_path
+    )
+    for kind, key in NATS_USERS.items():
+        env = svc[kind]["environment"]
+        assert env["VA_NATS_USER"] == kind
+        # the same value (one YAML anchor), defaulting to a development password
+        assert env["VA_NATS_PASSWORD"] == nats["environment"][key]
+        assert env["VA_NATS_PASSWORD"].startswith(f"${{{key}:-")
+
+
 # --- docker-compose.yml -------------------------------------------------------------------------
 def _compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -402,7 +468,9 @@ def test_compose_validates_against_spec() -> None:
 def test_compose_wiring() -> None:
     compose = _compose()
     svc = compose["services"]
-    assert "-js" in svc["nats"]["command"] and any(":/data" in v for v in svc["nats"]["volumes"])
+    nats_conf = (NATS_DIR / "nats.conf").read_text()  # JetStream, stored on the volume
+    assert re.search(r"jetstream \{[^}]*store_dir: /data", nats_conf)
+    assert any(v.endswith(":/data") for v in svc["nats"]["volumes"])
     assert "--appendonly" in svc["redis"]["command"]
     assert svc["redis"]["command"][svc["redis"]["command"].index("--appendonly") + 1] == "yes"
     assert any(":/data" in v for v in svc["redis"]["volumes"])

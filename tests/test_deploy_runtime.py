@@ -33,40 +33,22 @@ from typing import Any
 
 import pytest
 
-try:  # tests/ is a rootdir-less folder today; keep working if it becomes a package
-    from .deploy_lib import (
-        DOCKER,
-        K8S,
-        KINDS,
-        REPO,
-        REQUIREMENTS,
-        by_kind,
-        env_of,
-        exec_form,
-        kustomize_command,
-        pod_spec,
-        read_dockerfile,
-        read_pins,
-        render,
-        wheels_present,
-    )
-except ImportError:
-    from deploy_lib import (
-        DOCKER,
-        K8S,
-        KINDS,
-        REPO,
-        REQUIREMENTS,
-        by_kind,
-        env_of,
-        exec_form,
-        kustomize_command,
-        pod_spec,
-        read_dockerfile,
-        read_pins,
-        render,
-        wheels_present,
-    )
+from tests.deploy_lib import (
+    DOCKER,
+    K8S,
+    KINDS,
+    REPO,
+    REQUIREMENTS,
+    by_kind,
+    env_of,
+    exec_form,
+    kustomize_command,
+    pod_spec,
+    read_dockerfile,
+    read_pins,
+    render,
+    wheels_present,
+)
 
 # --- each image's Python environment (slow) ------------------------------------------------
 # Drain on SIGTERM: stop_accepting + up to 20 s of work in flight + 5 s of HTTP shutdown + the

@@ -1,8 +1,10 @@
 """Each service connects to NATS with its own credentials and may use only its own subjects.
 
-Invariants protected: with deploy/nats/auth.conf loaded, the five services still carry a voice
-turn end to end (the permission lists are complete), a service's credentials are refused outside
-its subjects, and a wrong password is refused outright.
+Invariants protected: nats-server runs the configuration docker-compose and Kubernetes ship
+(deploy/nats/nats.conf including auth.conf; only the ports and the store folder are moved for the
+test); under it the five services still carry a voice turn end to end (the permission lists are
+complete), a service's credentials are refused outside its subjects, and a wrong password is
+refused outright.
 """
 
 from __future__ import annotations
@@ -22,23 +24,40 @@ from tests.test_voice_e2e import PLAIN, clip, voice_client
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 
-AUTH = Path(__file__).resolve().parent.parent / "deploy" / "nats" / "auth.conf"
+NATS_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats"
 PASSWORDS = {kind: f"pw-{kind}-secret" for kind in KINDS}
 
 
 @pytest.fixture(scope="module")
 def auth_nats(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("nats-auth")
-    port = free_port()
-    conf = folder / "server.conf"
-    (folder / "auth.conf").write_text(AUTH.read_text())  # includes resolve beside the file
-    conf.write_text(f'listen: "127.0.0.1:{port}"\ninclude "auth.conf"\n')
-    env = dict(os.environ, **{f"VA_NATS_PASS_{k.upper()}": v for k, v in PASSWORDS.items()})
+    (folder / "auth.conf").write_text((NATS_CONF / "auth.conf").read_text())  # included beside
+    shipped = (NATS_CONF / "nats.conf").read_text()
+    assert "store_dir: /data" in shipped and "include ./auth.conf" in shipped
+    # nats-server refuses -sd beside store_dir: the one edit made to the shipped file
+    (folder / "nats.conf").write_text(shipped.replace("/data", str(folder / "data")))
+    port, monitor = free_port(), free_port()
+    env = dict(
+        os.environ,
+        POD_NAME="va-nats-test",
+        **{f"VA_NATS_PASS_{k.upper()}": v for k, v in PASSWORDS.items()},
+    )
     log = LOG_DIR / "nats-auth.log"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    # Flags override the file's listen address and monitoring port.
+    cmd = [
+        infra.find_nats_server(),
+        "-c",
+        str(folder / "nats.conf"),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        str(monitor),
+    ]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([infra.find_nats_server(), "-c", str(conf)], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"nats://127.0.0.1:{port}"
     infra.wait_until(lambda: infra.nats_info(url) is not None, "nats-server", 30, proc, log)
     yield url
@@ -81,8 +100,9 @@ async def test_credentials_are_refused_outside_their_subjects(auth_nats) -> None
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(auth_nats, user="llm", password=PASSWORDS["llm"], error_cb=on_error,
-                            allow_reconnect=False)
+    nc = await nats.connect(
+        auth_nats, user="llm", password=PASSWORDS["llm"], error_cb=on_error, allow_reconnect=False
+    )
     try:
         await nc.publish("va.llm.out.s1.r1", b"{}")  # its own subject: fine
         await nc.publish("va.events.s1", b'{"type":"reply.done"}')  # the client's events: no
@@ -100,5 +120,11 @@ async def test_credentials_are_refused_outside_their_subjects(auth_nats) -> None
     assert not any("va.llm.out" in e for e in errors)
 
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-        await nats.connect(auth_nats, user="llm", password="wrong", allow_reconnect=False,
-                           max_reconnect_attempts=0, connect_timeout=2)
+        await nats.connect(
+            auth_nats,
+            user="llm",
+            password="wrong",
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=2,
+        )

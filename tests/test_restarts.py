@@ -19,14 +19,17 @@ import pytest
 
 from tests.procs import LOG_DIR, ServiceProcs, free_port, infra
 from tests.stack import KINDS, Stack
-from tests.test_voice_e2e import STORYTELLER, voice_client
+from tests.test_voice_e2e import STORYTELLER, clip, voice_client
 from tests.voice_client import VoiceClient
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 
 FAST = {
-    "session": {"VA_LLM_FIRST_TOKEN_TIMEOUT_S": "4", "VA_LLM_STALL_TIMEOUT_S": "4",
-                "VA_TTS_STALL_TIMEOUT_S": "4"},
+    "session": {
+        "VA_LLM_FIRST_TOKEN_TIMEOUT_S": "4",
+        "VA_LLM_STALL_TIMEOUT_S": "4",
+        "VA_TTS_STALL_TIMEOUT_S": "4",
+    },
     "gateway": {"VA_TURN_STALL_TIMEOUT_S": "8"},
 }
 
@@ -41,18 +44,21 @@ class Server:
 
     @property
     def url(self) -> str:
-        return (f"nats://127.0.0.1:{self.port}" if self.kind == "nats"
-                else f"redis://127.0.0.1:{self.port}/0")
+        return (
+            f"nats://127.0.0.1:{self.port}"
+            if self.kind == "nats"
+            else f"redis://127.0.0.1:{self.port}/0"
+        )
 
     def start(self) -> None:
         log = LOG_DIR / f"restarts-{self.kind}.log"
         if self.kind == "nats":
             self.proc = infra.start_nats("127.0.0.1", self.port, self.folder / "js", log)
-            infra.wait_until(lambda: infra.nats_info(self.url) is not None, "nats", 30,
-                             self.proc, log)
+            infra.wait_until(
+                lambda: infra.nats_info(self.url) is not None, "nats", 30, self.proc, log
+            )
         else:
-            self.proc = infra.start_redis("127.0.0.1", self.port, self.folder, log,
-                                          persistent=True)
+            self.proc = infra.start_redis("127.0.0.1", self.port, self.folder, log, persistent=True)
             infra.wait_until(lambda: infra.redis_answers(self.url), "redis", 30, self.proc, log)
 
     def restart(self, kill: bool = False) -> None:
@@ -124,8 +130,9 @@ async def wait_ready(stack: Stack, timeout: float = 60) -> None:
 async def reconnect(stack: Stack, client: VoiceClient) -> VoiceClient:
     await client.close()
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as c:
-        r = await c.post("/v1/sessions", json={"session_id": client.session_id},
-                         headers=client.auth)
+        r = await c.post(
+            "/v1/sessions", json={"session_id": client.session_id}, headers=client.auth
+        )
         assert r.status_code == 200, r.text
         grant = r.json()
     again = VoiceClient(stack.base_url, session_id=grant["session_id"], token=grant["token"])
@@ -155,7 +162,29 @@ async def test_nats_and_redis_restarts(stack, servers) -> None:  # type: ignore[
         await client.close()
 
 
-@pytest.mark.parametrize("kind", ["llm", "tts", "session", "gateway"])
+async def outcome_of_turn(client: VoiceClient, mark: float, timeout: float = 60) -> str:
+    """'reply.done' or 'turn_failed': how the turn in flight since `mark` ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for t, ev in client.events:
+            if t >= mark and ev["type"] == "reply.done":
+                return "reply.done"
+            if t >= mark and ev["type"] == "error" and ev["code"] == "turn_failed":
+                return "turn_failed"
+        await asyncio.sleep(0.1)
+    raise AssertionError("the turn in flight was silently lost")
+
+
+async def spoken_turn(client: VoiceClient, text: str, timeout: float = 60) -> str:
+    """Speak `text`; the final transcript once its reply is done."""
+    mark = time.monotonic()
+    client.speaker.play(*clip(text))
+    _, final = await client.wait_event("transcript.final", 30, after=mark)
+    await client.wait_event("reply.done", timeout, turn_id=final["turn_id"])
+    return str(final["text"])
+
+
+@pytest.mark.parametrize("kind", ["asr", "llm", "tts", "session", "gateway"])
 async def test_only_replica_killed_mid_turn_and_restarted(stack, kind) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, STORYTELLER)
     try:
@@ -163,8 +192,12 @@ async def test_only_replica_killed_mid_turn_and_restarted(stack, kind) -> None: 
         kept = await history(client)
 
         mark = time.monotonic()
-        await client.send({"type": "user.text", "text": "Tell me a story about a bear."})
-        await client.wait_event("reply.delta", 60, after=mark)
+        if kind == "asr":  # killed while the user is still speaking: it holds the utterance
+            client.speaker.play(*clip("Tell me a long story about a bear who lives in the woods."))
+            await client.wait_event("transcript.partial", 30, after=mark)
+        else:
+            await client.send({"type": "user.text", "text": "Tell me a story about a bear."})
+            await client.wait_event("reply.delta", 60, after=mark)
         old = stack.by_kind[kind].pop()
         old.kill(signal.SIGKILL)
         old.wait(10)
@@ -172,19 +205,13 @@ async def test_only_replica_killed_mid_turn_and_restarted(stack, kind) -> None: 
         if kind == "gateway":  # the client's connections died with it: it reconnects
             client = await reconnect(stack, client)
         else:
-            outcome = None
-            deadline = time.monotonic() + 60
-            while outcome is None and time.monotonic() < deadline:
-                for t, ev in client.events:
-                    if t >= mark and (ev["type"] == "reply.done" or (
-                            ev["type"] == "error" and ev["code"] == "turn_failed")):
-                        outcome = ev["type"]
-                await asyncio.sleep(0.1)
-            assert outcome is not None, "the turn in flight was silently lost"
-            print(f"{kind} killed mid-turn: {outcome}")
+            print(f"{kind} killed mid-turn: {await outcome_of_turn(client, mark)}")
 
         await wait_ready(stack)
         assert await turn(client, "Tell me a story about an owl.") == "done"
+        if kind == "asr":  # and the restarted replica hears the next question
+            heard = await spoken_turn(client, "Tell me a story about a bear in the woods.")
+            assert "bear" in heard.lower(), heard
         now = await history(client)
         assert now[: len(kept)] == kept  # nothing already in the history is lost
     finally:

@@ -23,6 +23,8 @@ def build_engine(settings: AsrSettings) -> ASREngine:
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
         default_language=settings.language,
+        min_window_s=settings.min_window_s,
+        pad_s=settings.window_pad_s,
     )
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from services.common.settings import ServiceSettings
 
 
@@ -11,6 +13,10 @@ class AsrSettings(ServiceSettings):
     language: str | None = "en"
     compute_type: str = "int8"
     cpu_threads: int = 2  # the final pass runs alone at end of turn: 2 threads are ~30 % faster
+    # Encoder window (services/asr/engines/faster_whisper.py): at least this many seconds, and
+    # the speech plus `window_pad_s`; 30 = Whisper's full window (3x slower on short questions).
+    min_window_s: float = Field(10.0, ge=2.0, le=30.0)
+    window_pad_s: float = Field(3.0, ge=1.0, le=30.0)
     partial_interval_ms: int = 1000
     max_utterance_s: float = 30.0
     max_concurrent: int = 8  # utterances held at once by one replica

@@ -6,6 +6,8 @@ dashboards work on any of them.
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
 TURNS = Counter("va_turns_total", "Turns handled, by outcome", ["service", "outcome"])
@@ -21,3 +23,12 @@ IN_FLIGHT = Gauge(
 )
 QUEUE_DEPTH = Gauge("va_claim_queue_depth", "Claimed jobs waiting for the engine", ["service"])
 ACTIVE_SESSIONS = Gauge("va_active_sessions", "Live sessions held by this gateway replica")
+ASYNCIO_TASKS = Gauge(
+    "va_asyncio_tasks", "asyncio tasks alive in this process (a leak shows as growth)", ["service"]
+)
+
+
+def watch_tasks(service: str) -> None:
+    """Report this event loop's live task count on /metrics (read at each scrape)."""
+    loop = asyncio.get_running_loop()
+    ASYNCIO_TASKS.labels(service).set_function(lambda: len(asyncio.all_tasks(loop)))

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import bus, telemetry
+from .metrics import watch_tasks
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,16 @@ def health_app(worker: Worker, app: FastAPI | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/debug/tasks", include_in_schema=False)
+    async def tasks() -> dict[str, dict[str, int]]:
+        """Live asyncio tasks by what they run (a leak shows as a growing line)."""
+        counts: dict[str, int] = {}
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            name = getattr(coro, "__qualname__", None) or task.get_name()
+            counts[name] = counts.get(name, 0) + 1
+        return {"tasks": dict(sorted(counts.items()))}
+
     @app.get("/readyz", include_in_schema=False)
     async def readyz(response: Response) -> dict[str, str]:
         if worker.ready():
@@ -118,6 +129,7 @@ async def run_worker(
         nc = await bus.connect(settings.nats_url, name=worker.worker_id, **credentials)
         stack.push_async_callback(_close_nats, nc)
         worker.nc = nc
+        watch_tasks(worker.kind)
         await worker.start(nc)
         stack.push_async_callback(worker.close)
 

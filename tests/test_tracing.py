@@ -22,7 +22,8 @@ from tests.procs import free_port
 from tests.stack import start_stack
 from tests.test_voice_e2e import PLAIN, STORYTELLER, clip, voice_client
 
-pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = pytest.mark.webrtc
+ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # the module's stack fixture
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -167,6 +168,7 @@ async def wait_for_spans(
         await asyncio.sleep(0.3)
 
 
+@ON_MODULE_LOOP
 async def test_a_voice_turn_is_one_trace(stack, receiver) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, PLAIN)
     try:
@@ -225,6 +227,7 @@ async def test_a_voice_turn_is_one_trace(stack, receiver) -> None:  # type: igno
         assert not any("sky" in str(v).lower() for v in s["attrs"].values()), s
 
 
+@ON_MODULE_LOOP
 async def test_an_interruption_shows_in_the_trace_it_cut(stack, receiver) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, STORYTELLER)
     try:

@@ -225,6 +225,30 @@ def test_splitter_emits_first_clause_before_the_sentence_ends() -> None:
     assert out[2] == (-1, "It is sunny.")
 
 
+@pytest.mark.parametrize(
+    ("text", "first", "rest"),
+    [
+        (
+            "The largest planet in the solar system is Jupiter, by far. It is huge.",
+            "The largest planet",  # later clauses stay whole sentences ("... is Jupiter")
+            ["in the solar system is Jupiter, by far.", "It is huge."],
+        ),
+        ("The capital of France is Paris.", "The capital of France", ["is Paris."]),
+        ("A spider has eight legs.", "A spider has eight legs.", []),  # 2 words before "has"
+        ("Once upon a time, there was a fox.", "Once upon a time,", ["there was a fox."]),
+        ("Sure thing in time.", "Sure thing in time.", []),  # "in" follows only 2 words
+        ("Winter inside is cold.", "Winter inside is cold.", []),  # "inside" opens nothing
+    ],
+)
+def test_splitter_first_clause_may_end_before_a_phrase(
+    text: str, first: str, rest: list[str]
+) -> None:
+    for step in (1, 3, 7):
+        out = [c for _, c in split(text, step, first_phrase_words=3)]
+        assert out == [first, *rest], f"step {step}"
+        assert " ".join(out) == clean_for_speech(text)
+
+
 def test_splitter_breaks_long_sentences_at_commas() -> None:
     long = "The first clause is short. " + ("word " * 30 + "and, ") * 3 + "the end."
     out = [c for _, c in split(long, step=5, max_chars=200)]

@@ -105,7 +105,7 @@ class LiveSession:
         self.sid = session_id
         self.agent = agent
         self.sockets: set[WebSocket] = set()
-        self.track = ReplyAudioTrack(self._on_playback_started, self._on_playback_finished)
+        self.track = self._make_track()
         self.pc: Any = None
         self.detector = TurnDetector(
             SileroVADStream(shared_model()),
@@ -167,11 +167,18 @@ class LiveSession:
             t.cancel()
         self.traces.close_all()
 
+    def _make_track(self) -> ReplyAudioTrack:
+        return ReplyAudioTrack(
+            self._on_playback_started,
+            self._on_playback_finished,
+            suppress_silence=self.cfg.suppress_silence,
+        )
+
     def new_track(self) -> ReplyAudioTrack:
         """A fresh outgoing track for a new peer connection (aiortc stops a track when its
         sender ends, so tracks are never shared); the reply being played moves over to it."""
         old = self.track
-        self.track = ReplyAudioTrack(self._on_playback_started, self._on_playback_finished)
+        self.track = self._make_track()
         self.track.reply, self.track.paused = old.reply, old.paused
         old.reply = None
         return self.track

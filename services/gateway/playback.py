@@ -2,7 +2,12 @@
 and an account of what was actually played.
 
 TTS audio arrives per segment (one clause or sentence, with its text). The track sends 20 ms
-frames in real time; silence when nothing is queued. Played samples are counted per segment, so
+frames in real time while a reply plays, and silence for `HANGOVER_S` after it; then, with
+`suppress_silence` (the default), nothing but one frame of silence every `KEEPALIVE_S`: an idle
+session costs no Opus encoding, encryption or packets 50 times a second. The frames skipped still
+advance the RTP clock, so the next frame carries its true timestamp and a receiver plays the
+gap as silence, as with Opus DTX. The hangover pushes a reply's last frames through the
+receiver's jitter buffer before the stream goes quiet. Played samples are counted per segment, so
 after an interruption `spoken_text()` gives the segments played in full plus the cut segment's
 words in proportion to its audio played.
 """
@@ -24,6 +29,8 @@ RATE = 48000
 FRAME = 960  # 20 ms
 FRAME_BYTES = FRAME * 2
 _SILENCE = bytes(FRAME_BYTES)
+HANGOVER_S = 0.2
+KEEPALIVE_S = 1.0
 
 
 @dataclass
@@ -85,8 +92,12 @@ class ReplyAudioTrack(MediaStreamTrack):
         self,
         on_started: Callable[[ReplyPlayback], None],
         on_finished: Callable[[ReplyPlayback], None],
+        suppress_silence: bool = True,
     ) -> None:
         super().__init__()
+        self.suppress_silence = suppress_silence
+        self._last_sound = 0.0  # monotonic time of the last frame with reply audio
+        self._last_sent = 0.0
         self.reply: ReplyPlayback | None = None
         self.paused = False
         self._on_started = on_started
@@ -139,17 +150,30 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     # -- media (aiortc pulls frames) -----------------------------------------------------------
     async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            wait = self._start + self._pts / RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -0.2:  # fell far behind (loop stall): re-anchor instead of bursting
-                self._start = time.monotonic() - self._pts / RATE
-        data = self._next_chunk()
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self._start is None:
+                self._start = time.monotonic()
+            else:
+                wait = self._start + self._pts / RATE - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                elif wait < -0.2:  # fell far behind (loop stall): re-anchor, do not burst
+                    self._start = time.monotonic() - self._pts / RATE
+            data = self._next_chunk()
+            now = time.monotonic()
+            if data is not _SILENCE:
+                self._last_sound = now
+            elif (
+                self.suppress_silence
+                and now - self._last_sound > HANGOVER_S
+                and now - self._last_sent < KEEPALIVE_S
+            ):
+                self._pts += FRAME  # this frame's time passes with nothing sent
+                continue
+            self._last_sent = now
+            break
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
         frame.planes[0].update(data)
         frame.sample_rate = RATE

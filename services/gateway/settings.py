@@ -29,10 +29,13 @@ class GatewaySettings(ServiceSettings):
     audio_ms_rate: str = "3000/2 seconds"  # microphone audio per session: at most 1.5x real time
     # Silence after which the final ASR pass starts speculatively (reused at end of turn when the
     # user said nothing more): most of a Whisper pass leaves the end-of-turn latency.
-    speculative_pause_ms: int = 150
+    speculative_pause_ms: int = 100
     # At that pause, also submit the turn: the reply is produced during the rest of the silence
     # and released the moment the end of turn is confirmed (dropped if the user speaks on).
     speculative_turns: bool = True
+    # No RTP while no reply plays (after a 200 ms tail; a keep-alive frame each second): idle
+    # sessions cost no Opus encoding and encryption. Off: silence frames all the time.
+    suppress_silence: bool = True
     # Microphone frames aiortc holds before decoding (its default is 4 = 80 ms). Each costs 20 ms
     # of end-of-turn and barge-in latency; raise it on lossy networks.
     mic_jitter_prefetch: int = Field(1, ge=1, le=8)

@@ -22,6 +22,7 @@ SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the only frame size Silero v5/v6 accepts at 16 kHz
 FRAME_BYTES = FRAME_SAMPLES * 2
 FRAME_MS = 32
+DIGITAL_SILENCE_PEAK = 10  # PCM16
 CONTEXT_SAMPLES = 64
 
 
@@ -92,8 +93,16 @@ class SileroVADStream:
         return p
 
     def prob_pcm16(self, frame: bytes) -> float:
-        """Same as `prob` for 1024 bytes of little-endian PCM16."""
-        return self.prob(np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0)
+        """Same as `prob` for 1024 bytes of little-endian PCM16. Digital silence (every sample
+        under DIGITAL_SILENCE_PEAK, about -70 dBFS: a muted or noise-suppressed microphone, a
+        client between utterances) is probability 0 without running the model; the context
+        still moves on, so the next frame sees the silence before it."""
+        samples = np.frombuffer(frame, dtype="<i2")
+        if samples.size == FRAME_SAMPLES and int(np.abs(samples).max()) < DIGITAL_SILENCE_PEAK:
+            self._x[0, :CONTEXT_SAMPLES] = self._x[0, -CONTEXT_SAMPLES:]
+            self._x[0, CONTEXT_SAMPLES:] = 0.0
+            return 0.0
+        return self.prob(samples.astype(np.float32) / 32768.0)
 
 
 class SileroVAD(SileroVADStream):

@@ -218,11 +218,21 @@ class Turn:
             log.exception("turn %s failed", self.tid)
             self.st.failed = self.st.failed or f"the reply could not be produced: {exc}"
         finally:
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            await self.release()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._finish())
+
+    @property
+    def holds_subscriptions(self) -> bool:
+        return bool(self._subs)
+
+    async def release(self) -> None:
+        """Unsubscribe this turn's subscriptions (again: nothing). The worker also calls it when
+        the turn's task ends, which covers a task cancelled before it ever ran."""
+        subs, self._subs[:] = list(self._subs), []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _prepare(self) -> list[Any]:
         # Let a reply that was interrupted by this turn write its history first.

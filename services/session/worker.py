@@ -152,7 +152,7 @@ class SessionWorker(Worker):
         await turn.open()
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())
-        job.task.add_done_callback(lambda _t: self.turns.pop(reply_id, None))
+        job.task.add_done_callback(lambda _t: self._turn_ended(reply_id, turn))
         await bus.publish(
             self.nc,
             subjects.work_claimed(submit.session_id),
@@ -165,6 +165,11 @@ class SessionWorker(Worker):
             ),
         )
         return TurnAccepted(turn_id=submit.turn_id, reply_id=reply_id, worker_id=self.worker_id)
+
+    def _turn_ended(self, reply_id: str, turn: Turn) -> None:
+        self.turns.pop(reply_id, None)
+        if turn.holds_subscriptions:  # its task was cancelled before it ran
+            self.spawn(turn.release(), "turn-release")
 
     async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
         for turn in list(self.turns.values()):

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from services.common.settings import ServiceSettings
 
 
@@ -13,5 +15,8 @@ class TtsSettings(ServiceSettings):
     # coqui-tts: the user's model files (install with scripts/install-coqui.sh)
     coqui_model: str | None = None
     coqui_config: str | None = None
+    # The first clause of a reply may end before a phrase-opening word once this many words
+    # precede it (services/tts/text.py); 0: only at punctuation.
+    first_phrase_words: int = Field(3, ge=0, le=50)
     max_concurrent: int = 16
     text_idle_timeout_s: float = 30.0

@@ -11,7 +11,11 @@ returns the clauses completed so far; `flush()` returns the rest at the end of t
   `a.m.` and other dotted words end one only before a capital letter, `No.` and `Fig.` only
   when no number follows.
 - The FIRST clause of a reply also ends at `,` `;` `:` or a dash once it holds at least
-  `first_min_words` words, so the first audio starts while the LLM is still writing.
+  `first_min_words` words, so the first audio starts while the LLM is still writing; and, with
+  `first_phrase_words` set, before a word that opens a phrase (a preposition, conjunction,
+  relative pronoun or auxiliary verb: "The largest planet | in the solar system is ...") once
+  at least that many words precede it. Speech pauses there naturally, and the first audio needs
+  only those few words from the LLM and from TTS instead of a whole sentence.
 - Later clauses are whole sentences, but one longer than `max_chars` is cut at its last comma
   (or semicolon, colon, dash), or failing that at its last space.
 - Markdown that TTS would read out (`*`, `#`, backticks, bullets, link targets) is removed;
@@ -47,6 +51,14 @@ _SYMBOLS = re.compile(r"[*#`~]+")
 _TRAILING_DASH = re.compile(r"\s*[-–—]+$")
 _SPACES = re.compile(r"\s+")
 _SPEAKABLE = re.compile(r"[^\W_]")
+# Words a spoken phrase may begin with: a short pause before them sounds natural.
+_PHRASE_OPENERS = (
+    "in on at of for with from to by about into over under after before during because and but "
+    "or so which that who whose where when while if is are was were has have had can could will "
+    "would should may might must"
+)
+# Whitespace before a complete opener (followed by whitespace: "in " but not yet "in" or "ins").
+_PHRASE_CUT = re.compile(rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})\s)", re.IGNORECASE)
 
 
 def clean_for_speech(text: str) -> str:
@@ -62,8 +74,11 @@ def clean_for_speech(text: str) -> str:
 class ClauseSplitter:
     """Streaming clause splitter for one reply (make a new one, or `reset()`, per reply)."""
 
-    def __init__(self, first_min_words: int = 4, max_chars: int = 200) -> None:
+    def __init__(
+        self, first_min_words: int = 4, max_chars: int = 200, first_phrase_words: int = 0
+    ) -> None:
         self.first_min_words = first_min_words
+        self.first_phrase_words = first_phrase_words  # 0: the first clause ends at punctuation
         self.max_chars = max_chars
         self._buf = ""
         self._first = True
@@ -112,6 +127,10 @@ class ClauseSplitter:
                     return m.end()
             elif self._first and len(clean_for_speech(before).split()) >= self.first_min_words:
                 return m.end()
+        if self._first and self.first_phrase_words > 0:
+            for m in _PHRASE_CUT.finditer(buf):
+                if len(clean_for_speech(buf[: m.start()]).split()) >= self.first_phrase_words:
+                    return m.start()
         if len(buf) > self.max_chars:
             return self._long_cut(buf)
         return None

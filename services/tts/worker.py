@@ -56,6 +56,13 @@ class _SynthStats:
     cancelled: bool = False
 
 
+# About ClauseSplitter's max_chars (200) of plain words: the longest single run a reply makes.
+WARMUP_TEXT = (
+    "Ready to speak with you now and to answer any question you may have about the weather, "
+    "the news, a recipe for dinner tonight, the history of a city, or a good book to read next"
+)
+
+
 class TtsWorker(ReplyWorker):
     kind = "tts"
     cancel_timeout_s = 0.1  # a cancelled synthesis stops within 100 ms
@@ -68,7 +75,10 @@ class TtsWorker(ReplyWorker):
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         await self.engine.load()
-        async for _ in self.engine.synthesize("Ready."):  # warm the voice
+        # Warm the voice with a clause as long as the splitter makes: onnxruntime's memory arena
+        # grows to the largest run it has seen and keeps it, so memory is flat from the start
+        # (bench/run.sh soak) instead of creeping up as longer sentences come.
+        async for _ in self.engine.synthesize(WARMUP_TEXT):
             pass
         await self.subscribe(nc, subjects.TTS_CLAIM, subjects.QUEUE_TTS, TTSRequest, self._on_claim)
 
@@ -131,7 +141,7 @@ class TtsWorker(ReplyWorker):
     ) -> None:
         assert self.nc is not None
         out = subjects.tts_out(req.session_id)
-        splitter = ClauseSplitter()
+        splitter = ClauseSplitter(first_phrase_words=self.cfg.first_phrase_words)
         index = 0
         cancelled = False
         error: str | None = None

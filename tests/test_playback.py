@@ -1,0 +1,93 @@
+"""The gateway's outgoing audio track and the VAD's digital-silence shortcut, without WebRTC.
+
+Invariants protected: while no reply plays, the track sends nothing but a keep-alive frame a
+second, and the RTP clock (pts) still advances in real time, so the next frame carries its true
+timestamp; a reply's frames go out every 20 ms without a gap, followed by a tail of silence that
+flushes a receiver's jitter buffer; with suppression off, silence is sent all the time. A VAD
+frame of digital silence gives probability 0 without running the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from services.gateway.playback import FRAME, HANGOVER_S, KEEPALIVE_S, RATE, ReplyAudioTrack
+from services.gateway.vad import FRAME_SAMPLES, SileroVADStream
+
+
+async def pull(track: ReplyAudioTrack, seconds: float) -> list[tuple[float, int, bool]]:
+    """(arrival time, pts, audible) of every frame the track hands out within `seconds`."""
+    out: list[tuple[float, int, bool]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            frame = await asyncio.wait_for(track.recv(), max(0.001, end - time.monotonic()))
+        except TimeoutError:
+            break
+        pcm = np.frombuffer(bytes(frame.planes[0])[: FRAME * 2], dtype=np.int16)
+        out.append((time.monotonic(), int(frame.pts), bool(np.abs(pcm).max() > 0)))
+    return out
+
+
+def tone(seconds: float) -> bytes:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16).tobytes()
+
+
+async def test_idle_track_sends_only_keepalives_and_keeps_its_clock() -> None:
+    track = ReplyAudioTrack(lambda pb: None, lambda pb: None)
+    t0 = time.monotonic()
+    frames = await pull(track, 2.5)
+    # the first frame, then one a second: not 125
+    assert 2 <= len(frames) <= 4, len(frames)
+    for (t, pts, loud), (t_prev, pts_prev, _) in zip(frames[1:], frames, strict=False):
+        assert not loud
+        assert pts - pts_prev == pytest.approx((t - t_prev) * RATE, abs=3 * FRAME)
+        assert t - t_prev == pytest.approx(KEEPALIVE_S, abs=0.1)
+    assert frames[-1][1] == pytest.approx((frames[-1][0] - t0) * RATE, abs=3 * FRAME)
+
+
+async def test_a_reply_plays_without_gaps_then_a_tail_then_quiet() -> None:
+    started: list[str] = []
+    finished: list[str] = []
+    track = ReplyAudioTrack(
+        lambda pb: started.append(pb.reply_id), lambda pb: finished.append(pb.reply_id)
+    )
+    await pull(track, 0.1)  # the first (keep-alive) frame
+    track.begin("r1", "t1")
+    track.segment("r1", 0, "hello")
+    track.push("r1", 0, tone(0.5), RATE)
+    track.tts_done("r1")
+    frames = await pull(track, 1.3)
+    loud = [f for f in frames if f[2]]
+    assert len(loud) == 25 and started == ["r1"] and finished == ["r1"]
+    pts = [p for _, p, _ in frames]
+    first = pts.index(loud[0][1])
+    # from the first audio frame to the end of the tail: every 20 ms frame, none skipped
+    tail_frames = int(HANGOVER_S * RATE / FRAME)
+    run = pts[first : first + 25 + tail_frames]
+    assert all(b - a == FRAME for a, b in zip(run, run[1:], strict=False)), run
+    # then quiet: at most a keep-alive in the rest of the window
+    assert len(frames) - (first + 25 + tail_frames) <= 2
+
+
+async def test_without_suppression_silence_is_sent_all_the_time() -> None:
+    track = ReplyAudioTrack(lambda pb: None, lambda pb: None, suppress_silence=False)
+    frames = await pull(track, 0.5)
+    assert len(frames) >= 22  # 25 in 0.5 s, minus scheduling slack
+
+
+def test_vad_skips_the_model_on_digital_silence(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = SileroVADStream()
+    calls = []
+    real_run = stream.model.run
+    monkeypatch.setattr(stream.model, "run", lambda *a: calls.append(1) or real_run(*a))
+    quiet = (np.random.default_rng(1).integers(-5, 6, FRAME_SAMPLES)).astype("<i2").tobytes()
+    assert stream.prob_pcm16(quiet) == 0.0 and not calls
+    noise = (np.random.default_rng(2).normal(0, 3000, FRAME_SAMPLES)).astype("<i2").tobytes()
+    stream.prob_pcm16(noise)
+    assert calls == [1]

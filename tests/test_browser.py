@@ -210,7 +210,10 @@ async def test_spoken_question_transcript_reply_and_audio(stack) -> None:  # typ
         user = page.locator(".msg.user:not(.partial)")
         await expect(user).to_have_count(1, timeout=30000)
         await expect(partial).to_have_count(0)  # the partial became the final
-        assert re.search(r"\bsky\b", (await user.inner_text()).lower())
+        # tiny.en hears "the sky" in this clip as "this guy" (with any window): check words it
+        # gets right, so the test is about the page, not the model's accuracy
+        heard = (await user.inner_text()).lower()
+        assert re.search(r"\bcolou?r\b", heard) and "summer day" in heard, heard
 
         await wait_state(page, "speaking")
         before = await page.evaluate("window.voiceAssistant.inboundAudio()")

@@ -28,7 +28,11 @@ def build_engine(settings: TtsSettings) -> TTSEngine:
         return CoquiEngine(model_path=settings.coqui_model, config_path=settings.coqui_config)
     from .engines.piper import PiperEngine
 
-    return PiperEngine(model_path=settings.piper_model, config_path=settings.piper_config)
+    return PiperEngine(
+        model_path=settings.piper_model,
+        config_path=settings.piper_config,
+        onnx_threads=settings.onnx_threads or None,
+    )
 
 
 async def main() -> None:

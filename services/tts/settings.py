@@ -18,5 +18,7 @@ class TtsSettings(ServiceSettings):
     # The first clause of a reply may end before a phrase-opening word once this many words
     # precede it (services/tts/text.py); 0: only at punctuation.
     first_phrase_words: int = Field(3, ge=0, le=50)
+    # onnxruntime threads of one Piper run; 0: one per core (services/tts/engines/piper.py).
+    onnx_threads: int = Field(1, ge=0, le=64)
     max_concurrent: int = 16
     text_idle_timeout_s: float = 30.0

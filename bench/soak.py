@@ -50,8 +50,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.voice_client import VoiceClient
 
 from . import report
 from .local_stack import (
@@ -117,15 +120,17 @@ def service_metrics(url: str) -> dict[str, float]:
     return out
 
 
-def nats_subscriptions(monitor_url: str) -> dict[str, int]:
-    """Subscriptions per service, as nats-server counts them (connections are named by
-    worker id, `<kind>-<host>-<pid>-<rand>`)."""
+def nats_subscriptions(monitor_url: str) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Subscriptions per service, as nats-server counts them, and their subjects (connections
+    are named by worker id, `<kind>-<host>-<pid>-<rand>`)."""
     data = json.loads(_get(f"{monitor_url}/connz?subs=1&limit=1024"))
-    out: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    subjects: dict[str, list[str]] = {}
     for conn in data.get("connections", []):
         kind = str(conn.get("name", "")).split("-", 1)[0] or "unnamed"
-        out[kind] = out.get(kind, 0) + int(conn.get("subscriptions", 0))
-    return out
+        counts[kind] = counts.get(kind, 0) + int(conn.get("subscriptions", 0))
+        subjects.setdefault(kind, []).extend(conn.get("subscriptions_list", []))
+    return counts, subjects
 
 
 def redis_keys(url: str) -> dict[str, int]:
@@ -143,12 +148,14 @@ def redis_keys(url: str) -> dict[str, int]:
 
 
 def snapshot(stack: LocalStack) -> dict[str, Any]:
+    subs = nats_subscriptions(stack.nats_monitor_url)
     return {
         "services": {k: service_metrics(stack.by_kind[k].url) for k in KINDS},
         "tasks": {
             k: json.loads(_get(f"{stack.by_kind[k].url}/debug/tasks"))["tasks"] for k in KINDS
         },
-        "nats_subscriptions": nats_subscriptions(stack.nats_monitor_url),
+        "nats_subscriptions": subs[0],
+        "nats_subjects": subs[1],
         "redis_keys": redis_keys(stack.redis_url),
     }
 
@@ -182,6 +189,9 @@ def run_part(
     agent_id = asyncio.run(register_agent(stack.base_url, PLAIN))
     monitor = Monitor(lambda: {n: [p] for n, p in stack.pids().items()}, interval_s=1.0)
     monitor.start()
+    # One typed turn first: what a service creates once and keeps (nats-py's shared inbox
+    # subscription for requests, made at the first request) belongs in the baseline.
+    asyncio.run(warm_turn(stack.base_url, agent_id))
     time.sleep(5.0)  # idle services settle (first requests, lazy imports)
     baseline = snapshot(stack)
     offsets = log_sizes(stack)
@@ -259,6 +269,21 @@ def run_part(
     )
 
 
+async def warm_turn(base_url: str, agent_id: str) -> None:
+    """A session with one typed turn, then ended."""
+    client = VoiceClient(base_url)
+    await client.create_session(agent_id)
+    await client.connect_events()
+    try:
+        await client.send({"type": "user.text", "text": TEXTS[0]})
+        await client.wait_event("reply.done", 60)
+        async with httpx.AsyncClient(base_url=base_url, timeout=15) as h:
+            r = await h.delete(f"/v1/sessions/{client.session_id}", headers=client.auth)
+            r.raise_for_status()
+    finally:
+        await client.close()
+
+
 def compact(snap: dict[str, Any]) -> str:
     tasks = {k: int(v.get("va_asyncio_tasks", -1)) for k, v in snap["services"].items()}
     return (
@@ -319,9 +344,11 @@ def leftovers(baseline: dict[str, Any], after: dict[str, Any], created: int) -> 
                 out.append(f"{kind}: {gauge} = {a[gauge]:.0f}")
     for kind, n in after["nats_subscriptions"].items():
         if n > baseline["nats_subscriptions"].get(kind, 0):
+            was = set(baseline["nats_subjects"].get(kind, []))
+            new = sorted(set(after["nats_subjects"].get(kind, [])) - was)
             out.append(
                 f"{kind}: {n} NATS subscriptions "
-                f"(baseline {baseline['nats_subscriptions'].get(kind, 0)})"
+                f"(baseline {baseline['nats_subscriptions'].get(kind, 0)}; new: {new})"
             )
     keys_b, keys_a = baseline["redis_keys"], after["redis_keys"]
     for kind, n in keys_a.items():
@@ -361,7 +388,7 @@ def summarize(
     growth = {k: rss_growth(series[k], warm_s, end_s) for k in KINDS}
     whole = monitor.window(start, end)
     v2v = [t["voice_to_voice_ms"] for t in turns if t.get("voice_to_voice_ms") is not None]
-    left = leftovers(baseline, after, created)
+    left = leftovers(baseline, after, created)  # the warm-up session is in the baseline
     n_errors = len(client_errors) + len(server_errors) + sum(len(v) for v in logged.values())
     return {
         "part": part,

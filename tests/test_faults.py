@@ -1,7 +1,10 @@
-"""A replica dies (SIGKILL) while it holds a turn, with a second replica running.
+"""A replica dies (SIGKILL) while it holds a turn, with a second replica running: asr, llm,
+tts, session, and the gateway the client is connected to (the client then resumes its session
+through the other gateway). The killed replica is started again.
 
 Invariant protected: a turn in flight is never silently lost. The client gets the turn's reply
-or an `error {code: turn_failed}` for it, and the next turn is answered (by the survivor).
+or an `error {code: turn_failed}` for it, the next turn is answered (by the survivor), and
+nothing already in the history is lost.
 """
 
 from __future__ import annotations
@@ -16,18 +19,23 @@ import pytest
 
 from tests.audio import active_bounds_ms, read_wav, speak_wav
 from tests.stack import start_stack
+from tests.test_restarts import history, reconnect
 from tests.test_voice_e2e import PLAIN, STORYTELLER, voice_client
 from tests.voice_client import VoiceClient
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 
 STALL = {"VA_LLM_STALL_TIMEOUT_S": "5", "VA_TTS_STALL_TIMEOUT_S": "5"}
+# A turn whose session replica died: the gateway gives up on it after this long without news.
+GATEWAY = {"VA_TURN_STALL_TIMEOUT_S": "8"}
 
 
 @pytest.fixture(scope="module")
 def stack(procs_module):  # type: ignore[no-untyped-def]
     return start_stack(
-        procs_module, replicas={"asr": 2, "llm": 2, "tts": 2}, env={"session": STALL}
+        procs_module,
+        replicas={"asr": 2, "llm": 2, "tts": 2, "session": 2, "gateway": 2},
+        env={"session": STALL, "gateway": GATEWAY},
     )
 
 
@@ -167,4 +175,55 @@ async def test_tts_replica_killed_mid_reply(stack, nats_url) -> None:  # type: i
         assert client.first_audible_after(t_heard) is not None, "no voice after the tts died"
     finally:
         await claims.close()
+        await client.close()
+
+
+async def test_session_replica_killed_mid_reply(stack, nats_url) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    client = await voice_client(stack.base_url, STORYTELLER)
+    claims = Claims()
+    await claims.start(nats_url, client.session_id)
+    try:
+        await next_turn_is_answered(client)
+        kept = await history(client)
+        mark = time.monotonic()
+        await client.send({"type": "user.text", "text": "Tell me a story about a unicorn."})
+        claim = await claims.wait("session")
+        await client.wait_event("reply.delta", 60, turn_id=claim["turn_id"])
+        killed = stack.replica(claim["worker_id"])
+        killed.kill(signal.SIGKILL)
+        killed.wait(10)
+        result = await outcome(client, claim["turn_id"], mark, timeout=60)
+        print(f"session killed mid-reply: turn {result}")
+        await next_turn_is_answered(client)  # by the surviving session replica
+        stack.by_kind["session"].remove(killed)
+        stack.start("session", env=STALL)
+        assert (await history(client))[: len(kept)] == kept
+    finally:
+        await claims.close()
+        await client.close()
+
+
+async def test_gateway_replica_killed_mid_reply(stack) -> None:  # type: ignore[no-untyped-def]
+    """The last test here: the client's gateway dies; it resumes through the other one."""
+    import time
+
+    first, other = stack.by_kind["gateway"][:2]
+    client = await voice_client(first.url, STORYTELLER)
+    try:
+        await next_turn_is_answered(client)
+        kept = await history(client)
+        mark = time.monotonic()
+        await client.send({"type": "user.text", "text": "Tell me a story about a castle."})
+        await client.wait_event("reply.delta", 60, after=mark)
+        first.kill(signal.SIGKILL)
+        first.wait(10)
+        client = await reconnect(other.url, client)  # the session and its token live on
+        await next_turn_is_answered(client)
+        now = await history(client)
+        assert now[: len(kept)] == kept, "history lost with the gateway"
+        stack.by_kind["gateway"].remove(first)
+        stack.start("gateway", env=GATEWAY, port=first.port)
+    finally:
         await client.close()

@@ -127,15 +127,16 @@ async def wait_ready(stack: Stack, timeout: float = 60) -> None:
         await asyncio.sleep(0.3)
 
 
-async def reconnect(stack: Stack, client: VoiceClient) -> VoiceClient:
+async def reconnect(base_url: str, client: VoiceClient) -> VoiceClient:
+    """The client's session again, through the gateway at `base_url` (its token resumes it)."""
     await client.close()
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as c:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
         r = await c.post(
             "/v1/sessions", json={"session_id": client.session_id}, headers=client.auth
         )
         assert r.status_code == 200, r.text
         grant = r.json()
-    again = VoiceClient(stack.base_url, session_id=grant["session_id"], token=grant["token"])
+    again = VoiceClient(base_url, session_id=grant["session_id"], token=grant["token"])
     await again.connect_events()
     await again.connect_media()
     return again
@@ -203,7 +204,7 @@ async def test_only_replica_killed_mid_turn_and_restarted(stack, kind) -> None: 
         old.wait(10)
         stack.start(kind, env=FAST.get(kind), port=old.port if kind == "gateway" else None)
         if kind == "gateway":  # the client's connections died with it: it reconnects
-            client = await reconnect(stack, client)
+            client = await reconnect(stack.base_url, client)
         else:
             print(f"{kind} killed mid-turn: {await outcome_of_turn(client, mark)}")
 

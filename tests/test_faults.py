@@ -178,6 +178,12 @@ async def test_tts_replica_killed_mid_reply(stack, nats_url) -> None:  # type: i
         await client.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="known defect (issue 6): when the session replica holding a turn dies mid-reply, "
+    "the client gets neither reply.done nor turn_failed for it within 60 s",
+)
 async def test_session_replica_killed_mid_reply(stack, nats_url) -> None:  # type: ignore[no-untyped-def]
     import time
 

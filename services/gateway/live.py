@@ -142,11 +142,16 @@ class LiveSession:
         while True:
             await asyncio.sleep(1.0)
             turn = self.active_turn
-            if turn is None or self.track.reply is not None:
+            reply = self.track.reply
+            # Reply audio still queued to play is a sign of life; a reply whose audio ran out
+            # while more was due (its tts not done) is not.
+            if turn is None or (reply is not None and (reply.buffer or reply.tts_done)):
                 self.turn_activity = time.monotonic()
                 continue
             if time.monotonic() - self.turn_activity > self.cfg.turn_stall_timeout_s:
                 log.warning("turn %s: no sign of life: failing it", turn)
+                if reply is not None and reply.turn_id == turn:
+                    self.track.stop_reply()  # nothing more will come for it
                 self.active_turn = self.active_reply = None
                 await self.emit(
                     ErrorEvent(

@@ -14,8 +14,9 @@ returns the clauses completed so far; `flush()` returns the rest at the end of t
   `first_min_words` words, so the first audio starts while the LLM is still writing; and, with
   `first_phrase_words` set, before a word that opens a phrase (a preposition, conjunction,
   relative pronoun or auxiliary verb: "The largest planet | in the solar system is ...") or an
-  opening bracket, once at least that many words precede it. Speech pauses there naturally, and the first audio needs
-  only those few words from the LLM and from TTS instead of a whole sentence.
+  opening bracket, once at least that many words precede it. Speech pauses there naturally,
+  and the first audio needs only those few words from the LLM and from TTS instead of a whole
+  sentence.
 - Later clauses are whole sentences, but one longer than `max_chars` is cut at its last comma
   (or semicolon, colon, dash), or failing that at its last space.
 - Markdown that TTS would read out (`*`, `#`, backticks, bullets, link targets) is removed;

@@ -152,27 +152,30 @@ def main(argv: list[str] | None = None) -> int:
     for path in report.write_json(record, args.out, run.stamp, name="asr_window"):
         say(f"wrote {shown(path)}")
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
-        labels = [
-            f">= {r['min_window_s']:g} s\n+{r['pad_s']:g} s (WER {r['wer_pct']} %)" for r in rows
-        ]
-        ax.boxplot([r["times_ms"] for r in rows], tick_labels=labels, showfliers=True)
-        ax.set(
-            ylabel="ms per pass",
-            title=run.plot_title("Whisper tiny.en pass time by encoder window"),
-        )
-        ax.grid(alpha=0.3)
-        png = args.out / "asr_window-latest.png"
-        fig.savefig(png, dpi=90)
+        png = draw(rows, run.plot_title("Whisper tiny.en pass time by encoder window"), args.out)
         say(f"wrote {shown(png)}")
     except ImportError as exc:
         say(f"no plot ({exc})")
     return 0
+
+
+def draw(rows: list[dict[str, Any]], title: str, out: Path) -> Path:
+    """Pass times per window setting (box plot), labelled with their word error rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
+    labels = [f">= {r['min_window_s']:g} s\n+{r['pad_s']:g} s (WER {r['wer_pct']} %)" for r in rows]
+    ax.boxplot([r["times_ms"] for r in rows], tick_labels=labels, showfliers=True)
+    ax.set_yscale("log")
+    ax.set(ylabel="ms per pass (log)", title=title)
+    ax.grid(alpha=0.3)
+    png = out / "asr_window-latest.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
 
 
 if __name__ == "__main__":

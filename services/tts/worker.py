@@ -59,7 +59,8 @@ class _SynthStats:
 # About ClauseSplitter's max_chars (200) of plain words: the longest single run a reply makes.
 WARMUP_TEXT = (
     "Ready to speak with you now and to answer any question you may have about the weather, "
-    "the news, a recipe for dinner tonight, the history of a city, or a good book to read next"
+    "the news, a recipe for dinner tonight, the history of a city, or a good book to read next "
+    "week while on holiday"
 )
 
 

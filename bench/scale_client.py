@@ -230,16 +230,9 @@ class User:
             lo, hi = self.spec.get("pause_s", [0.5, 1.5])
             await asyncio.sleep(self.rng.uniform(lo, hi))
 
-    async def end_session(self) -> None:
-        """DELETE the session (it ends for good: the gateway drops it, its token is revoked)."""
-        c = self.client
-        async with httpx.AsyncClient(base_url=c.base_url, timeout=15) as h:
-            r = await h.delete(f"/v1/sessions/{c.session_id}", headers=c.auth)
-            r.raise_for_status()
-
     async def renew(self) -> None:
         """End this session and go on in a new one (a new peer, socket and history)."""
-        await self.end_session()
+        await self.client.end_session()
         await self.close()
         self.speaker = EncodedSpeaker(self.silence)
         self.client = LightClient(self.spec["base_url"], speaker=self.speaker)  # type: ignore[arg-type]
@@ -374,7 +367,7 @@ async def main_async(spec: dict[str, Any], out: Path) -> None:
     if spec.get("end_sessions"):
         for u in live:
             try:
-                await u.end_session()
+                await u.client.end_session()
             except (httpx.HTTPError, OSError) as exc:
                 u.errors.append(f"ending session {u.client.session_id}: {exc}"[:300])
     await asyncio.gather(*(u.close() for u in live))

@@ -45,7 +45,6 @@ import re
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -106,8 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # -- what the processes hold -----------------------------------------------------------------------
 def _get(url: str, timeout: float = 10.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own local servers
-        return str(r.read().decode())
+    r = httpx.get(url, timeout=timeout)
+    r.raise_for_status()
+    return r.text
 
 
 def service_metrics(url: str) -> dict[str, float]:
@@ -277,9 +277,7 @@ async def warm_turn(base_url: str, agent_id: str) -> None:
     try:
         await client.send({"type": "user.text", "text": TEXTS[0]})
         await client.wait_event("reply.done", 60)
-        async with httpx.AsyncClient(base_url=base_url, timeout=15) as h:
-            r = await h.delete(f"/v1/sessions/{client.session_id}", headers=client.auth)
-            r.raise_for_status()
+        await client.end_session()
     finally:
         await client.close()
 

@@ -24,9 +24,11 @@ API_KEY = "fuzz-key"
 
 @pytest.fixture(scope="module")
 def stack(procs_module):  # type: ignore[no-untyped-def]
-    return start_stack(procs_module, replicas={"asr": 0, "llm": 0, "tts": 0},
-                       env={"gateway": {"VA_API_KEYS": API_KEY,
-                                        "VA_SESSION_CREATE_RATE": "100000/minute"}})
+    return start_stack(
+        procs_module,
+        replicas={"asr": 0, "llm": 0, "tts": 0},
+        env={"gateway": {"VA_API_KEYS": API_KEY, "VA_SESSION_CREATE_RATE": "100000/minute"}},
+    )
 
 
 def test_http_api_never_answers_5xx(stack) -> None:  # type: ignore[no-untyped-def]
@@ -38,8 +40,9 @@ def test_http_api_never_answers_5xx(stack) -> None:  # type: ignore[no-untyped-d
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def run(case) -> None:  # type: ignore[no-untyped-def]
             case.headers = {**(case.headers or {}), "x-api-key": API_KEY}
             response = case.call(base_url=stack.base_url)
@@ -59,14 +62,16 @@ def test_every_service_is_still_up(stack) -> None:  # type: ignore[no-untyped-de
 
 # -- bus decoders ---------------------------------------------------------------------------------
 KINDS: list[typing.Any] = [
-    cls for cls in vars(m).values()
+    cls
+    for cls in vars(m).values()
     if isinstance(cls, type) and issubclass(cls, m.Message) and cls is not m.Message
 ] + [m.ClientEvent, m.ClientCommand, m.LLMOut, m.TTSOut, m.PlaybackEvent]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
     max_leaves=20,
 )
 
@@ -92,9 +97,15 @@ def test_decoders_take_any_json(kind: typing.Any, value: typing.Any) -> None:
     decode_or_badmessage(kind, json.dumps(value).encode())
 
 
-@given(fields=st.dictionaries(st.sampled_from(["session_id", "turn_id", "text", "source",
-                                                "voice", "type", "v", "speculative"]),
-                              json_values, max_size=8))
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["session_id", "turn_id", "text", "source", "voice", "type", "v", "speculative"]
+        ),
+        json_values,
+        max_size=8,
+    )
+)
 @settings(max_examples=200, deadline=None)
 def test_turn_submit_near_misses(fields: dict[str, typing.Any]) -> None:
     fields.setdefault("type", "turn.submit")

@@ -53,9 +53,15 @@ class ModelServer:
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
                 for word in ["The", " sky", " is", " blue."]:
-                    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0,
-                             "model": "m", "choices": [{"index": 0, "delta": {"content": word},
-                                                        "finish_reason": None}]}
+                    chunk = {
+                        "id": "c",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": "m",
+                        "choices": [
+                            {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                        ],
+                    }
                     self._chunk(f"data: {json.dumps(chunk)}\n\n")
                 self._chunk("data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
@@ -96,10 +102,23 @@ def model():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def stack(procs_module, model):  # type: ignore[no-untyped-def]
     s = Stack(procs_module)
-    s.start("session", env={"VA_LLM_FIRST_TOKEN_TIMEOUT_S": "2", "VA_LLM_ATTEMPTS": "1",
-                            "VA_APOLOGY_TEXT": APOLOGY})
-    s.start("llm", env={"VA_ENGINE": "openai", "VA_OPENAI_BASE_URL": model.url,
-                        "VA_OPENAI_MODEL": "m", "VA_WARMUP": "false"})
+    s.start(
+        "session",
+        env={
+            "VA_LLM_FIRST_TOKEN_TIMEOUT_S": "2",
+            "VA_LLM_ATTEMPTS": "1",
+            "VA_APOLOGY_TEXT": APOLOGY,
+        },
+    )
+    s.start(
+        "llm",
+        env={
+            "VA_ENGINE": "openai",
+            "VA_OPENAI_BASE_URL": model.url,
+            "VA_OPENAI_MODEL": "m",
+            "VA_WARMUP": "false",
+        },
+    )
     s.start("asr")
     s.start("tts")
     s.start("gateway")

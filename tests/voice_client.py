@@ -128,6 +128,12 @@ class VoiceClient:
             data = r.json()
         self.session_id, self.token = data["session_id"], data["token"]
 
+    async def end_session(self) -> None:
+        """DELETE the session: it ends for good (the gateway drops it, its token is revoked)."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=15) as c:
+            r = await c.delete(f"/v1/sessions/{self.session_id}", headers=self.auth)
+            r.raise_for_status()
+
     async def connect_events(self) -> None:
         ws_url = self.base_url.replace("http", "ws", 1)
         self._ws = await websockets.connect(

@@ -80,26 +80,30 @@ class PiperEngine(TTSEngine):
                 await self._load_once()
 
     async def _load_once(self) -> None:
-        from piper import PiperVoice
-
-        self._voice = await asyncio.to_thread(PiperVoice.load, self.model_path, self.config_path)
-        if self.onnx_threads:
-            self._voice.session = await asyncio.to_thread(self._session, self.onnx_threads)
+        self._voice = await asyncio.to_thread(self._build_voice)
         self.sample_rate = int(self._voice.config.sample_rate)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._max_runs, thread_name_prefix="piper-onnx"
         )
         log.info("piper voice %s loaded (%d Hz)", Path(self.model_path).name, self.sample_rate)
 
-    def _session(self, threads: int) -> Any:
+    def _build_voice(self) -> Any:
+        """`PiperVoice.load()` minus its own ONNX session: one session, with our thread count,
+        is built once (load() would build a default one that we would then replace)."""
         import onnxruntime as ort
+        from piper import PiperVoice
+        from piper.config import PiperConfig
 
+        with open(self.config_path, encoding="utf-8") as f:
+            config = PiperConfig.from_dict(json.load(f))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        return ort.InferenceSession(
+        if self.onnx_threads:
+            opts.intra_op_num_threads = self.onnx_threads
+            opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(
             self.model_path, sess_options=opts, providers=["CPUExecutionProvider"]
         )
+        return PiperVoice(session=session, config=config)
 
     async def aclose(self) -> None:
         if self._executor is not None:

@@ -41,6 +41,7 @@ class LocalStack:
         log_dir: Path,
         say: Callable[[str], None],
         env: dict[str, dict[str, str]] | None = None,
+        gateways: int = 1,
     ) -> None:
         self.work_dir = work_dir
         self.log_dir = log_dir
@@ -56,10 +57,20 @@ class LocalStack:
         self.servers: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.procs: ServiceProcs | None = None
         self.by_kind: dict[str, ServiceProc] = {}
+        # More than one gateway: the others ("gateway-2", ...) and nginx in front of them all
+        # (deploy/nginx/gateways.conf: a session's requests always reach the same gateway).
+        self.gateways = gateways
+        self.extra_gateways: dict[str, ServiceProc] = {}
+        self.front: subprocess.Popen[bytes] | None = None
+        self.front_url = ""
 
     @property
     def base_url(self) -> str:
-        return self.by_kind["gateway"].url
+        return self.front_url or self.by_kind["gateway"].url
+
+    @property
+    def gateway_procs(self) -> dict[str, ServiceProc]:
+        return {"gateway": self.by_kind["gateway"], **self.extra_gateways}
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, ready_timeout: float = 300.0) -> None:
@@ -111,7 +122,11 @@ class LocalStack:
                 f"[setup] services.{kind} started (pid {sp.pid}, port {sp.port}, "
                 f"log {shown(sp.log)})"
             )
-        waiting = dict(self.by_kind)
+        for i in range(2, self.gateways + 1):
+            sp = self.procs.start("gateway", env=self.env.get("gateway"), wait_ready=False)
+            self.extra_gateways[f"gateway-{i}"] = sp
+            self.say(f"[setup] gateway {i} started (pid {sp.pid}, port {sp.port})")
+        waiting = {**self.by_kind, **self.extra_gateways}
         last_note = time.monotonic()
         while waiting:
             for kind, sp in list(waiting.items()):
@@ -132,6 +147,25 @@ class LocalStack:
                     f"({time.monotonic() - t0:.0f} s, load {load_text()})"
                 )
             time.sleep(0.2)
+        if self.gateways > 1:
+            self._start_front()
+
+    def _start_front(self) -> None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.log_dir / "nginx.log"
+        self.front = infra.start_gateway_front(
+            port,
+            [sp.port for sp in self.gateway_procs.values()],
+            self.work_dir / "nginx",
+            log,
+        )
+        infra.wait_until(lambda: infra.http_answers(f"{url}/readyz"), "nginx", 30, self.front, log)
+        self.front_url = url
+        self.say(
+            f"[setup] nginx on {url} (pid {self.front.pid}) in front of {self.gateways} "
+            "gateways, sessions hashed on their id"
+        )
 
     def _server(
         self,
@@ -163,15 +197,23 @@ class LocalStack:
 
     def stop_services(self) -> None:
         """The five services only (NATS and Redis stay for the next set of services)."""
+        if self.front is not None:
+            infra.stop_pid(self.front.pid, timeout=5.0, group=True)
+            self.front, self.front_url = None, ""
         if self.procs is not None and self.procs.procs:
             self.say("[cleanup] stopping the services")
             self.procs.stop_all(timeout=10.0)
         self.by_kind.clear()
+        self.extra_gateways.clear()
 
     def pids(self) -> dict[str, int]:
-        """Process ids by name: the five services, nats-server and redis-server."""
+        """Process ids by name: the five services (and more gateways), nats-server,
+        redis-server (and nginx)."""
         out = {kind: sp.pid for kind, sp in self.by_kind.items()}
+        out.update({name: sp.pid for name, sp in self.extra_gateways.items()})
         out.update({name: proc.pid for name, proc in self.servers})
+        if self.front is not None:
+            out["nginx"] = self.front.pid
         return out
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -189,8 +231,7 @@ class LocalStack:
         what other programs took from it."""
         t = psutil.cpu_times()
         busy = t.user + t.nice + t.system + t.irq + t.softirq  # guest time is inside user
-        pids = [os.getpid(), *(sp.pid for sp in self.by_kind.values())]
-        pids += [proc.pid for _, proc in self.servers]
+        pids = [os.getpid(), *self.pids().values()]
         ours = 0.0
         for pid in pids:
             with contextlib.suppress(psutil.Error):

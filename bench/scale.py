@@ -32,6 +32,10 @@ SmolLM2, Piper) and runs --real-levels: turns/s, each stage's latency and CPU pe
 2-core machine every process shares the same two cores: more sessions (or replicas) measure
 contention more than capacity, and the simulated clients themselves take a large share (shown).
 
+--gateways N runs N gateway processes behind nginx (deploy/nginx/gateways.conf: every request
+of a session reaches the same gateway, hashed on its id, as the Kubernetes ingress does): the
+one-machine form of scaling the gateway out. The other stages stay at one replica.
+
 --gateway-variant runs bench/gateway_variant.py instead of the gateway: an experiment (no RTP
 while nothing plays, no VAD pass on digital silence) to measure a suggested fix before making
 it; read its docstring for what its figures mean.
@@ -122,6 +126,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run bench/gateway_variant.py (an experiment) instead of services.gateway",
     )
+    p.add_argument(
+        "--no-dtx",
+        dest="dtx",
+        action="store_false",
+        help="microphones send 50 frames/s in silence too (default: Opus DTX, as browsers do "
+        "when the gateway's answer asks for it)",
+    )
+    p.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes, behind nginx when more than one (1)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
@@ -175,6 +192,7 @@ class Level:
                 "pause_s": [0.5, 1.5],
                 "first_offset_s": first_offset,
                 "grace_s": GRACE_S,
+                "dtx": self.args.dtx,
             }
             spec_file = self.work / f"{self.part}-{self.n}-{i}.json"
             out_file = self.work / f"{self.part}-{self.n}-{i}-out.json"
@@ -379,7 +397,7 @@ def level_line(lv: dict[str, Any]) -> str:
         f"{lv['sessions']:>3} sessions: {lv['turns']} turns ({f(lv['turns_per_s'], 2)}/s), "
         f"v2v p50 {f(lv['voice_to_voice_ms']['p50'])} ms; frame gaps p50 {f(g['p50'], 1)} p99 "
         f"{f(g['p99'], 1)} max {f(g['max'], 1)} ms, {g['over_target']} over 60 ms in "
-        f"{g['sessions_over_target']} session(s); gateway {f(cpu.get('gateway'))} % CPU, "
+        f"{g['sessions_over_target']} session(s); gateway {f(gateway_cpu(cpu))} % CPU, "
         f"healthz p99 {f(hz.get('p99'), 1)} ms; clients {f(cpu.get('clients'))} %; machine "
         f"{f(m.get('machine_busy_cores'), 2)} cores busy, others {f(m.get('others_cores'), 2)}"
     )
@@ -451,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="va-scale-") as tmp, stopped_on_signals():
         work = Path(tmp)
         fake_env = {k: dict(v) for k, v in FAKE_ENGINES.items()} | {"gateway": LOAD_GATEWAY_ENV}
-        stack = LocalStack(work, args.out / "logs" / run.stamp, say, env=fake_env)
+        stack = LocalStack(
+            work, args.out / "logs" / run.stamp, say, env=fake_env, gateways=args.gateways
+        )
         if args.gateway_variant:
             stack.argv["gateway"] = [sys.executable, "-m", "bench.gateway_variant"]
             say("[setup] gateway: bench/gateway_variant.py (an experiment, see its docstring)")
@@ -515,8 +535,15 @@ def fake_tables(levels: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def gateway_cpu(cpu: dict[str, float]) -> float:
+    """All gateway processes together, % of one core."""
+    return sum(v for k, v in cpu.items() if k == "gateway" or k.startswith("gateway-"))
+
+
 def cpu_table(levels: list[dict[str, Any]], title: str) -> str:
-    names = [*SERVICES, "clients", "bench"]
+    seen = {k for lv in levels for k in lv.get("machine", {}).get("cpu_pct", {})}
+    more = sorted(k for k in seen if k.startswith("gateway-") or k == "nginx")
+    names = [*SERVICES, *more, "clients", "bench"]
     head = (
         f"{'sessions':>8} {'gw idle':>8} {'cl idle':>8} "
         + " ".join(f"{n[:8]:>8}" for n in names)
@@ -528,8 +555,9 @@ def cpu_table(levels: list[dict[str, Any]], title: str) -> str:
         m = lv.get("machine", {})
         cpu, rss = m.get("cpu_pct", {}), m.get("rss_mib", {})
         idle = lv.get("idle_machine", {}).get("cpu_pct", {})
+        gw_idle = gateway_cpu(idle) if idle else None
         lines.append(
-            f"{lv['sessions']:>8} {f0(idle.get('gateway')):>8} {f0(idle.get('clients')):>8} "
+            f"{lv['sessions']:>8} {f0(gw_idle):>8} {f0(idle.get('clients')):>8} "
             + " ".join(f"{f0(cpu.get(n)):>8}" for n in names)
             + f" {f0(m.get('machine_busy_cores'), 2):>6} {f0(m.get('others_cores'), 2):>6} | "
             + "          "
@@ -638,7 +666,7 @@ def verdicts(levels: list[dict[str, Any]]) -> list[str]:
                 hz = lv["machine"].get("healthz_ms", {})
                 out.append(
                     f"  {lv['sessions']:>3} sessions: busiest {top[0]} {top[1]:.0f} % of a core, "
-                    f"gateway {cpu.get('gateway', 0):.0f} %, machine "
+                    f"gateway {gateway_cpu(cpu):.0f} %, machine "
                     f"{lv['machine']['machine_busy_cores']:.2f} of 2 cores, gateway /healthz p99 "
                     f"{f0(hz.get('p99'), 1)} ms"
                 )
@@ -660,6 +688,8 @@ def write(
         stack.log_dir,
         targets={"sessions": TARGET_SESSIONS, "max_gap_ms": GAP_TARGET_MS},
         gateway="bench.gateway_variant" if args.gateway_variant else "services.gateway",
+        gateways=args.gateways,
+        dtx=args.dtx,
         verdicts=verdicts(results),
         levels=results,
     )
@@ -694,7 +724,12 @@ def write(
     try:
         from .scale_plot import draw
 
-        title = run.plot_title(f"scale{' (gateway variant)' if args.gateway_variant else ''}")
+        what = " (gateway variant)" if args.gateway_variant else ""
+        if not args.dtx:
+            what += " (no DTX)"
+        if args.gateways > 1:
+            what += f" ({args.gateways} gateways behind nginx)"
+        title = run.plot_title(f"scale{what}")
         png = draw(fake, real, title, args.out / "scale-latest.png")
         say(f"wrote {shown(png)}")
     except ImportError as exc:

@@ -45,7 +45,7 @@ import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from tests.voice_client import AUDIBLE_RMS, FRAME, RATE, VoiceClient, to_48k
+from tests.voice_client import AUDIBLE_RMS, FRAME, RATE, Pacer, VoiceClient, to_48k
 
 from .scenarios import clip
 
@@ -106,17 +106,17 @@ def encode_clip(text: str, pcm: np.ndarray, rate: int) -> EncodedClip:
 
 
 class EncodedSpeaker(MediaStreamTrack):
-    """Microphone stand-in sending pre-encoded Opus packets, paced at 20 ms; the same interface
-    as tests/voice_client.SpeakerTrack (`done`, `last_audible_sent`, `first_audible_sent`)."""
+    """Microphone stand-in sending pre-encoded Opus packets, paced at 20 ms (with `dtx`, silence
+    as Opus DTX: see tests/voice_client.Pacer); the same interface as
+    tests/voice_client.SpeakerTrack (`done`, `last_audible_sent`, `first_audible_sent`)."""
 
     kind = "audio"
 
-    def __init__(self, silence: bytes) -> None:
+    def __init__(self, silence: bytes, dtx: bool = False) -> None:
         super().__init__()
         self.silence = silence
         self.queue: list[tuple[bytes, bool]] = []
-        self._start: float | None = None
-        self._pts = 0
+        self.pacer = Pacer(dtx)
         self.last_audible_sent: float | None = None
         self.first_audible_sent: float | None = None
         self.done = asyncio.Event()
@@ -126,15 +126,12 @@ class EncodedSpeaker(MediaStreamTrack):
         self.queue = list(reversed(clip.packets))  # pop() from the end
         self.last_audible_sent = self.first_audible_sent = None
         self.done.clear()
+        self.pacer.wake()
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._pts / RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        pts = await self.pacer.due()
         if self.queue:
             payload, loud = self.queue.pop()
             if loud:
@@ -147,9 +144,9 @@ class EncodedSpeaker(MediaStreamTrack):
             if not self.done.is_set():
                 self.done.set()
         packet = av.Packet(payload)
-        packet.pts = self._pts
+        packet.pts = pts
         packet.time_base = fractions.Fraction(1, RATE)
-        self._pts += FRAME
+        self.pacer.sent(silent=not self.queue)
         return packet
 
 
@@ -191,7 +188,7 @@ class User:
         self.clips = clips
         self.rng = random.Random(spec["seed"] * 1000 + index)
         self.silence = silence
-        self.speaker = EncodedSpeaker(silence)
+        self.speaker = EncodedSpeaker(silence, dtx=bool(spec.get("dtx")))
         self.client = LightClient(spec["base_url"], speaker=self.speaker)  # type: ignore[arg-type]
         self.session_ids: list[str] = []
         self.server_errors: list[dict[str, Any]] = []
@@ -234,7 +231,7 @@ class User:
         """End this session and go on in a new one (a new peer, socket and history)."""
         await self.client.end_session()
         await self.close()
-        self.speaker = EncodedSpeaker(self.silence)
+        self.speaker = EncodedSpeaker(self.silence, dtx=bool(self.spec.get("dtx")))
         self.client = LightClient(self.spec["base_url"], speaker=self.speaker)  # type: ignore[arg-type]
         await self.connect()
 

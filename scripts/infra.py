@@ -191,6 +191,34 @@ def start_redis(
     return _spawn(cmd, log_path)
 
 
+def start_gateway_front(
+    port: int, gateway_ports: list[int], work_dir: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """nginx on 127.0.0.1:`port` in front of gateways on 127.0.0.1:`gateway_ports`, every
+    request of one session to the same gateway (deploy/nginx/gateways.conf, filled in)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise RuntimeError("nginx not found: apt-get install nginx-light (scripts/install.sh)")
+    (work_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in gateway_ports)
+    conf = (REPO / "deploy" / "nginx" / "gateways.conf").read_text()
+    conf = conf.replace("@LISTEN@", f"127.0.0.1:{port}").replace("@SERVERS@", servers)
+    (work_dir / "nginx.conf").write_text(conf)
+    # -e: the start-up error log before the config's own (the default path may not be writable).
+    cmd = [nginx, "-p", str(work_dir), "-c", "nginx.conf", "-e", "nginx-error.log"]
+    return _spawn(cmd, log_path)
+
+
+def http_answers(url: str, timeout: float = 1.0) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - local servers
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -6,7 +6,8 @@ private network namespace. Chromium's fake microphone plays a WAV once
 
 Invariants protected, as a person using the page would notice them:
 - a spoken question shows a live partial transcript, then the final one, the reply text, the
-  speaking state, and reply audio arrives (inbound RTP and a WebAudio analyser on it);
+  speaking state, and reply audio arrives (inbound RTP and a WebAudio analyser on it); the
+  silent microphone then sends Opus DTX (a few packets, not 50 a second);
 - speaking over a reply marks its bubble interrupted, showing only what was spoken (as the stored
   history has it), and the state goes back to listening;
 - with the microphone denied the page says so, and typed text still gets a reply;
@@ -237,6 +238,14 @@ async def test_spoken_question_transcript_reply_and_audio(stack) -> None:  # typ
         per_packet = (after["bytesReceived"] - before["bytesReceived"]) / max(1, packets)
         print(f"reply audio: {packets} packets, {per_packet:.0f} B each; peak RMS {peak:.3f}")
         assert packets > 50 and per_packet > 30, (before, after)
+        # The microphone is silent now (the WAV played once): Chromium sends Opus DTX, as the
+        # gateway's answer asks (a packet every 400 ms instead of 50 a second).
+        sent0 = await page.evaluate("window.voiceAssistant.outboundAudio()")
+        await asyncio.sleep(3.0)
+        sent1 = await page.evaluate("window.voiceAssistant.outboundAudio()")
+        mic_packets = sent1["packetsSent"] - sent0["packetsSent"]
+        print(f"silent microphone: {mic_packets} packets in 3 s")
+        assert mic_packets < 60, (sent0, sent1)
         latency = reply.locator(".latency summary")
         await expect(latency).to_have_text(re.compile(r"to first audio"), timeout=10000)
         await latency.click()  # the stage breakdown, on demand

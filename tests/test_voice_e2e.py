@@ -29,7 +29,7 @@ from tests.audio import (
     word_overlap,
 )
 from tests.stack import start_stack
-from tests.voice_client import VoiceClient
+from tests.voice_client import SpeakerTrack, VoiceClient
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 
@@ -110,6 +110,32 @@ async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ign
         msgs = await history(client)
         assert [m["role"] for m in msgs] == ["user", "assistant"]
         assert msgs[1]["text"] == done["text"].strip() and not msgs[1]["interrupted"]
+    finally:
+        await client.close()
+
+
+async def test_a_microphone_on_opus_dtx_still_ends_its_turn(stack) -> None:  # type: ignore[no-untyped-def]
+    """The gateway's answer asks for Opus DTX (browsers then send a packet every 400 ms while
+    the microphone is silent); the end-of-turn silence is then counted on the wall clock, so the
+    turn ends ~500 ms after the speech, not after 500 ms worth of DTX packets (10 s)."""
+    client = VoiceClient(stack.base_url, speaker=SpeakerTrack(dtx=True))
+    await client.create_session(await new_agent(stack.base_url, PLAIN))
+    await client.connect_events()
+    await client.connect_media()
+    try:
+        assert "usedtx=1" in client.answer_sdp, client.answer_sdp
+        await asyncio.sleep(1.0)  # silent: DTX packets only
+        pcm, rate = clip("What is the capital of France?")
+        client.speaker.play(pcm, rate)
+        await client.speaker.done.wait()
+        t_end = client.speaker.last_audible_sent
+        assert t_end is not None
+        t_final, final = await client.wait_event("transcript.final", 30)
+        assert "france" in final["text"].lower(), final
+        print(f"DTX: last audible frame sent -> transcript.final {(t_final - t_end) * 1000:.0f} ms")
+        assert t_final - t_end < 2.5, "the end of turn waited for DTX packets"
+        await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
+        assert client.first_audible_after(t_end) is not None, "no reply audio"
     finally:
         await client.close()
 

@@ -21,3 +21,51 @@ def test_the_microphone_jitter_buffer_setting_applies_to_this_aiortc() -> None:
         await pc.close()
 
     asyncio.run(check())
+
+
+# An offer as Chromium writes it (audio part): Opus with its own format parameters.
+CHROME_AUDIO = "\r\n".join(
+    [
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8",
+        "a=rtpmap:111 opus/48000/2",
+        "a=rtcp-fb:111 transport-cc",
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "a=rtpmap:63 red/48000/2",
+        "a=fmtp:63 111/111",
+        "a=rtpmap:9 G722/8000",
+        "",
+    ]
+)
+
+
+def test_the_answer_asks_for_opus_dtx() -> None:
+    """`usedtx=1` is added to Opus's format parameters (appended where the line exists, a line
+    of its own where not), nothing else changes, and aiortc still accepts the result."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from services.gateway.webrtc import ask_for_dtx
+
+    out = ask_for_dtx(CHROME_AUDIO)
+    assert "a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1" in out.split("\r\n")
+    assert "a=fmtp:63 111/111" in out.split("\r\n")  # RED's parameters untouched
+    assert ask_for_dtx(out) == out  # asked once
+
+    async def check() -> None:
+        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+        offerer.addTransceiver("audio")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        answerer.addTrack(AudioStreamTrack())
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        sdp = ask_for_dtx(answerer.localDescription.sdp)
+        lines = sdp.split("\r\n")
+        at = next(i for i, line in enumerate(lines) if " opus/48000" in line)
+        assert lines[at + 1].endswith(" usedtx=1"), lines[at : at + 2]
+        await offerer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await offerer.close()
+        await answerer.close()
+
+    asyncio.run(check())

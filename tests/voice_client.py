@@ -42,16 +42,61 @@ def to_48k(pcm: np.ndarray, rate: int) -> np.ndarray:
     return np.concatenate(out).astype(np.int16)
 
 
+# Opus DTX as a browser sends it when the answer asks for it (the gateway's does): after
+# speech, 200 ms of ordinary frames (libopus's hangover), then one frame every 400 ms.
+DTX_HANGOVER = 10
+DTX_EVERY = 20
+
+
+class Pacer:
+    """When a microphone stand-in's next 20 ms frame is due, and its pts. With `dtx`, silence
+    goes as Opus DTX: DTX_HANGOVER frames, then one frame in DTX_EVERY; `wake()` (speech to
+    send) ends a DTX wait at once."""
+
+    def __init__(self, dtx: bool = False) -> None:
+        self.dtx = dtx
+        self._start: float | None = None
+        self._pts = 0
+        self._last = -FRAME
+        self._quiet = 0  # silent frames since the last speech
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def due(self) -> int:
+        """Wait until the next frame is due; its pts."""
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / RATE - time.monotonic()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+        if self._wake.is_set():  # speech starts now, not at the next DTX frame
+            self._wake.clear()
+            now = int((time.monotonic() - self._start) * RATE) // FRAME * FRAME
+            self._pts = max(self._last + FRAME, now)
+            self._quiet = 0
+        self._last = self._pts
+        return self._pts
+
+    def sent(self, silent: bool) -> None:
+        """The frame at the last `due()` went out; `silent`: nothing queued behind it."""
+        self._quiet = self._quiet + 1 if silent else 0
+        in_dtx = self.dtx and self._quiet >= DTX_HANGOVER
+        self._pts += FRAME * (DTX_EVERY if in_dtx else 1)
+
+
 class SpeakerTrack(MediaStreamTrack):
-    """Microphone stand-in: paced 20 ms frames of queued audio, silence otherwise."""
+    """Microphone stand-in: paced 20 ms frames of queued audio, silence otherwise (with `dtx`,
+    as Opus DTX: see Pacer)."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, dtx: bool = False) -> None:
         super().__init__()
         self._queue: np.ndarray = np.zeros(0, dtype=np.int16)
-        self._start: float | None = None
-        self._pts = 0
+        self.pacer = Pacer(dtx)
         self.last_audible_sent: float | None = None
         self.first_audible_sent: float | None = None
         self.done = asyncio.Event()
@@ -62,15 +107,12 @@ class SpeakerTrack(MediaStreamTrack):
         self.last_audible_sent = None
         self.first_audible_sent = None
         self.done.clear()
+        self.pacer.wake()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._pts / RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        pts = await self.pacer.due()
         chunk = self._queue[:FRAME]
         self._queue = self._queue[FRAME:]
         if len(chunk) < FRAME:
@@ -84,9 +126,9 @@ class SpeakerTrack(MediaStreamTrack):
                 self.first_audible_sent = now
         frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
-        frame.pts = self._pts
+        frame.pts = pts
         frame.time_base = fractions.Fraction(1, RATE)
-        self._pts += FRAME
+        self.pacer.sent(silent=len(self._queue) == 0)
         return frame
 
 
@@ -108,6 +150,7 @@ class VoiceClient:
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     audio: list[Received] = field(default_factory=list)
     speaker: SpeakerTrack = field(default_factory=SpeakerTrack)
+    answer_sdp: str = ""  # the gateway's SDP answer, once media is connected
     pc: RTCPeerConnection | None = None
     # Reply audio frames held before playout. A browser's jitter buffer (NetEQ) holds about two
     # 20 ms frames on a clean local link; aiortc's default of four would add 40 ms a browser
@@ -164,6 +207,7 @@ class VoiceClient:
             )
             r.raise_for_status()
             answer = r.json()
+        self.answer_sdp = answer["sdp"]
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         for receiver in pc.getReceivers():
             set_jitter_prefetch(receiver, self.jitter_frames)

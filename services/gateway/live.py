@@ -57,6 +57,7 @@ from .playback import ReplyAudioTrack, ReplyPlayback
 from .settings import GatewaySettings
 from .turntrace import TurnTraces
 from .vad import (
+    FRAME_MS,
     SileroVADStream,
     SpeechEnd,
     SpeechFrame,
@@ -68,6 +69,8 @@ from .vad import (
 )
 
 log = logging.getLogger(__name__)
+
+BUSY_RETRY_S = 0.1  # an ASR claim refused for capacity is asked again after this
 
 
 class Utterance:
@@ -429,12 +432,28 @@ class LiveSession:
         import av
 
         resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        gap_s = self.cfg.mic_gap_ms / 1000.0
+        pending: asyncio.Future[Any] | None = None
+        last_frame = time.monotonic()
+        filled_ms = 0.0  # silence fed since the last frame (a DTX gap)
         while True:
             try:
-                frame = await track.recv()
+                if self.detector.silence_ms > 0 or pending is not None:
+                    # A turn's trailing silence: a browser on Opus DTX stops sending here, so
+                    # the missing time counts as silence toward the end of the turn.
+                    if pending is None:
+                        pending = asyncio.ensure_future(track.recv())
+                    done, _ = await asyncio.wait({pending}, timeout=gap_s)
+                    if not done:
+                        filled_ms = await self._fill_gap(last_frame, filled_ms)
+                        continue
+                    frame, pending = pending.result(), None
+                else:
+                    frame = await track.recv()
             except Exception:
                 break
-            self.last_seen = time.monotonic()
+            last_frame = self.last_seen = time.monotonic()
+            filled_ms = 0.0
             pcm = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in resampler.resample(frame))
             if len(pcm) > self.cfg.max_audio_bytes_per_frame or not await self.limits.audio(
                 self.sid, len(pcm) // 32
@@ -443,9 +462,22 @@ class LiveSession:
             for ev in self.detector.feed(pcm):
                 await self._on_turn_event(ev)
             self._tentative_pause()
+        if pending is not None:
+            pending.cancel()
         if self.pc is pc:  # the client went away (not replaced): what it was hearing stops here
             self.mic_ended = True
             await self._finish_reply(interrupted=True)
+
+    async def _fill_gap(self, last_frame: float, filled_ms: float) -> float:
+        """No microphone frame for a while inside a turn's trailing silence: feed the time since
+        the last frame to the turn detector as silence. Returns the silence fed since then."""
+        missing_ms = (time.monotonic() - last_frame) * 1000.0 - filled_ms
+        if missing_ms < FRAME_MS:
+            return filled_ms
+        ms = int(missing_ms // FRAME_MS) * FRAME_MS
+        for ev in self.detector.feed(bytes(ms * 32)):  # 16 kHz PCM16: 32 bytes a millisecond
+            await self._on_turn_event(ev)
+        return filled_ms + ms
 
     def _tentative_pause(self) -> None:
         """Pause a playing reply at the first speech-like frame, one frame before the turn
@@ -644,19 +676,30 @@ class LiveSession:
 
     async def _claim_asr(self, utt: Utterance) -> None:
         claim = AsrClaim(session_id=self.sid, turn_id=utt.turn_id, language=self.agent.language)
-        try:
-            await bus.request(
-                self.nc,
-                subjects.ASR_CLAIM,
-                claim,
-                ClaimAck,
-                timeout=self.cfg.claim_timeout_s,
-                ctx=utt.ctx,
-            )
-            utt.sent = 0
-        except (bus.BusUnavailable, bus.RemoteError) as exc:
-            log.warning("asr claim failed: %s", exc)
-            utt.failed = True
+        give_up = time.monotonic() + self.cfg.claim_timeout_s
+        while True:
+            try:
+                await bus.request(
+                    self.nc,
+                    subjects.ASR_CLAIM,
+                    claim,
+                    ClaimAck,
+                    timeout=self.cfg.claim_timeout_s,
+                    ctx=utt.ctx,
+                )
+                utt.sent = 0
+            except bus.RemoteError as exc:
+                # Every replica asked was at capacity: the audio waits in `utt.audio`, so ask
+                # again shortly (an utterance ends within a second or two somewhere).
+                if exc.error.code == "busy" and time.monotonic() < give_up and not utt.ended:
+                    await asyncio.sleep(BUSY_RETRY_S)
+                    continue
+                log.warning("asr claim failed: %s", exc)
+                utt.failed = True
+            except bus.BusUnavailable as exc:
+                log.warning("asr claim failed: %s", exc)
+                utt.failed = True
+            break
         utt.claimed.set()
         if not utt.failed:
             await self._flush_audio(utt)

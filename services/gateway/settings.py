@@ -39,6 +39,12 @@ class GatewaySettings(ServiceSettings):
     # Microphone frames aiortc holds before decoding (its default is 4 = 80 ms). Each costs 20 ms
     # of end-of-turn and barge-in latency; raise it on lossy networks.
     mic_jitter_prefetch: int = Field(1, ge=1, le=8)
+    # Opus DTX: the answer asks the browser to send (almost) nothing while the microphone is
+    # silent, so silent users cost the gateway next to nothing. The end-of-turn silence is then
+    # counted on the wall clock: after `mic_gap_ms` without a frame, inside a turn's trailing
+    # silence, the missing time is fed to the turn detector as silence.
+    mic_dtx: bool = True
+    mic_gap_ms: int = Field(60, ge=20, le=500)
     # timeouts
     claim_timeout_s: float = 2.0
     asr_timeout_s: float = 10.0

@@ -28,6 +28,30 @@ def set_jitter_prefetch(receiver: Any, frames: int) -> None:
     setattr(receiver, name, JitterBuffer(capacity=16, prefetch=frames))
 
 
+def ask_for_dtx(sdp: str) -> str:
+    """Add `usedtx=1` to the Opus format parameters of an answer: the browser then sends Opus
+    DTX, a packet every 400 ms instead of 50 a second while its microphone is silent (RFC 7587;
+    aiortc's answer carries no Opus parameters of its own)."""
+    lines = sdp.split("\r\n")
+    opus = {
+        line.split()[0].split(":", 1)[1]
+        for line in lines
+        if line.startswith("a=rtpmap:") and " opus/48000" in line.lower()
+    }
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("a=fmtp:") and line.split()[0].split(":", 1)[1] in opus:
+            pt = line.split()[0].split(":", 1)[1]
+            opus.discard(pt)
+            if "usedtx=" not in line:
+                line += ";usedtx=1"
+        out.append(line)
+    for pt in opus:  # no fmtp line yet: one right after the codec's rtpmap
+        at = next(i for i, line in enumerate(out) if line.startswith(f"a=rtpmap:{pt} "))
+        out.insert(at + 1, f"a=fmtp:{pt} usedtx=1")
+    return "\r\n".join(out)
+
+
 async def answer_offer(
     live: LiveSession, sdp: str, ice_servers: list[dict[str, Any]]
 ) -> tuple[str, str]:
@@ -65,4 +89,5 @@ async def answer_offer(
     live.mic_ended = False
     if old is not None:
         await old.close()
-    return pc.localDescription.sdp, pc.localDescription.type
+    sdp_out = pc.localDescription.sdp
+    return (ask_for_dtx(sdp_out) if live.cfg.mic_dtx else sdp_out), pc.localDescription.type

@@ -53,6 +53,7 @@ window.voiceAssistant = {
   },
   voice,
   inboundAudio: () => voice.inboundAudio(),
+  outboundAudio: () => voice.outboundAudio(),
   replyPeak: () => voice.replyPeakRms,
 };
 

@@ -175,15 +175,25 @@ export class Voice {
     this.onLevels(levels);
   }
 
-  /** Bytes and packets of reply audio received so far (WebRTC inbound-rtp stats). */
-  async inboundAudio() {
-    const out = { bytesReceived: 0, packetsReceived: 0 };
+  /** Microphone RTP sent so far (the gateway's answer asks for Opus DTX: while the microphone
+   * is silent, a packet every 400 ms instead of 50 a second). */
+  outboundAudio() {
+    return this.rtpTotals("outbound-rtp", ["bytesSent", "packetsSent"]);
+  }
+
+  /** Bytes and packets of reply audio received so far. */
+  inboundAudio() {
+    return this.rtpTotals("inbound-rtp", ["bytesReceived", "packetsReceived"]);
+  }
+
+  /** Sums of `fields` over the audio RTP streams of one stats `type`. */
+  async rtpTotals(type, fields) {
+    const out = Object.fromEntries(fields.map((f) => [f, 0]));
     if (!this.pc) return out;
     const stats = await this.pc.getStats();
     stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "audio") {
-        out.bytesReceived += s.bytesReceived || 0;
-        out.packetsReceived += s.packetsReceived || 0;
+      if (s.type === type && s.kind === "audio") {
+        for (const f of fields) out[f] += s[f] || 0;
       }
     });
     return out;

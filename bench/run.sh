@@ -40,7 +40,9 @@
 #     and RSS per process, gateway event-loop lag), then with the real models (turns/s, stage
 #     latency, CPU per turn and per session). --skip-fake / --skip-real run one part; with
 #     py-spy installed (pip install py-spy, or PY_SPY=path) the gateway is profiled at 20
-#     sessions. bench/results/scale-*. On 2 cores the clients share the CPU with the services:
+#     sessions. Clients send Opus DTX while silent, as browsers do (--no-dtx: 50 frames/s);
+#     --gateways N: N gateways behind nginx (apt-get install nginx-light), sessions hashed on
+#     their id. bench/results/scale-*. On 2 cores the clients share the CPU with the services:
 #     the tables show how much each takes.
 #   bench/run.sh soak    [--minutes 10 --sessions 8 --real-minutes 10 --real-sessions 2]  # ~25 min
 #     A long run of simulated users, fake engines then the real models, one replica each: users
@@ -64,9 +66,9 @@ help_lines='2,26p'
 case "${1:-}" in
   latency) shift ;;
   bus) module=bench.bus_overhead; help_lines='28,36p'; shift ;;
-  scale) module=bench.scale; help_lines='37,44p'; shift ;;
-  soak) module=bench.soak; help_lines='45,52p'; shift ;;
-  asr-window) module=bench.asr_window; help_lines='53,56p'; shift ;;
+  scale) module=bench.scale; help_lines='37,46p'; shift ;;
+  soak) module=bench.soak; help_lines='47,54p'; shift ;;
+  asr-window) module=bench.asr_window; help_lines='55,58p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import gc
 import json
 import random
 import sys
@@ -344,6 +345,7 @@ async def main_async(spec: dict[str, Any], out: Path) -> None:
         except Exception as exc:
             connect_errors.append(f"session {u.index}: {type(exc).__name__}: {exc}"[:300])
             say(f"connect failed: {connect_errors[-1]}")
+    gc.freeze()  # the clips and connections stay: full collections need not walk them
     say("ready")
     line = await asyncio.to_thread(sys.stdin.readline)
     parts = line.split()

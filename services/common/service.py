@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from abc import ABC, abstractmethod
@@ -132,6 +133,10 @@ async def run_worker(
         watch_tasks(worker.kind)
         await worker.start(nc)
         stack.push_async_callback(worker.close)
+        # Everything loaded so far (modules, models, sessions of onnxruntime) lives as long as
+        # the process: out of the collector's sight, a full collection no longer walks it. In
+        # the gateway that took one 180 ms pause to 15 ms, a pause every session hears.
+        gc.freeze()
 
         http_app = health_app(worker, app)
         if settings.otel_endpoint:

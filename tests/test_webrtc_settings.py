@@ -69,3 +69,33 @@ def test_the_answer_asks_for_opus_dtx() -> None:
         await answerer.close()
 
     asyncio.run(check())
+
+
+def test_the_fast_audio_level_matches_aiortcs_and_is_the_one_used() -> None:
+    """The gateway replaces aiortc's per-sample Python loop for the RTP audio-level extension
+    with numpy: same result on silence, quiet and loud frames (mono and stereo), and aiortc's
+    sender reaches it through the module attribute that the gateway sets."""
+    import inspect
+    import math
+    import struct
+
+    import av
+    import numpy as np
+    from aiortc import rtcrtpsender
+    from aiortc import rtp as aiortc_rtp
+
+    import services.gateway.webrtc as gw
+
+    def reference(frame: av.AudioFrame) -> int:  # aiortc 1.x's compute_audio_level_dbov
+        rms = sum(s[0] * s[0] for s in struct.Struct("h").iter_unpack(bytes(frame.planes[0])))
+        rms = math.sqrt(rms / (frame.samples * 32767 * 32767))
+        return round(min(max(20 * math.log10(rms), -127), 0)) if rms > 0 else -127
+
+    rng = np.random.default_rng(3)
+    for layout, ch in (("mono", 1), ("stereo", 2)):
+        for amp in (0, 1, 30, 3000, 32767):
+            pcm = (rng.uniform(-1, 1, 960 * ch) * amp).astype(np.int16).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout=layout)
+            assert gw.audio_level_dbov(frame) == reference(frame), (layout, amp)
+    assert aiortc_rtp.compute_audio_level_dbov is gw.audio_level_dbov
+    assert "rtp.compute_audio_level_dbov(" in inspect.getsource(rtcrtpsender)

@@ -210,12 +210,13 @@ def start_gateway_front(
 
 
 def http_answers(url: str, timeout: float = 1.0) -> bool:
+    """GET `url` (a local server's /readyz) answers 200."""
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - local servers
             return bool(r.status == 200)
-    except OSError:
+    except (OSError, ValueError):  # URLError is an OSError
         return False
 
 

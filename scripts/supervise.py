@@ -28,8 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,12 +62,7 @@ class Service:
         return RUN_DIR / f"{self.name}.pid"
 
     def ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (local URL)
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+        return infra.http_answers(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
 
 
 class Stop(Exception):

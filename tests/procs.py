@@ -20,8 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -133,11 +131,7 @@ class ServiceProc:
         return self.proc.wait(timeout)
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as resp:  # noqa: S310
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+        return bool(infra.http_answers(f"{self.url}/readyz", timeout=2))
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log, lines)

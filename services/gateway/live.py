@@ -688,15 +688,13 @@ class LiveSession:
                     ctx=utt.ctx,
                 )
                 utt.sent = 0
-            except bus.RemoteError as exc:
+            except (bus.BusUnavailable, bus.RemoteError) as exc:
                 # Every replica asked was at capacity: the audio waits in `utt.audio`, so ask
                 # again shortly (an utterance ends within a second or two somewhere).
-                if exc.error.code == "busy" and time.monotonic() < give_up and not utt.ended:
+                busy = isinstance(exc, bus.RemoteError) and exc.error.code == "busy"
+                if busy and time.monotonic() < give_up and not utt.ended:
                     await asyncio.sleep(BUSY_RETRY_S)
                     continue
-                log.warning("asr claim failed: %s", exc)
-                utt.failed = True
-            except bus.BusUnavailable as exc:
                 log.warning("asr claim failed: %s", exc)
                 utt.failed = True
             break

@@ -49,17 +49,20 @@ def ask_for_dtx(sdp: str) -> str:
     """Add `usedtx=1` to the Opus format parameters of an answer: the browser then sends Opus
     DTX, a packet every 400 ms instead of 50 a second while its microphone is silent (RFC 7587;
     aiortc's answer carries no Opus parameters of its own)."""
+
+    def payload_type(line: str) -> str:  # "a=fmtp:111 minptime=10" -> "111"
+        return line.split()[0].split(":", 1)[1]
+
     lines = sdp.split("\r\n")
     opus = {
-        line.split()[0].split(":", 1)[1]
+        payload_type(line)
         for line in lines
         if line.startswith("a=rtpmap:") and " opus/48000" in line.lower()
     }
     out: list[str] = []
     for line in lines:
-        if line.startswith("a=fmtp:") and line.split()[0].split(":", 1)[1] in opus:
-            pt = line.split()[0].split(":", 1)[1]
-            opus.discard(pt)
+        if line.startswith("a=fmtp:") and payload_type(line) in opus:
+            opus.discard(payload_type(line))
             if "usedtx=" not in line:
                 line += ";usedtx=1"
         out.append(line)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -91,3 +92,43 @@ def test_vad_skips_the_model_on_digital_silence(monkeypatch: pytest.MonkeyPatch)
     noise = (np.random.default_rng(2).normal(0, 3000, FRAME_SAMPLES)).astype("<i2").tobytes()
     stream.prob_pcm16(noise)
     assert calls == [1]
+
+
+async def test_an_opus_track_hands_out_one_packet_per_frame_that_decodes_to_the_reply() -> None:
+    """With `opus` set the track encodes its frames itself: one Opus packet per 20 ms frame,
+    stamped with the frame's own time (keep-alives included), and the packets decode back to
+    the reply's audio (a 220 Hz tone: its pitch and level survive)."""
+    import av
+
+    track = ReplyAudioTrack(lambda pb: None, lambda pb: None, opus=True)
+    packets: list[av.Packet] = []
+
+    async def take(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                packets.append(await asyncio.wait_for(track.recv(), max(0.001, left)))
+            except TimeoutError:
+                break
+
+    await take(0.1)  # the first keep-alive
+    track.begin("r1", "t1")
+    track.push("r1", 0, tone(0.4), RATE)
+    track.tts_done("r1")
+    await take(0.8)
+    assert all(isinstance(p, av.Packet) for p in packets)
+    assert all(p.time_base == Fraction(1, RATE) for p in packets)
+    pts = [int(p.pts) for p in packets]
+    assert pts[1] - pts[0] >= FRAME and all(
+        b - a == FRAME for a, b in zip(pts[1:], pts[2:], strict=False)
+    )
+    decoder = av.CodecContext.create("libopus", "r")  # as a browser: opus/48000/2, stereo out
+    frames = [f for p in packets[1:] for f in decoder.decode(p)]
+    pcm = np.concatenate(
+        [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames]
+    ).astype(np.float64)
+    audible = pcm[: int(0.4 * RATE)]
+    spectrum = np.abs(np.fft.rfft(audible[RATE // 10 :]))
+    peak_hz = np.argmax(spectrum) * RATE / (2 * (len(spectrum) - 1))
+    assert abs(peak_hz - 220) < 5, peak_hz
+    assert np.sqrt(np.mean(audible[RATE // 10 :] ** 2)) == pytest.approx(8000 / np.sqrt(2), rel=0.2)

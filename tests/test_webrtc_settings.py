@@ -99,3 +99,40 @@ def test_the_fast_audio_level_matches_aiortcs_and_is_the_one_used() -> None:
             assert gw.audio_level_dbov(frame) == reference(frame), (layout, amp)
     assert aiortc_rtp.compute_audio_level_dbov is gw.audio_level_dbov
     assert "rtp.compute_audio_level_dbov(" in inspect.getsource(rtcrtpsender)
+
+
+def test_the_track_encodes_opus_only_where_opus_is_what_the_answer_sends() -> None:
+    """The reply track hands aiortc ready Opus packets only when the answer's audio goes out
+    as Opus; to a peer that offers only G.711 aiortc's own encoder is left to do it."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection, RTCRtpSender
+
+    from services.gateway.playback import ReplyAudioTrack
+    from services.gateway.webrtc import sends_opus
+
+    pcmu_only = "\r\n".join(
+        line
+        for line in CHROME_AUDIO.split("\r\n")
+        if not line.startswith(("a=rtpmap:111", "a=fmtp:111", "a=rtcp-fb:111", "a=rtpmap:63"))
+        and not line.startswith("a=fmtp:63")
+    ).replace("111 63 9 0 8", "0 8")
+    assert sends_opus(CHROME_AUDIO) and not sends_opus(pcmu_only)
+
+    async def answer(opus: bool) -> str:
+        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+        transceiver = offerer.addTransceiver("audio")
+        if not opus:  # an offer of G.711 only, as some SIP bridges send
+            codecs = RTCRtpSender.getCapabilities("audio").codecs
+            transceiver.setCodecPreferences([c for c in codecs if "PCM" in c.mimeType])
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        answerer.addTrack(ReplyAudioTrack(lambda pb: None, lambda pb: None))
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        sdp = str(answerer.localDescription.sdp)
+        await offerer.close()
+        await answerer.close()
+        return sdp
+
+    assert sends_opus(asyncio.run(answer(opus=True)))
+    assert not sends_opus(asyncio.run(answer(opus=False)))

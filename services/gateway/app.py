@@ -27,6 +27,7 @@ from services.common.messages import (
     AgentConfig,
     AgentRecord,
     Authorize,
+    BadMessage,
     ClientCommand,
     CreateAgent,
     CreateSession,
@@ -310,14 +311,12 @@ async def _serve_socket(ws: WebSocket, live: LiveSession, cfg: GatewaySettings) 
             await _ws_error(ws, "message_too_large", "the message is too large")
             continue
         try:
-            data = json.loads(raw)
-        except ValueError:
-            await _ws_error(ws, "invalid_json", "the message is not valid JSON")
-            continue
-        try:
-            cmd = decode(ClientCommand, json.dumps(data))
-        except Exception as exc:
-            await _ws_error(ws, "bad_request", f"invalid message: {exc}")
+            cmd = decode(ClientCommand, raw)
+        except BadMessage as exc:
+            if _is_json(raw):
+                await _ws_error(ws, "bad_request", f"invalid message: {exc}")
+            else:
+                await _ws_error(ws, "invalid_json", "the message is not valid JSON")
             continue
         if isinstance(cmd, UserText):
             text = cmd.text.strip()
@@ -332,6 +331,14 @@ async def _serve_socket(ws: WebSocket, live: LiveSession, cfg: GatewaySettings) 
             await live.submit_text(text)
         else:
             await live.interrupt("client")
+
+
+def _is_json(raw: str) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 async def _ws_error(ws: WebSocket, code: str, message: str) -> None:

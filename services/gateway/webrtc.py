@@ -45,24 +45,36 @@ def set_jitter_prefetch(receiver: Any, frames: int) -> None:
     setattr(receiver, name, JitterBuffer(capacity=16, prefetch=frames))
 
 
+def _payload_type(line: str) -> str:  # "a=fmtp:111 minptime=10" -> "111"
+    return line.split()[0].split(":", 1)[1]
+
+
+def _opus_payload_types(lines: list[str]) -> set[str]:
+    return {
+        _payload_type(line)
+        for line in lines
+        if line.startswith("a=rtpmap:") and " opus/48000" in line.lower()
+    }
+
+
+def sends_opus(sdp: str) -> bool:
+    """Whether the audio an answer sends is Opus: the first format of its audio m-line (the
+    one aiortc's sender encodes) is an Opus payload type."""
+    lines = sdp.split("\r\n")
+    audio = next((line.split() for line in lines if line.startswith("m=audio ")), [])
+    return len(audio) > 3 and audio[3] in _opus_payload_types(lines)
+
+
 def ask_for_dtx(sdp: str) -> str:
     """Add `usedtx=1` to the Opus format parameters of an answer: the browser then sends Opus
     DTX, a packet every 400 ms instead of 50 a second while its microphone is silent (RFC 7587;
     aiortc's answer carries no Opus parameters of its own)."""
-
-    def payload_type(line: str) -> str:  # "a=fmtp:111 minptime=10" -> "111"
-        return line.split()[0].split(":", 1)[1]
-
     lines = sdp.split("\r\n")
-    opus = {
-        payload_type(line)
-        for line in lines
-        if line.startswith("a=rtpmap:") and " opus/48000" in line.lower()
-    }
+    opus = _opus_payload_types(lines)
     out: list[str] = []
     for line in lines:
-        if line.startswith("a=fmtp:") and payload_type(line) in opus:
-            opus.discard(payload_type(line))
+        if line.startswith("a=fmtp:") and _payload_type(line) in opus:
+            opus.discard(_payload_type(line))
             if "usedtx=" not in line:
                 line += ";usedtx=1"
         out.append(line)
@@ -80,7 +92,8 @@ async def answer_offer(
     config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_servers])
     pc = RTCPeerConnection(config)
     try:
-        pc.addTrack(live.new_track())
+        track = live.new_track()
+        pc.addTrack(track)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -100,6 +113,8 @@ async def answer_offer(
             raise ValueError("the offer has no audio")
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
+        # The track encodes Opus itself where Opus is what goes out (playback.py).
+        track.opus = sends_opus(pc.localDescription.sdp)
     except Exception as exc:
         await pc.close()
         if isinstance(exc, ValueError):

@@ -2,7 +2,7 @@
 
 The session replica that claimed the turn runs it:
 1. `agent.state thinking`; the user message goes into history; the LLM window is planned.
-2. A TTS replica is claimed (when the session has a voice track), then an LLM replica.
+2. A TTS replica (when the session has a voice track) and an LLM replica are claimed at once.
 3. LLM deltas become `reply.delta` events and `tts.text` pieces; the TTS streams audio to the
    gateway, which reports `playback.started` / `playback.done`.
 4. The reply is written to history once: in full, or, after an interrupt, only what was played.
@@ -207,9 +207,7 @@ class Turn:
         try:
             await self.emit(AgentState(state="thinking", turn_id=self.tid))
             messages = await self._prepare()
-            if self.voice:
-                await self._claim_tts()
-            await self._claim_llm(messages, subs)
+            await self._claim_stages(messages, subs)
             await self._loop(messages, subs)
         except asyncio.CancelledError:
             self.st.interrupted = True
@@ -237,21 +235,33 @@ class Turn:
     async def _prepare(self) -> list[Any]:
         # Let a reply that was interrupted by this turn write its history first.
         deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            other = await self.store.inflight(self.sid)
-            if other is None or other == self.rid:
+        while True:
+            other, start = await self.store.inflight_and_window(self.sid)
+            if other is None or other == self.rid or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)
-        await self.store.set_inflight(self.sid, self.rid)
         # The user message enters history with the reply, when the turn ends (a speculative
         # turn may still be retracted); the LLM sees it now.
-        start = await self.store.window_start(self.sid)
-        window = await self.store.history(self.sid, start) + [self.user_message]
+        window = await self.store.begin_reply(self.sid, self.rid, start) + [self.user_message]
         advance = plan_window(window, 0, self.agent)
         if advance:
             await self.store.set_window_start(self.sid, start + advance)
             window = window[advance:]
         return to_chat(self.agent, window)
+
+    async def _claim_stages(self, messages: list[Any], subs: list[Any]) -> None:
+        """Claim a TTS replica and an LLM replica at once. The LLM's first words wait in the
+        inbox until both have answered, so none reach the TTS before it has subscribed."""
+        if not self.voice:
+            await self._claim_llm(messages, subs)
+            return
+        tts = asyncio.ensure_future(self._claim_tts())
+        try:
+            await self._claim_llm(messages, subs)
+        except BaseException:
+            tts.cancel()
+            raise
+        await tts
 
     async def _claim_tts(self) -> None:
         try:

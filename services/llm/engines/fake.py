@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncGenerator
 
 from services.common.messages import ChatMessage, LLMParams
@@ -19,7 +20,8 @@ class FakeLLMEngine(LLMEngine):
 
     `delay_s` is slept before every piece (0: pieces come as fast as the loop allows, still
     yielding to it between pieces). With `error` set, the stream raises it after
-    `error_after` pieces, to test error paths. `requests` records every message list received."""
+    `error_after` pieces, to test error paths. `requests` keeps the latest 100 message lists
+    received."""
 
     name = "fake"
 
@@ -35,7 +37,7 @@ class FakeLLMEngine(LLMEngine):
         self.delay_s = delay_s
         self.error = error
         self.error_after = error_after
-        self.requests: list[list[ChatMessage]] = []
+        self.requests: deque[list[ChatMessage]] = deque(maxlen=100)  # the latest
         self.pieces_sent = 0
         self.cancelled = 0  # streams stopped by the consumer before their end
 

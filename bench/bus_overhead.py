@@ -98,8 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy (if found) the session and gateway at 500 Hz during the turns: where each"
-        " spends its busy time per turn (adds load: figures of such a run are not the clean ones)",
+        help="py-spy (if found) the session, gateway, llm and tts at 500 Hz during the turns: where"
+        " each spends its busy time per turn (adds load: figures of such a run are not the clean"
+        " ones)",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
@@ -373,7 +374,7 @@ async def measure(
     if args.profile and exe is None:
         say("[profile] py-spy not found (pip install py-spy, or PY_SPY=path): no profile")
     if exe is not None:
-        for kind in ("session", "gateway"):
+        for kind in ("session", "gateway", "llm", "tts"):
             raw = stack.log_dir / f"{kind}-pyspy-bus.txt"
             proc = pyspy.record(stack.by_kind[kind].pid, None, raw, exe, 500, False)
             spies[kind] = (proc, raw)

@@ -49,7 +49,7 @@ class LocalStack:
         # Extra environment per service kind, e.g. {"llm": {"VA_ENGINE": "fake"}}.
         self.env = env or {}
         # Another command for a kind (an experimental variant of a service), e.g.
-        # {"gateway": [sys.executable, "-m", "bench.gateway_variant"]}.
+        # {"gateway": [sys.executable, "-m", "my_gateway_variant"]}.
         self.argv: dict[str, list[str]] = {}
         self.nats_url = ""
         self.nats_monitor_url = ""  # nats-server's HTTP monitoring (/connz?subs=1)

@@ -36,10 +36,6 @@ contention more than capacity, and the simulated clients themselves take a large
 of a session reaches the same gateway, hashed on its id, as the Kubernetes ingress does): the
 one-machine form of scaling the gateway out. The other stages stay at one replica.
 
---gateway-variant runs bench/gateway_variant.py instead of the gateway: an experiment (no RTP
-while nothing plays, no VAD pass on digital silence) to measure a suggested fix before making
-it; read its docstring for what its figures mean.
-
 Output: tables on stdout, bench/results/scale-<stamp>.json and -latest.json, bench/results/
 scale-latest.png; service logs and py-spy files in bench/results/logs/<stamp>/.
 """
@@ -120,11 +116,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=5.0,
         help="per level, measure the connected sessions silent this long first (5; 0: skip)",
-    )
-    p.add_argument(
-        "--gateway-variant",
-        action="store_true",
-        help="run bench/gateway_variant.py (an experiment) instead of services.gateway",
     )
     p.add_argument(
         "--no-dtx",
@@ -472,9 +463,6 @@ def main(argv: list[str] | None = None) -> int:
         stack = LocalStack(
             work, args.out / "logs" / run.stamp, say, env=fake_env, gateways=args.gateways
         )
-        if args.gateway_variant:
-            stack.argv["gateway"] = [sys.executable, "-m", "bench.gateway_variant"]
-            say("[setup] gateway: bench/gateway_variant.py (an experiment, see its docstring)")
         try:
             stack.start_servers()
             if not args.skip_fake:
@@ -687,7 +675,7 @@ def write(
         interrupted,
         stack.log_dir,
         targets={"sessions": TARGET_SESSIONS, "max_gap_ms": GAP_TARGET_MS},
-        gateway="bench.gateway_variant" if args.gateway_variant else "services.gateway",
+        gateway="services.gateway",
         gateways=args.gateways,
         dtx=args.dtx,
         verdicts=verdicts(results),
@@ -724,9 +712,7 @@ def write(
     try:
         from .scale_plot import draw
 
-        what = " (gateway variant)" if args.gateway_variant else ""
-        if not args.dtx:
-            what += " (no DTX)"
+        what = "" if args.dtx else " (no DTX)"
         if args.gateways > 1:
             what += f" ({args.gateways} gateways behind nginx)"
         title = run.plot_title(f"scale{what}")

@@ -148,7 +148,9 @@ class LiveSession:
             reply = self.track.reply
             # Reply audio still queued to play is a sign of life; a reply whose audio ran out
             # while more was due (its tts not done) is not.
-            if turn is None or (reply is not None and (reply.buffer or reply.tts_done)):
+            if turn is None or (
+                reply is not None and (reply.buffer or reply.converting or reply.tts_done)
+            ):
                 self.turn_activity = time.monotonic()
                 continue
             if time.monotonic() - self.turn_activity > self.cfg.turn_stall_timeout_s:

@@ -11,20 +11,29 @@ receiver's jitter buffer before the stream goes quiet. Played samples are counte
 after an interruption `spoken_text()` gives the segments played in full plus the cut segment's
 words in proportion to its audio played.
 
-With `opus` set (the gateway sets it when Opus was negotiated), the track encodes its frames
-itself, mono at `OPUS_BITRATE`, and hands aiortc ready packets: aiortc would otherwise resample
-every frame to stereo and encode it through a thread-pool hop (about 430 us a frame against
-about 115 us here), which was the largest part of the gateway's work per talking session.
+Reply audio is converted off the event loop, as it arrives: one worker thread resamples each TTS
+chunk to 48 kHz and, with `opus` set (the gateway sets it when Opus was negotiated), encodes its
+20 ms frames to mono Opus at `OPUS_BITRATE` with one encoder per reply. The track then hands
+aiortc ready packets, one per frame it plays, and a constant silence packet for the frames of
+silence: aiortc would otherwise resample every frame to stereo and encode it through a
+thread-pool hop per frame (about 430 us a frame against about 115 us here, on the loop), which
+was the largest part of the gateway's work per talking session. The worker runs conversions in
+the order they were asked for, so a reply's frames, and its end, stay in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
+import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
@@ -38,6 +47,11 @@ HANGOVER_S = 0.2
 KEEPALIVE_S = 1.0
 TIME_BASE = fractions.Fraction(1, RATE)
 OPUS_BITRATE = 32000  # mono speech; aiortc's own encoder sends 96 kb/s of stereo
+CONVERSION_WAIT_S = 0.01  # the longest a frame waits for its audio to leave the worker
+
+log = logging.getLogger(__name__)
+# Resampling and encoding of reply audio, for every track of the process, in submission order.
+_AUDIO_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reply-audio")
 
 
 @dataclass
@@ -58,7 +72,16 @@ class ReplyPlayback:
     tts_done: bool = False
     started: bool = False
     held: bool = False  # a speculative reply: nothing plays until its turn is confirmed
+    # With `opus`, `packets[i]` is the Opus packet of the i-th 20 ms frame of `buffer`.
+    opus: bool = False
+    packets: deque[bytes] = field(default_factory=deque)
+    converting: int = 0  # conversions asked of the worker, not yet applied
+    converted: asyncio.Event = field(default_factory=asyncio.Event)  # set as each is applied
+    # Owned by the worker thread:
     resamplers: dict[int, av.AudioResampler] = field(default_factory=dict)
+    encoder: Any = None
+    unencoded: bytearray = field(default_factory=bytearray)  # 48 kHz PCM short of a frame
+    encoded_frames: int = 0
 
     def spoken_text(self) -> str:
         words: list[str] = []
@@ -87,6 +110,48 @@ def resample_to_48k(pb: ReplyPlayback, pcm: bytes, rate: int) -> bytes:
     )
     frame.sample_rate = rate
     return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in res.resample(frame))
+
+
+def pcm_frame(data: bytes, pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
+    frame.planes[0].update(data)
+    frame.sample_rate = RATE
+    frame.pts = pts
+    frame.time_base = TIME_BASE
+    return frame
+
+
+def convert(pb: ReplyPlayback, pcm: bytes, rate: int, final: bool) -> tuple[bytes, list[bytes]]:
+    """(Worker thread.) `pcm` at 48 kHz, and, for an Opus reply, the packets of the whole
+    frames it completes; `final` pads the reply's last partial frame and encodes it too."""
+    data = resample_to_48k(pb, pcm, rate) if pcm else b""
+    if not pb.opus:
+        return data, []
+    pb.unencoded += data
+    if final and len(pb.unencoded) % FRAME_BYTES:
+        pb.unencoded += bytes(FRAME_BYTES - len(pb.unencoded) % FRAME_BYTES)
+    if pb.encoder is None:
+        pb.encoder = opus_encoder()
+    whole = len(pb.unencoded) // FRAME_BYTES
+    packets: list[bytes] = []
+    for i in range(whole):
+        chunk = bytes(pb.unencoded[i * FRAME_BYTES : (i + 1) * FRAME_BYTES])
+        packets += [
+            bytes(p) for p in pb.encoder.encode(pcm_frame(chunk, pb.encoded_frames * FRAME))
+        ]
+        pb.encoded_frames += 1
+    del pb.unencoded[: whole * FRAME_BYTES]
+    if len(packets) != whole:  # libopus gives one packet per 20 ms frame
+        raise RuntimeError(f"opus: {len(packets)} packets for {whole} frames")
+    return data, packets
+
+
+@functools.cache
+def silence_packet() -> bytes:
+    """An Opus packet of 20 ms of silence, sent for every frame of silence."""
+    encoder = opus_encoder()
+    packets = [p for i in range(5) for p in encoder.encode(pcm_frame(_SILENCE, i * FRAME))]
+    return bytes(packets[-1])
 
 
 def opus_encoder() -> av.AudioCodecContext:
@@ -132,7 +197,7 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     # -- control (event loop) ------------------------------------------------------------------
     def begin(self, reply_id: str, turn_id: str, held: bool = False) -> ReplyPlayback:
-        self.reply = ReplyPlayback(reply_id=reply_id, turn_id=turn_id, held=held)
+        self.reply = ReplyPlayback(reply_id=reply_id, turn_id=turn_id, held=held, opus=self.opus)
         self.paused = False
         return self.reply
 
@@ -146,18 +211,48 @@ class ReplyAudioTrack(MediaStreamTrack):
             self.reply.segments.setdefault(index, Segment(index=index, text=text))
 
     def push(self, reply_id: str, index: int, pcm: bytes, rate: int) -> None:
+        """Queue a chunk of the reply's audio (PCM16 mono at `rate`) for conversion."""
         pb = self.reply
         if pb is None or pb.reply_id != reply_id:
             return  # a stopped or unknown reply: its audio is dropped
-        data = resample_to_48k(pb, pcm, rate)
-        seg = pb.segments.setdefault(index, Segment(index=index, text=""))
-        seg.samples_total += len(data) // 2
-        pb.buffer.extend(data)
-        pb.order.append((index, len(data)))
+        self._convert(pb, index, pcm, rate, final=False)
 
     def tts_done(self, reply_id: str) -> None:
+        """The reply's audio is all here: it ends once what was queued before has played."""
         if self.reply is not None and self.reply.reply_id == reply_id:
-            self.reply.tts_done = True
+            self._convert(self.reply, None, b"", RATE, final=True)
+
+    def _convert(
+        self, pb: ReplyPlayback, index: int | None, pcm: bytes, rate: int, final: bool
+    ) -> None:
+        pb.converting += 1
+        job = _AUDIO_WORKER.submit(convert, pb, pcm, rate, final)
+        loop = asyncio.get_running_loop()
+        job.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._converted, pb, index, final, f)
+        )
+
+    @staticmethod
+    def _converted(
+        pb: ReplyPlayback, index: int | None, final: bool, job: Future[tuple[bytes, list[bytes]]]
+    ) -> None:
+        """(Event loop, in the order the conversions were asked for.) Make it playable."""
+        pb.converting -= 1
+        try:
+            data, packets = job.result()
+        except Exception:
+            log.exception("reply %s: audio conversion failed; its frames go as PCM", pb.reply_id)
+            pb.opus = False
+            data, packets = b"", []
+        if index is not None and data:
+            seg = pb.segments.setdefault(index, Segment(index=index, text=""))
+            seg.samples_total += len(data) // 2
+            pb.buffer.extend(data)
+            pb.order.append((index, len(data)))
+        pb.packets.extend(packets)
+        if final:
+            pb.tts_done = True
+        pb.converted.set()
 
     def pause(self) -> None:
         self.paused = True
@@ -173,6 +268,7 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     # -- media (aiortc pulls frames) -----------------------------------------------------------
     async def recv(self) -> av.AudioFrame | av.Packet:
+        packet: bytes | None = None
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -184,7 +280,8 @@ class ReplyAudioTrack(MediaStreamTrack):
                     await asyncio.sleep(wait)
                 elif wait < -0.2:  # fell far behind (loop stall): re-anchor, do not burst
                     self._start = time.monotonic() - self._pts / RATE
-            data = self._next_chunk()
+            await self._await_conversion()
+            data, packet = self._next_chunk()
             now = time.monotonic()
             if data is not _SILENCE:
                 self._last_sound = now
@@ -197,14 +294,19 @@ class ReplyAudioTrack(MediaStreamTrack):
                 continue
             self._last_sent = now
             break
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-        frame.planes[0].update(data)
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = TIME_BASE
+        pts = self._pts
         self._pts += FRAME
         self.frames_sent += 1
-        return self._encode(frame) if self.opus else frame
+        if not self.opus:
+            return pcm_frame(data, pts)
+        if packet is None and data is _SILENCE:
+            packet = silence_packet()
+        if packet is None:  # a reply converted before Opus was negotiated: encode it here
+            return self._encode(pcm_frame(data, pts))
+        out = av.Packet(packet)
+        out.pts = pts  # the frame's own time: skipped silence still advances the clock
+        out.time_base = TIME_BASE
+        return out
 
     def _encode(self, frame: av.AudioFrame) -> av.AudioFrame | av.Packet:
         if self._encoder is None:
@@ -213,19 +315,33 @@ class ReplyAudioTrack(MediaStreamTrack):
         if len(packets) != 1:  # libopus gives one packet per 20 ms frame; else let aiortc do it
             return frame
         packet = packets[0]
-        packet.pts = frame.pts  # the frame's own time: skipped silence still advances the clock
+        packet.pts = frame.pts
         packet.time_base = TIME_BASE
         return packet
 
-    def _next_chunk(self) -> bytes:
+    async def _await_conversion(self) -> None:
+        """A reply with nothing to play yet but audio in the worker (its first chunk, most
+        often): wait the fraction of a millisecond for it rather than a whole 20 ms frame."""
+        pb = self.reply
+        if pb is None or not pb.converting or self.paused or pb.held:
+            return
+        if pb.packets if pb.opus else pb.buffer:
+            return
+        pb.converted.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pb.converted.wait(), CONVERSION_WAIT_S)
+
+    def _next_chunk(self) -> tuple[bytes, bytes | None]:
+        """The next 20 ms of PCM to play, and its Opus packet where the reply has them."""
         pb = self.reply
         if pb is None or self.paused or pb.held:
-            return _SILENCE
-        if not pb.buffer:
-            if pb.tts_done:
+            return _SILENCE, None
+        if not (pb.packets if pb.opus else pb.buffer):
+            if pb.tts_done:  # set after its last conversion: all of it has been played
                 self.reply = None
                 self._on_finished(pb)
-            return _SILENCE
+            return _SILENCE, None
+        packet = pb.packets.popleft() if pb.opus else None
         chunk = bytes(pb.buffer[:FRAME_BYTES])
         del pb.buffer[:FRAME_BYTES]
         self._account(pb, len(chunk))
@@ -235,7 +351,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         self.audio_frames_sent += 1
         if len(chunk) < FRAME_BYTES:
             chunk += bytes(FRAME_BYTES - len(chunk))
-        return chunk
+        return chunk, packet
 
     @staticmethod
     def _account(pb: ReplyPlayback, n: int) -> None:

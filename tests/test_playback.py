@@ -132,3 +132,40 @@ async def test_an_opus_track_hands_out_one_packet_per_frame_that_decodes_to_the_
     peak_hz = np.argmax(spectrum) * RATE / (2 * (len(spectrum) - 1))
     assert abs(peak_hz - 220) < 5, peak_hz
     assert np.sqrt(np.mean(audible[RATE // 10 :] ** 2)) == pytest.approx(8000 / np.sqrt(2), rel=0.2)
+
+
+async def take(track: ReplyAudioTrack, seconds: float) -> int:
+    """Let the track play for `seconds` (frames or packets); how many it handed out."""
+    n = 0
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            await asyncio.wait_for(track.recv(), max(0.001, left))
+        except TimeoutError:
+            break
+        n += 1
+    return n
+
+
+async def test_an_interrupted_reply_counts_what_was_played_of_audio_converted_as_it_plays() -> None:
+    """Audio is converted shortly before it plays, yet the words counted as spoken after a cut
+    are those of the audio played: the first segment in full, the second in proportion."""
+    track = ReplyAudioTrack(lambda pb: None, lambda pb: None, opus=True)
+    await take(track, 0.05)
+    track.begin("r1", "t1")
+    words = "one two three four five six seven eight nine ten"
+    track.segment("r1", 0, "Hello there.")
+    track.segment("r1", 1, words)
+    rate = 22050
+    for index, seconds in ((0, 0.5), (1, 1.0)):
+        t = np.arange(int(rate * seconds)) / rate
+        track.push(
+            "r1", index, (np.sin(2 * np.pi * 200 * t) * 8000).astype(np.int16).tobytes(), rate
+        )
+    track.tts_done("r1")
+    await take(track, 1.0)  # 0.5 s of the first segment, about half of the second
+    pb = track.stop_reply()
+    assert pb is not None
+    said = pb.spoken_text().split()
+    assert said[:2] == ["Hello", "there."]
+    assert 3 <= len(said) - 2 <= 7, said

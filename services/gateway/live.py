@@ -149,7 +149,7 @@ class LiveSession:
             # Reply audio still queued to play is a sign of life; a reply whose audio ran out
             # while more was due (its tts not done) is not.
             if turn is None or (
-                reply is not None and (reply.buffer or reply.converting or reply.tts_done)
+                reply is not None and (reply.buffer or reply.received or reply.all_received)
             ):
                 self.turn_activity = time.monotonic()
                 continue

@@ -11,27 +11,28 @@ receiver's jitter buffer before the stream goes quiet. Played samples are counte
 after an interruption `spoken_text()` gives the segments played in full plus the cut segment's
 words in proportion to its audio played.
 
-Reply audio is converted off the event loop, as it arrives: one worker thread resamples each TTS
-chunk to 48 kHz and, with `opus` set (the gateway sets it when Opus was negotiated), encodes its
-20 ms frames to mono Opus at `OPUS_BITRATE` with one encoder per reply. The track then hands
-aiortc ready packets, one per frame it plays, and a constant silence packet for the frames of
-silence: aiortc would otherwise resample every frame to stereo and encode it through a
-thread-pool hop per frame (about 430 us a frame against about 115 us here, on the loop), which
-was the largest part of the gateway's work per talking session. The worker runs conversions in
-the order they were asked for, so a reply's frames, and its end, stay in order.
+Reply audio is converted shortly before it plays: TTS chunks wait as they came (in pieces of at
+most `BATCH_S`), and whenever fewer than `LOOKAHEAD_FRAMES` frames are ready, the next batch is
+resampled to 48 kHz and, with `opus` set (the gateway sets it when Opus was negotiated), encoded
+to mono Opus at `OPUS_BITRATE`, one encoder per reply. The track then hands aiortc ready
+packets, one per frame it plays, and a constant silence packet for the frames of silence: aiortc
+would otherwise resample every frame to stereo and encode it through a thread-pool hop per frame
+(about 430 us a frame against about 115 us here), which was the largest part of the gateway's
+work per talking session. Converting as it plays, not as it arrives, spreads the work evenly
+over the reply (a TTS sends a clause's audio at once) and spends none on the part an
+interruption cuts. It runs on the event loop: a worker thread was tried and kept the loop busier
+(waiting for the GIL) than the encoding itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,18 +48,18 @@ HANGOVER_S = 0.2
 KEEPALIVE_S = 1.0
 TIME_BASE = fractions.Fraction(1, RATE)
 OPUS_BITRATE = 32000  # mono speech; aiortc's own encoder sends 96 kb/s of stereo
-CONVERSION_WAIT_S = 0.01  # the longest a frame waits for its audio to leave the worker
+LOOKAHEAD_FRAMES = 10  # frames kept converted ahead of playback (200 ms)
+BATCH_S = 0.1  # audio converted per batch
 
 log = logging.getLogger(__name__)
-# Resampling and encoding of reply audio, for every track of the process, in submission order.
-_AUDIO_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reply-audio")
 
 
 @dataclass
 class Segment:
     index: int
     text: str
-    samples_total: int = 0  # at 48 kHz, as received so far
+    samples_total: int = 0  # at 48 kHz, as converted so far
+    samples_pending: int = 0  # at 48 kHz, estimated, received but not yet converted
     samples_played: int = 0
 
 
@@ -75,9 +76,9 @@ class ReplyPlayback:
     # With `opus`, `packets[i]` is the Opus packet of the i-th 20 ms frame of `buffer`.
     opus: bool = False
     packets: deque[bytes] = field(default_factory=deque)
-    converting: int = 0  # conversions asked of the worker, not yet applied
-    converted: asyncio.Event = field(default_factory=asyncio.Event)  # set as each is applied
-    # Owned by the worker thread:
+    # TTS audio not yet converted: (segment, PCM16 mono, rate, estimated samples at 48 kHz)
+    received: deque[tuple[int, bytes, int, int]] = field(default_factory=deque)
+    all_received: bool = False  # the TTS is done: the last batch pads the last frame
     resamplers: dict[int, av.AudioResampler] = field(default_factory=dict)
     encoder: Any = None
     unencoded: bytearray = field(default_factory=bytearray)  # 48 kHz PCM short of a frame
@@ -88,10 +89,11 @@ class ReplyPlayback:
         for index in sorted(self.segments):
             seg = self.segments[index]
             seg_words = seg.text.split()
-            if seg.samples_total and seg.samples_played >= seg.samples_total:
+            total = seg.samples_total + seg.samples_pending
+            if total and seg.samples_played >= total:
                 words += seg_words
-            elif seg.samples_played and seg.samples_total:
-                share = seg.samples_played / seg.samples_total
+            elif seg.samples_played and total:
+                share = seg.samples_played / total
                 words += seg_words[: int(len(seg_words) * share)]
                 break
             else:
@@ -121,13 +123,17 @@ def pcm_frame(data: bytes, pts: int) -> av.AudioFrame:
     return frame
 
 
-def convert(pb: ReplyPlayback, pcm: bytes, rate: int, final: bool) -> tuple[bytes, list[bytes]]:
-    """(Worker thread.) `pcm` at 48 kHz, and, for an Opus reply, the packets of the whole
-    frames it completes; `final` pads the reply's last partial frame and encodes it too."""
-    data = resample_to_48k(pb, pcm, rate) if pcm else b""
+Batch = list[tuple[int, bytes, int, int]]
+
+
+def convert(pb: ReplyPlayback, batch: Batch, final: bool) -> tuple[list[bytes], list[bytes]]:
+    """Each piece of `batch` at 48 kHz, and, for an Opus reply, the packets of the whole frames
+    they complete; `final` pads the reply's last partial frame and encodes it too."""
+    datas = [resample_to_48k(pb, pcm, rate) for _, pcm, rate, _ in batch]
     if not pb.opus:
-        return data, []
-    pb.unencoded += data
+        return datas, []
+    for data in datas:
+        pb.unencoded += data
     if final and len(pb.unencoded) % FRAME_BYTES:
         pb.unencoded += bytes(FRAME_BYTES - len(pb.unencoded) % FRAME_BYTES)
     if pb.encoder is None:
@@ -143,7 +149,7 @@ def convert(pb: ReplyPlayback, pcm: bytes, rate: int, final: bool) -> tuple[byte
     del pb.unencoded[: whole * FRAME_BYTES]
     if len(packets) != whole:  # libopus gives one packet per 20 ms frame
         raise RuntimeError(f"opus: {len(packets)} packets for {whole} frames")
-    return data, packets
+    return datas, packets
 
 
 @functools.cache
@@ -211,48 +217,54 @@ class ReplyAudioTrack(MediaStreamTrack):
             self.reply.segments.setdefault(index, Segment(index=index, text=text))
 
     def push(self, reply_id: str, index: int, pcm: bytes, rate: int) -> None:
-        """Queue a chunk of the reply's audio (PCM16 mono at `rate`) for conversion."""
+        """Queue a chunk of the reply's audio (PCM16 mono at `rate`); it is converted shortly
+        before it plays."""
         pb = self.reply
         if pb is None or pb.reply_id != reply_id:
             return  # a stopped or unknown reply: its audio is dropped
-        self._convert(pb, index, pcm, rate, final=False)
+        seg = pb.segments.setdefault(index, Segment(index=index, text=""))
+        step = max(2, int(rate * BATCH_S) * 2)
+        for at in range(0, len(pcm) - len(pcm) % 2, step):
+            piece = pcm[at : at + step]
+            estimate = len(piece) // 2 * RATE // rate
+            seg.samples_pending += estimate
+            pb.received.append((index, piece, rate, estimate))
+        self._refill(pb)
 
     def tts_done(self, reply_id: str) -> None:
-        """The reply's audio is all here: it ends once what was queued before has played."""
-        if self.reply is not None and self.reply.reply_id == reply_id:
-            self._convert(self.reply, None, b"", RATE, final=True)
+        """The reply's audio is all here: it ends once all of it has played."""
+        pb = self.reply
+        if pb is not None and pb.reply_id == reply_id:
+            pb.all_received = True
+            self._refill(pb)
 
-    def _convert(
-        self, pb: ReplyPlayback, index: int | None, pcm: bytes, rate: int, final: bool
-    ) -> None:
-        pb.converting += 1
-        job = _AUDIO_WORKER.submit(convert, pb, pcm, rate, final)
-        loop = asyncio.get_running_loop()
-        job.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._converted, pb, index, final, f)
-        )
-
-    @staticmethod
-    def _converted(
-        pb: ReplyPlayback, index: int | None, final: bool, job: Future[tuple[bytes, list[bytes]]]
-    ) -> None:
-        """(Event loop, in the order the conversions were asked for.) Make it playable."""
-        pb.converting -= 1
+    def _refill(self, pb: ReplyPlayback) -> None:
+        """Convert the next batch where fewer than `LOOKAHEAD_FRAMES` frames are ready."""
+        if pb.tts_done:
+            return
+        ready = len(pb.packets) if pb.opus else len(pb.buffer) // FRAME_BYTES
+        if ready >= LOOKAHEAD_FRAMES or not (pb.received or pb.all_received):
+            return
+        batch: Batch = []
+        seconds = 0.0
+        while pb.received and seconds < BATCH_S:
+            batch.append(pb.received.popleft())
+            seconds += len(batch[-1][1]) / 2 / batch[-1][2]
+        final = pb.all_received and not pb.received
         try:
-            data, packets = job.result()
+            datas, packets = convert(pb, batch, final)
         except Exception:
-            log.exception("reply %s: audio conversion failed; its frames go as PCM", pb.reply_id)
+            log.exception("reply %s: audio conversion failed; it goes on as PCM", pb.reply_id)
             pb.opus = False
-            data, packets = b"", []
-        if index is not None and data:
+            datas, packets = [b"" for _ in batch], []
+        for (index, _, _, estimate), data in zip(batch, datas, strict=True):
             seg = pb.segments.setdefault(index, Segment(index=index, text=""))
+            seg.samples_pending -= estimate
             seg.samples_total += len(data) // 2
             pb.buffer.extend(data)
             pb.order.append((index, len(data)))
         pb.packets.extend(packets)
-        if final:
-            pb.tts_done = True
-        pb.converted.set()
+        pb.tts_done = final
 
     def pause(self) -> None:
         self.paused = True
@@ -280,7 +292,6 @@ class ReplyAudioTrack(MediaStreamTrack):
                     await asyncio.sleep(wait)
                 elif wait < -0.2:  # fell far behind (loop stall): re-anchor, do not burst
                     self._start = time.monotonic() - self._pts / RATE
-            await self._await_conversion()
             data, packet = self._next_chunk()
             now = time.monotonic()
             if data is not _SILENCE:
@@ -319,23 +330,12 @@ class ReplyAudioTrack(MediaStreamTrack):
         packet.time_base = TIME_BASE
         return packet
 
-    async def _await_conversion(self) -> None:
-        """A reply with nothing to play yet but audio in the worker (its first chunk, most
-        often): wait the fraction of a millisecond for it rather than a whole 20 ms frame."""
-        pb = self.reply
-        if pb is None or not pb.converting or self.paused or pb.held:
-            return
-        if pb.packets if pb.opus else pb.buffer:
-            return
-        pb.converted.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(pb.converted.wait(), CONVERSION_WAIT_S)
-
     def _next_chunk(self) -> tuple[bytes, bytes | None]:
         """The next 20 ms of PCM to play, and its Opus packet where the reply has them."""
         pb = self.reply
         if pb is None or self.paused or pb.held:
             return _SILENCE, None
+        self._refill(pb)
         if not (pb.packets if pb.opus else pb.buffer):
             if pb.tts_done:  # set after its last conversion: all of it has been played
                 self.reply = None

@@ -119,11 +119,22 @@ class Store:
 
     async def inflight_and_window(self, session_id: str) -> tuple[str | None, int]:
         """The reply in flight and the window's start, in one round trip."""
+        _, inflight, start = await self.turn_state(session_id, with_session=False)
+        return inflight, start
+
+    async def turn_state(
+        self, session_id: str, with_session: bool = True
+    ) -> tuple[dict[str, str] | None, str | None, int]:
+        """What a new turn needs, in one round trip: the session (None if unknown), the reply
+        in flight and the window's start."""
         async with self.r.pipeline(transaction=False) as p:
+            if with_session:
+                p.hgetall(_k("session", session_id))
             p.get(_k("inflight", session_id))
             p.get(_k("window", session_id))
-            inflight, start = await p.execute()
-        return (str(inflight) if inflight else None), (int(start) if start else 0)
+            *data, inflight, start = await p.execute()
+        session = data[0] if data and data[0] else None
+        return session, (str(inflight) if inflight else None), (int(start) if start else 0)
 
     async def begin_reply(
         self, session_id: str, reply_id: str, start: int, ttl_s: int = 300

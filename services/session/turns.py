@@ -110,6 +110,8 @@ class Turn:
         self._held: list[Message] = []
         self._subs: list[Any] = []
         self.llm_stream: str | None = None  # the LLM attempt whose output counts
+        # (reply in flight, window start) as read when the turn was accepted, if it was
+        self.stored: tuple[str | None, int] | None = None
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
@@ -235,11 +237,11 @@ class Turn:
     async def _prepare(self) -> list[Any]:
         # Let a reply that was interrupted by this turn write its history first.
         deadline = time.monotonic() + 2.0
-        while True:
-            other, start = await self.store.inflight_and_window(self.sid)
-            if other is None or other == self.rid or time.monotonic() >= deadline:
-                break
+        stored = self.stored or await self.store.inflight_and_window(self.sid)
+        other, start = stored
+        while other not in (None, self.rid) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+            other, start = await self.store.inflight_and_window(self.sid)
         # The user message enters history with the reply, when the turn ends (a speculative
         # turn may still be retracted); the LLM sees it now.
         window = await self.store.begin_reply(self.sid, self.rid, start) + [self.user_message]
@@ -255,9 +257,11 @@ class Turn:
         if not self.voice:
             await self._claim_llm(messages, subs)
             return
+        # Both requests leave in the same write to the bus.
         tts = asyncio.ensure_future(self._claim_tts())
+        llm = asyncio.ensure_future(self._claim_llm(messages, subs))
         try:
-            await self._claim_llm(messages, subs)
+            await llm
         except BaseException:
             tts.cancel()
             raise

@@ -139,7 +139,7 @@ class SessionWorker(Worker):
         assert self.nc is not None
         subjects.check_token(submit.session_id)
         subjects.check_token(submit.turn_id)
-        data = await self.store.get_session(submit.session_id)
+        data, inflight, window_start = await self.store.turn_state(submit.session_id)
         if data is None or data.get("ended") == "1":
             return RpcError(code="session_not_found", message="no such active session", status=404)
         record = await self.store.get_agent(data["agent_id"])
@@ -149,6 +149,7 @@ class SessionWorker(Worker):
             )
         reply_id = bus.new_id()
         turn = Turn(self.nc, self.store, self.cfg, submit, reply_id, record.config)
+        turn.stored = (inflight, window_start)
         await turn.open()
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())

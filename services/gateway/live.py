@@ -639,7 +639,8 @@ class LiveSession:
     async def _confirm(self, utt: Utterance, speech_end: float, eot_ms: float) -> None:
         """The end of turn is confirmed: release the speculative reply (text and audio)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(utt.accepted.wait(), self.cfg.claim_timeout_s)
+            async with asyncio.timeout(self.cfg.claim_timeout_s):  # not wait_for: no extra task
+                await utt.accepted.wait()
         if utt.spec_text is None:  # the session did not take it: the ordinary path
             await self._end_utterance(utt, speech_end, eot_ms)
             return

@@ -26,6 +26,7 @@ from opentelemetry import trace
 
 from services.common import bus, subjects
 from services.common import telemetry as tm
+from services.common.aio import get_within
 from services.common.messages import (
     AgentConfig,
     AgentState,
@@ -329,7 +330,7 @@ class Turn:
         while not (st.llm_done and st.playback_done and self.confirmed):
             timeout = self._timeout()
             try:
-                item = await asyncio.wait_for(self.inbox.get(), timeout)
+                item = await get_within(self.inbox, timeout)
             except TimeoutError:
                 if not st.llm_done:
                     if not st.text and st.llm_attempts < self.cfg.llm_attempts:
@@ -462,7 +463,7 @@ class Turn:
         end = time.monotonic() + timeout
         while (left := end - time.monotonic()) > 0:
             try:
-                item = await asyncio.wait_for(self.inbox.get(), left)
+                item = await get_within(self.inbox, left)
             except TimeoutError:
                 return
             if isinstance(item, PlaybackDone) and item.reply_id == self.rid:

@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 
 from services.common import bus, subjects
 from services.common import telemetry as tm
+from services.common.aio import get_within
 from services.common.messages import (
     BadMessage,
     ClaimAck,
@@ -152,7 +153,7 @@ class TtsWorker(ReplyWorker):
             done = False
             while not done:
                 try:
-                    item = await asyncio.wait_for(texts.get(), self.cfg.text_idle_timeout_s)
+                    item = await get_within(texts, self.cfg.text_idle_timeout_s)
                 except TimeoutError:
                     error = "no text arrived in time"
                     break

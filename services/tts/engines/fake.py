@@ -56,6 +56,7 @@ class FakeTTSEngine(TTSEngine):
         text = text.strip()
         if not text:
             return
-        for chunk in self._chunks(text):
-            await asyncio.sleep(0)  # a cancellation point between chunks
+        for i, chunk in enumerate(self._chunks(text)):
+            if i:
+                await asyncio.sleep(0)  # a cancellation point between chunks
             yield chunk

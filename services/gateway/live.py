@@ -293,7 +293,7 @@ class LiveSession:
             else:
                 self.track.tts_done(item.reply_id)
 
-    def _on_playback_started(self, pb: ReplyPlayback) -> None:
+    async def _on_playback_started(self, pb: ReplyPlayback) -> None:
         end_of_speech = self.traces.speech_end_ms.get(pb.turn_id)
         if end_of_speech is not None:
             first_audio = now_ms() - end_of_speech
@@ -304,14 +304,12 @@ class LiveSession:
                 end_of_speech,
                 {tm.ATTR_FIRST_AUDIO_MS: round(first_audio, 1)},
             )
-        self.spawn(
-            bus.publish(
+        with contextlib.suppress(Exception):  # a bus outage must not stop the audio
+            await bus.publish(
                 self.nc,
                 subjects.playback(self.sid),
                 PlaybackStarted(reply_id=pb.reply_id, at_ms=now_ms()),
-            ),
-            "pb-start",
-        )
+            )
 
     def _on_playback_finished(self, pb: ReplyPlayback) -> None:
         self.spawn(

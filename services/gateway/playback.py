@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import fractions
 import functools
+import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,7 @@ class ReplyPlayback:
     # TTS audio not yet converted: (segment, PCM16 mono, rate, estimated samples at 48 kHz)
     received: deque[tuple[int, bytes, int, int]] = field(default_factory=deque)
     all_received: bool = False  # the TTS is done: the last batch pads the last frame
+    refill_soon: bool = False  # a conversion is due at the loop's next turn
     resamplers: dict[int, av.AudioResampler] = field(default_factory=dict)
     encoder: Any = None
     unencoded: bytearray = field(default_factory=bytearray)  # 48 kHz PCM short of a frame
@@ -174,14 +176,15 @@ def opus_encoder() -> av.AudioCodecContext:
 
 
 class ReplyAudioTrack(MediaStreamTrack):
-    """The outgoing audio track. `on_started(reply)` fires when a reply's first audio frame is
-    sent; `on_finished(reply)` when its last one is (TTS done and buffer empty)."""
+    """The outgoing audio track. `on_started(reply)` is called (and awaited, when it is a
+    coroutine function) as a reply's first audio frame goes out, before aiortc sends it;
+    `on_finished(reply)` when its last one is (TTS done and buffer empty)."""
 
     kind = "audio"
 
     def __init__(
         self,
-        on_started: Callable[[ReplyPlayback], None],
+        on_started: Callable[[ReplyPlayback], Awaitable[None] | None],
         on_finished: Callable[[ReplyPlayback], None],
         suppress_silence: bool = True,
         opus: bool = False,
@@ -195,6 +198,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         self.reply: ReplyPlayback | None = None
         self.paused = False
         self._on_started = on_started
+        self._starting: ReplyPlayback | None = None  # a reply whose first frame goes out now
         self._on_finished = on_finished
         self._start: float | None = None
         self._pts = 0
@@ -293,6 +297,10 @@ class ReplyAudioTrack(MediaStreamTrack):
                 elif wait < -0.2:  # fell far behind (loop stall): re-anchor, do not burst
                     self._start = time.monotonic() - self._pts / RATE
             data, packet = self._next_chunk()
+            if self._starting is not None:  # told before the frame leaves, in the same turn
+                started, self._starting = self._starting, None
+                if inspect.isawaitable(told := self._on_started(started)):
+                    await told
             now = time.monotonic()
             if data is not _SILENCE:
                 self._last_sound = now
@@ -335,7 +343,8 @@ class ReplyAudioTrack(MediaStreamTrack):
         pb = self.reply
         if pb is None or self.paused or pb.held:
             return _SILENCE, None
-        self._refill(pb)
+        if not (pb.packets if pb.opus else pb.buffer):
+            self._refill(pb)  # needed now
         if not (pb.packets if pb.opus else pb.buffer):
             if pb.tts_done:  # set after its last conversion: all of it has been played
                 self.reply = None
@@ -347,11 +356,19 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._account(pb, len(chunk))
         if not pb.started:
             pb.started = True
-            self._on_started(pb)
+            self._starting = pb
         self.audio_frames_sent += 1
         if len(chunk) < FRAME_BYTES:
             chunk += bytes(FRAME_BYTES - len(chunk))
+        if not pb.refill_soon:  # after this frame is sent, and what it set going
+            pb.refill_soon = True
+            asyncio.get_running_loop().call_soon(self._refill_later, pb)
         return chunk, packet
+
+    def _refill_later(self, pb: ReplyPlayback) -> None:
+        pb.refill_soon = False
+        if pb is self.reply:
+            self._refill(pb)
 
     @staticmethod
     def _account(pb: ReplyPlayback, n: int) -> None:

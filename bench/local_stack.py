@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import signal
@@ -406,6 +407,18 @@ def git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def cpu_reference_ms() -> float:
+    """How fast this machine is right now: the best of five timings of a fixed pure-Python
+    workload, in ms. This machine's speed was seen to change by 1.6x within an hour (a shared
+    host), with the same code: runs whose references differ much are not comparable."""
+    best = math.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        sum(range(2_000_000))
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000.0, 1)
+
+
 def machine_info() -> dict[str, Any]:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -416,6 +429,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "cpu_reference_ms": cpu_reference_ms(),
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         # What differs from the commit: services under concurrent edit change the figures.
@@ -438,7 +452,8 @@ class BenchRun:
         while the benchmark runs does not change them)."""
         machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
         say(
-            f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
+            f"[setup] {machine['cpu_model']} x{machine['nproc']} (cpu reference"
+            f" {machine['cpu_reference_ms']} ms), load {load_text()}, commit "
             f"{str(machine['git_commit'])[:10]}"
             f"{' + uncommitted changes' if machine['git_dirty'] else ''}"
         )
@@ -456,7 +471,10 @@ class BenchRun:
         self, args: Any, interrupted: bool, log_dir: Path | None = None, **fields: Any
     ) -> dict[str, Any]:
         """The result record's common head (the load now is the load after), then `fields`."""
-        self.machine = self.machine | {"loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+        self.machine = self.machine | {
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "cpu_reference_ms_after": cpu_reference_ms(),
+        }
         record: dict[str, Any] = {
             "benchmark": self.name,
             "date": self.started.isoformat(timespec="seconds"),
@@ -475,7 +493,8 @@ class BenchRun:
         m = self.machine
         return (
             f"{title}, {self.started.isoformat(timespec='seconds')}, commit {self.commit}"
-            f"{' (dirty)' if m['git_dirty'] else ''}, {m['cpu_model']} x{m['nproc']}, load "
+            f"{' (dirty)' if m['git_dirty'] else ''}, {m['cpu_model']} x{m['nproc']}, cpu reference"
+            f" {m.get('cpu_reference_ms')} -> {m.get('cpu_reference_ms_after')} ms, load "
             f"{m['loadavg_before']} -> {m.get('loadavg_after')}{extra}"
             f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
         )

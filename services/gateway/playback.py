@@ -18,10 +18,10 @@ to mono Opus at `OPUS_BITRATE`, one encoder per reply. The track then hands aior
 packets, one per frame it plays, and a constant silence packet for the frames of silence: aiortc
 would otherwise resample every frame to stereo and encode it at 96 kb/s through a thread-pool
 hop per frame (measured here: 3-4 times the time per frame of `opus_encoder`), which was the
-largest part of the gateway's work per talking session. Converting as it plays, not as it arrives, spreads the work evenly
-over the reply (a TTS sends a clause's audio at once) and spends none on the part an
-interruption cuts. It runs on the event loop: a worker thread was tried and kept the loop busier
-(waiting for the GIL) than the encoding itself.
+largest part of the gateway's work per talking session. Converting as it plays, not as it
+arrives, spreads the work evenly over the reply (a TTS sends a clause's audio at once) and
+spends none on the part an interruption cuts. It runs on the event loop: a worker thread was
+tried and kept the loop busier (waiting for the GIL) than the encoding itself.
 """
 
 from __future__ import annotations

@@ -123,10 +123,12 @@ async def test_an_opus_track_hands_out_one_packet_per_frame_that_decodes_to_the_
         b - a == FRAME for a, b in zip(pts[1:], pts[2:], strict=False)
     )
     decoder = av.CodecContext.create("libopus", "r")  # as a browser: opus/48000/2, stereo out
-    frames = [f for p in packets[1:] for f in decoder.decode(p)]
+    frames = [f for p in packets for f in decoder.decode(p)]  # the keep-alive's silence too
     pcm = np.concatenate(
-        [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames]
+        [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in frames[1:]]
     ).astype(np.float64)
+    # The reply opens at its level, right after silence: its first frame is not faded in.
+    assert np.sqrt(np.mean(pcm[FRAME // 2 : FRAME] ** 2)) > 0.6 * 8000 / np.sqrt(2)
     audible = pcm[: int(0.4 * RATE)]
     spectrum = np.abs(np.fft.rfft(audible[RATE // 10 :]))
     peak_hz = np.argmax(spectrum) * RATE / (2 * (len(spectrum) - 1))

@@ -140,6 +140,11 @@ def convert(pb: ReplyPlayback, batch: Batch, final: bool) -> tuple[list[bytes], 
         pb.unencoded += bytes(FRAME_BYTES - len(pb.unencoded) % FRAME_BYTES)
     if pb.encoder is None:
         pb.encoder = opus_encoder()
+        # Prime it with a frame of silence (its packet unused): the receiver's decoder has just
+        # decoded silence packets, and an encoder in its initial state would open the reply with
+        # two frames decoded far too quietly (CELT predicts each frame's energy from the last).
+        pb.encoder.encode(pcm_frame(_SILENCE, 0))
+        pb.encoded_frames = 1
     whole = len(pb.unencoded) // FRAME_BYTES
     packets: list[bytes] = []
     for i in range(whole):

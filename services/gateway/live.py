@@ -304,12 +304,14 @@ class LiveSession:
                 end_of_speech,
                 {tm.ATTR_FIRST_AUDIO_MS: round(first_audio, 1)},
             )
-        with contextlib.suppress(Exception):  # a bus outage must not stop the audio
+        try:
             await bus.publish(
                 self.nc,
                 subjects.playback(self.sid),
                 PlaybackStarted(reply_id=pb.reply_id, at_ms=now_ms()),
             )
+        except Exception as exc:  # a bus outage must not stop the audio
+            log.warning("session %s: playback.started not published: %s", self.sid, exc)
 
     def _on_playback_finished(self, pb: ReplyPlayback) -> None:
         self.spawn(

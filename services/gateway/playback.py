@@ -86,6 +86,11 @@ class ReplyPlayback:
     unencoded: bytearray = field(default_factory=bytearray)  # 48 kHz PCM short of a frame
     encoded_frames: int = 0
 
+    @property
+    def playable(self) -> bool:
+        """A frame is ready: its packet, or (without Opus) its PCM."""
+        return bool(self.packets if self.opus else self.buffer)
+
     def spoken_text(self) -> str:
         words: list[str] = []
         for index in sorted(self.segments):
@@ -125,15 +130,9 @@ def pcm_frame(data: bytes, pts: int) -> av.AudioFrame:
     return frame
 
 
-Batch = list[tuple[int, bytes, int, int]]
-
-
-def convert(pb: ReplyPlayback, batch: Batch, final: bool) -> tuple[list[bytes], list[bytes]]:
-    """Each piece of `batch` at 48 kHz, and, for an Opus reply, the packets of the whole frames
-    they complete; `final` pads the reply's last partial frame and encodes it too."""
-    datas = [resample_to_48k(pb, pcm, rate) for _, pcm, rate, _ in batch]
-    if not pb.opus:
-        return datas, []
+def encode(pb: ReplyPlayback, datas: list[bytes], final: bool) -> list[bytes]:
+    """The Opus packets of the whole frames that `datas` (48 kHz PCM, in play order) complete;
+    `final` pads the reply's last partial frame and encodes it too."""
     for data in datas:
         pb.unencoded += data
     if final and len(pb.unencoded) % FRAME_BYTES:
@@ -156,7 +155,7 @@ def convert(pb: ReplyPlayback, batch: Batch, final: bool) -> tuple[list[bytes], 
     del pb.unencoded[: whole * FRAME_BYTES]
     if len(packets) != whole:  # libopus gives one packet per 20 ms frame
         raise RuntimeError(f"opus: {len(packets)} packets for {whole} frames")
-    return datas, packets
+    return packets
 
 
 @functools.cache
@@ -257,18 +256,20 @@ class ReplyAudioTrack(MediaStreamTrack):
         ready = len(pb.packets) if pb.opus else len(pb.buffer) // FRAME_BYTES
         if ready >= LOOKAHEAD_FRAMES or not (pb.received or pb.all_received):
             return
-        batch: Batch = []
+        batch: list[tuple[int, bytes, int, int]] = []
         seconds = 0.0
         while pb.received and seconds < BATCH_S:
             batch.append(pb.received.popleft())
             seconds += len(batch[-1][1]) / 2 / batch[-1][2]
         final = pb.all_received and not pb.received
-        try:
-            datas, packets = convert(pb, batch, final)
-        except Exception:
-            log.exception("reply %s: audio conversion failed; it goes on as PCM", pb.reply_id)
-            pb.opus = False
-            datas, packets = [b"" for _ in batch], []
+        datas = [resample_to_48k(pb, pcm, rate) for _, pcm, rate, _ in batch]
+        packets: list[bytes] = []
+        if pb.opus:
+            try:
+                packets = encode(pb, datas, final)
+            except Exception:
+                log.exception("reply %s: Opus encoding failed; it goes on as PCM", pb.reply_id)
+                pb.opus = False
         for (index, _, _, estimate), data in zip(batch, datas, strict=True):
             seg = pb.segments.setdefault(index, Segment(index=index, text=""))
             seg.samples_pending -= estimate
@@ -328,7 +329,7 @@ class ReplyAudioTrack(MediaStreamTrack):
             return pcm_frame(data, pts)
         if packet is None and data is _SILENCE:
             packet = silence_packet()
-        if packet is None:  # a reply converted before Opus was negotiated: encode it here
+        if packet is None:  # no packets: Opus came after the reply began, or its encoding failed
             return self._encode(pcm_frame(data, pts))
         out = av.Packet(packet)
         out.pts = pts  # the frame's own time: skipped silence still advances the clock
@@ -351,9 +352,9 @@ class ReplyAudioTrack(MediaStreamTrack):
         pb = self.reply
         if pb is None or self.paused or pb.held:
             return _SILENCE, None
-        if not (pb.packets if pb.opus else pb.buffer):
+        if not pb.playable:
             self._refill(pb)  # needed now
-        if not (pb.packets if pb.opus else pb.buffer):
+        if not pb.playable:
             if pb.tts_done:  # set after its last conversion: all of it has been played
                 self.reply = None
                 self._on_finished(pb)

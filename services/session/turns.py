@@ -91,6 +91,7 @@ class Turn:
         submit: TurnSubmit,
         reply_id: str,
         agent: AgentConfig,
+        stored: tuple[str | None, int] | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -112,7 +113,7 @@ class Turn:
         self._subs: list[Any] = []
         self.llm_stream: str | None = None  # the LLM attempt whose output counts
         # (reply in flight, window start) as read when the turn was accepted, if it was
-        self.stored: tuple[str | None, int] | None = None
+        self.stored = stored
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )

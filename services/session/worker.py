@@ -148,8 +148,15 @@ class SessionWorker(Worker):
                 code="agent_not_found", message="the session's agent is gone", status=410
             )
         reply_id = bus.new_id()
-        turn = Turn(self.nc, self.store, self.cfg, submit, reply_id, record.config)
-        turn.stored = (inflight, window_start)
+        turn = Turn(
+            self.nc,
+            self.store,
+            self.cfg,
+            submit,
+            reply_id,
+            record.config,
+            stored=(inflight, window_start),
+        )
         await turn.open()
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())

@@ -24,6 +24,10 @@ client's own stall caused can be told from one the server caused.
 Per turn OUT holds: voice to voice (last audible frame sent -> first audible reply frame), the
 server's turn.metrics, and the arrival gaps between consecutive reply frames while the reply
 played (first to last audible frame of the reply), with the silent frames inside that span.
+Gaps are taken twice: on the wire (the kernel's receive time of each frame's RTP packet, see
+bench/wire_clock.py: what the gateway delivered, whatever this process does) and at the track
+(when the decoded frame reached this process's recorder: the wire plus this process's own
+stalls).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from tests.voice_client import AUDIBLE_RMS, FRAME, RATE, Pacer, VoiceClient, to_48k
 
+from . import wire_clock
 from .scenarios import clip
 
 TICK_S = 0.01
@@ -60,17 +65,21 @@ def say(line: str) -> None:
 
 
 class Ticker:
-    """Event-loop lag of this process: how late a 10 ms sleep wakes up, with its wall time."""
+    """Event-loop lag of this process: how much longer than 10 ms passed between two wake-ups of
+    a 10 ms sleep, with its wall time. Measured from the last wake-up, not from the sleep's
+    start, so a stall inside the ticker's own step (the process descheduled, or waiting for the
+    GIL) counts too."""
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []  # (wall time at wake-up, lateness ms)
 
     async def run(self) -> None:
+        last = time.monotonic()
         while True:
-            t0 = time.monotonic()
             await asyncio.sleep(TICK_S)
-            late = (time.monotonic() - t0 - TICK_S) * 1000.0
-            self.samples.append((time.time(), round(late, 2)))
+            now = time.monotonic()
+            self.samples.append((time.time(), round((now - last - TICK_S) * 1000.0, 2)))
+            last = now
 
 
 def audible(pcm: np.ndarray) -> bool:
@@ -153,24 +162,37 @@ class EncodedSpeaker(MediaStreamTrack):
 
 @dataclass
 class Heard:
-    t: float  # time.monotonic() at arrival
+    t: float  # time.monotonic() when the decoded frame reached the recorder
     loud: bool
+    wire: float | None  # time.monotonic() of its RTP packet's kernel receive stamp
 
 
 class LightClient(VoiceClient):
     """VoiceClient whose recorder keeps only (arrival time, audible?) per reply frame."""
 
     async def _record(self, track: MediaStreamTrack) -> None:
+        ssrc: int | None = None  # the reply stream's, for its packets' kernel stamps
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                if ssrc is None:
+                    ssrc = self._remote_ssrc()
                 assert isinstance(frame, av.AudioFrame)
                 a = frame.to_ndarray()  # packed s16: shape (1, samples * channels)
                 ch = len(frame.layout.channels)
                 x = a[0, ::ch].astype(np.float32)
                 loud = float(np.sqrt(np.mean(x * x))) > AUDIBLE_RMS
-                self.audio.append(Heard(now, loud))  # type: ignore[arg-type]
+                wire = wire_clock.take(ssrc, frame.pts)
+                self.audio.append(Heard(now, loud, wire))  # type: ignore[arg-type]
+
+    def _remote_ssrc(self) -> int | None:
+        if self.pc is None:
+            return None
+        for receiver in self.pc.getReceivers():
+            for source in receiver.getSynchronizationSources():
+                return int(source.source)
+        return None
 
 
 class User:
@@ -273,7 +295,8 @@ class User:
         return rec
 
     def reply_audio(self, scan0: int, t_end: float, t_done: float) -> dict[str, Any]:
-        """Voice to voice and the frame arrival gaps while the reply played."""
+        """Voice to voice and the frame arrival gaps while the reply played, on the wire and at
+        the track (module docstring)."""
         frames: list[Heard] = self.client.audio[scan0:]  # type: ignore[assignment]
         times = [r.t for r in frames]
         loud = [r.loud for r in frames]
@@ -284,26 +307,44 @@ class User:
             (i for i in range(first, len(frames)) if loud[i] and times[i] <= t_done + 0.5),
             default=first,
         )
-        gaps = [round((times[i] - times[i - 1]) * 1000.0, 2) for i in range(first + 1, last + 1)]
-        worst = int(np.argmax(gaps)) if gaps else None
-        big = [
-            (round(times[first + 1 + k] + self.mono_to_wall, 3), g)
-            for k, g in enumerate(gaps)
-            if g > BIG_GAP_MS
-        ]
+        span = frames[first : last + 1]
+        track = self._gaps([r.t for r in span])
+        stamped = [r.wire for r in span if r.wire is not None]
+        # Wire gaps where (nearly) every frame has its stamp; else the track's, and it says so.
+        clock = "wire" if len(stamped) >= 0.9 * len(span) else "track"
+        wire = self._gaps(stamped) if clock == "wire" else track
         return {
             "voice_to_voice_ms": round((times[first] - t_end) * 1000.0, 1),
             "reply_frames": last - first + 1,
             "reply_s": round((times[last] - times[first]), 3),
-            "silent_frames_inside": sum(1 for i in range(first, last + 1) if not loud[i]),
-            "gaps_ms": gaps,
-            "max_gap_ms": max(gaps) if gaps else None,
-            "big_gaps": big,  # (wall time of the frame after the gap, gap ms), over 60 ms
-            "max_gap_at": round(times[first + 1 + worst] + self.mono_to_wall, 3)
-            if worst is not None
-            else None,
+            "silent_frames_inside": sum(1 for r in span if not r.loud),
+            # frames whose packet had no kernel stamp (left out of the wire gaps)
+            "unstamped_frames": len(span) - len(stamped),
+            "gap_clock": clock,  # what gaps_ms / max_gap_ms / big_gaps were timed on
+            "gaps_ms": wire["gaps"],
+            "max_gap_ms": wire["max"],
+            "big_gaps": wire["big"],  # (wall time of the frame after the gap, gap ms), over 60
+            "max_gap_at": wire["max_at"],
+            "track_gaps_ms": track["gaps"],
+            "track_max_gap_ms": track["max"],
+            "track_big_gaps": track["big"],
             "reply_first_wall": round(times[first] + self.mono_to_wall, 3),
             "reply_last_wall": round(times[last] + self.mono_to_wall, 3),
+        }
+
+    def _gaps(self, times: list[float]) -> dict[str, Any]:
+        """Gaps between consecutive arrival times, in ms, with those over the target."""
+        gaps = [round((b - a) * 1000.0, 2) for a, b in zip(times, times[1:], strict=False)]
+        worst = int(np.argmax(gaps)) if gaps else None
+        return {
+            "gaps": gaps,
+            "max": max(gaps) if gaps else None,
+            "big": [
+                (round(times[k + 1] + self.mono_to_wall, 3), g)
+                for k, g in enumerate(gaps)
+                if g > BIG_GAP_MS
+            ],
+            "max_at": round(times[worst + 1] + self.mono_to_wall, 3) if worst is not None else None,
         }
 
     async def close(self) -> None:
@@ -315,12 +356,12 @@ class User:
             pass
 
 
-def gap_summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
+def gap_summary(turns: list[dict[str, Any]], key: str = "gaps_ms") -> dict[str, Any]:
     """All gaps of a session as a 1 ms histogram plus the large ones, so the JSON stays small."""
     hist = [0] * (GAP_HIST_MAX_MS + 1)
     large: list[float] = []
     for t in turns:
-        for g in t.pop("gaps_ms", []):
+        for g in t.pop(key, []):
             if g < GAP_HIST_MAX_MS:
                 hist[max(0, int(g))] += 1
             else:
@@ -329,6 +370,8 @@ def gap_summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def main_async(spec: dict[str, Any], out: Path) -> None:
+    if not wire_clock.install():
+        say("no kernel receive stamps here: gaps are timed at the track")
     clips = [encode_clip(c.text, c.pcm, c.rate) for c in map(clip, spec["texts"])]
     silence = encode_clip("", np.zeros(FRAME, dtype=np.int16), RATE).packets[0][0]
     rng = random.Random(spec["seed"])
@@ -397,6 +440,7 @@ async def main_async(spec: dict[str, Any], out: Path) -> None:
     }
     for s in result["sessions"]:
         s["gaps"] = gap_summary(s["turns"])
+        s["track_gaps"] = gap_summary(s["turns"], "track_gaps_ms")
     text = json.dumps(result)
     await asyncio.to_thread(out.write_text, text)
 

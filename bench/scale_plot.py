@@ -28,8 +28,8 @@ COLORS = {
 }
 
 
-def _gaps(lv: dict[str, Any]) -> np.ndarray:
-    g = lv["gaps"]
+def _gaps(lv: dict[str, Any], key: str = "gaps") -> np.ndarray:
+    g = lv.get(key) or lv["gaps"]
     hist = np.asarray(g["hist_1ms"])
     return np.concatenate([np.repeat(np.arange(hist.size) + 0.5, hist), np.asarray(g["over_hist"])])
 
@@ -55,12 +55,20 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
         if not g.size:
             continue
         ccdf = 1.0 - np.arange(g.size) / g.size
-        ax.step(g, ccdf, where="post", color=cmap(i / max(1, len(fake) - 1)),
+        color = cmap(i / max(1, len(fake) - 1))
+        ax.step(g, ccdf, where="post", color=color,
                 label=f"{lv['sessions']} sessions (max {g.max():.0f} ms)")  # fmt: skip
+        t = np.sort(_gaps(lv, "track_gaps"))
+        if t.size and "track_gaps" in lv:
+            ax.step(t, 1.0 - np.arange(t.size) / t.size, where="post", color=color, lw=0.8,
+                    ls=":", label=f"  at the recorder (max {t.max():.0f} ms)")  # fmt: skip
     ax.axvline(GAP_TARGET_MS, color="red", lw=1, ls="--", label="target: none over 60 ms")
     ax.axvline(20, color="black", lw=0.6, alpha=0.4)
     ax.set_yscale("log")
-    ax.set_xlabel("gap between consecutive reply audio frames at the client (ms; 20 = on time)")
+    ax.set_xlabel(
+        "gap between reply frames at the client (ms; 20 = on time)\nsolid: on the wire (kernel"
+        " receive time); dotted: at the client's recorder"
+    )
     ax.set_ylabel("share of gaps longer than x")
     ax.set_title("fake engines: reply-frame arrival gaps, per level", fontsize=10)
     ax.legend(fontsize=8)

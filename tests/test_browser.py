@@ -211,10 +211,12 @@ async def test_spoken_question_transcript_reply_and_audio(stack) -> None:  # typ
         user = page.locator(".msg.user:not(.partial)")
         await expect(user).to_have_count(1, timeout=30000)
         await expect(partial).to_have_count(0)  # the partial became the final
-        # tiny.en hears "the sky" in this clip as "this guy" (with any window): check words it
-        # gets right, so the test is about the page, not the model's accuracy
+        # tiny.en hears "the sky" in this clip as "this guy" (with any window), and "summer day"
+        # now and then as "summer bay" (with either event loop: the final pass's audio ends 0-64
+        # ms later or earlier, by how the silence after the browser's last packet is counted):
+        # check words it gets right, so the test is about the page, not the model's accuracy
         heard = (await user.inner_text()).lower()
-        assert re.search(r"\bcolou?r\b", heard) and "summer day" in heard, heard
+        assert re.search(r"\bcolou?r\b", heard) and "sunny summer" in heard, heard
 
         await wait_state(page, "speaking")
         before = await page.evaluate("window.voiceAssistant.inboundAudio()")

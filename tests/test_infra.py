@@ -136,3 +136,21 @@ def test_netns_run_has_the_veth_addresses_up() -> None:
 def test_netns_run_passes_the_exit_status_through() -> None:
     out = subprocess.run([str(NETNS_RUN), "sh", "-c", "exit 7"], timeout=60)
     assert out.returncode == 7
+
+
+def test_services_run_on_the_event_loop_that_va_event_loop_names(
+    nats_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """uvloop by default (a dependency), asyncio's own loop on request; a name that is neither
+    stops the service at start with the setting's error."""
+    sp = ServiceProcs(nats_url, redis_url, log_dir=tmp_path)
+    try:
+        for choice, loop in (("auto", "uvloop"), ("asyncio", "asyncio")):
+            svc = sp.start("session", env={"VA_EVENT_LOOP": choice}, timeout=60)
+            assert f"({loop} event loop)" in svc.log.read_text()
+            svc.kill(signal.SIGTERM)
+            assert svc.wait(30) == 0
+        with pytest.raises(ServiceError, match=r"(?s)exited with code 1.*event_loop"):
+            sp.start("session", env={"VA_EVENT_LOOP": "tokio"}, timeout=60)
+    finally:
+        sp.stop_all()

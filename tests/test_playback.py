@@ -52,6 +52,36 @@ async def test_idle_track_sends_only_keepalives_and_keeps_its_clock() -> None:
     assert frames[-1][1] == pytest.approx((frames[-1][0] - t0) * RATE, abs=3 * FRAME)
 
 
+async def test_an_idle_track_sleeps_until_audio_comes_and_sends_it_at_once() -> None:
+    """Idle, the track does not wake every 20 ms to find nothing to send: it sleeps until the
+    keep-alive is due or a reply's audio is pushed, and that audio leaves at once (not at the
+    next 20 ms tick), stamped with the time it leaves."""
+    track = ReplyAudioTrack(lambda pb: None, lambda pb: None)
+    looks = 0
+    next_chunk = track._next_chunk
+
+    def counted() -> tuple[bytes, bytes | None]:
+        nonlocal looks
+        looks += 1
+        return next_chunk()
+
+    track._next_chunk = counted  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    await pull(track, 0.05)  # the first keep-alive
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.5)
+    assert looks <= 3, looks  # not 25
+    track.begin("r1", "t1")
+    track.segment("r1", 0, "hello")
+    pushed = time.monotonic()
+    track.push("r1", 0, tone(0.2), RATE)
+    frame = await asyncio.wait_for(pending, 1.0)
+    left = time.monotonic()
+    assert np.abs(np.frombuffer(bytes(frame.planes[0])[: FRAME * 2], dtype=np.int16)).max() > 0
+    assert left - pushed < 0.005
+    assert frame.pts == pytest.approx((left - t0) * RATE, abs=FRAME)
+
+
 async def test_a_reply_plays_without_gaps_then_a_tail_then_quiet() -> None:
     started: list[str] = []
     finished: list[str] = []

@@ -13,7 +13,9 @@ import gc
 import logging
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -99,6 +101,25 @@ def health_app(worker: Worker, app: FastAPI | None = None) -> FastAPI:
     return app
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a service runs on (`VA_EVENT_LOOP`): None is asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RuntimeError("VA_EVENT_LOOP=uvloop but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """A service's entry point: `main()` on the event loop its settings name."""
+    with asyncio.Runner(loop_factory=loop_factory(ServiceSettings().event_loop)) as runner:
+        runner.run(main())
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -156,7 +177,13 @@ async def run_worker(
         )
         server = _HttpServer(config)
         http = asyncio.create_task(server.serve(), name="http")
-        log.info("%s %s ready on :%d", worker.kind, worker.worker_id, config.port)
+        log.info(
+            "%s %s ready on :%d (%s event loop)",
+            worker.kind,
+            worker.worker_id,
+            config.port,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         await stop.wait()
         log.info("%s: stopping", worker.kind)
         await worker.drain(drain_timeout)

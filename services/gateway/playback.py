@@ -27,6 +27,7 @@ tried and kept the loop busier (waiting for the GIL) than the encoding itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import functools
 import inspect
@@ -209,6 +210,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._on_finished = on_finished
         self._start: float | None = None
         self._pts = 0
+        self._wake = asyncio.Event()  # audio to play may be there: ends an idle wait
         self.frames_sent = 0
         self.audio_frames_sent = 0
 
@@ -222,6 +224,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         """Let a held (speculative) reply of `turn_id` play."""
         if self.reply is not None and self.reply.turn_id == turn_id:
             self.reply.held = False
+            self._wake.set()
 
     def segment(self, reply_id: str, index: int, text: str) -> None:
         if self.reply is not None and self.reply.reply_id == reply_id:
@@ -241,6 +244,7 @@ class ReplyAudioTrack(MediaStreamTrack):
             seg.samples_pending += estimate
             pb.received.append((index, piece, rate, estimate))
         self._refill(pb)
+        self._wake.set()
 
     def tts_done(self, reply_id: str) -> None:
         """The reply's audio is all here: it ends once all of it has played."""
@@ -284,6 +288,7 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     def resume(self) -> None:
         self.paused = False
+        self._wake.set()
 
     def stop_reply(self) -> ReplyPlayback | None:
         """Stop the current reply at once; returns it (with what was played)."""
@@ -318,7 +323,7 @@ class ReplyAudioTrack(MediaStreamTrack):
                 and now - self._last_sound > HANGOVER_S
                 and now - self._last_sent < KEEPALIVE_S
             ):
-                self._pts += FRAME  # this frame's time passes with nothing sent
+                await self._idle(now)  # this frame's time, and more, passes with nothing sent
                 continue
             self._last_sent = now
             break
@@ -335,6 +340,19 @@ class ReplyAudioTrack(MediaStreamTrack):
         out.pts = pts  # the frame's own time: skipped silence still advances the clock
         out.time_base = TIME_BASE
         return out
+
+    async def _idle(self, now: float) -> None:
+        """Nothing to send: sleep until the keep-alive is due or audio may be there to play,
+        instead of waking every 20 ms; then the clock moves on by the frames that passed (as
+        with Opus DTX), and a reply that arrived meanwhile goes out at once, not at the next
+        20 ms tick."""
+        assert self._start is not None
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._last_sent + KEEPALIVE_S - now):
+                await self._wake.wait()
+        passed = int((time.monotonic() - self._start) * RATE) // FRAME * FRAME
+        self._pts = max(self._pts + FRAME, passed)
 
     def _encode(self, frame: av.AudioFrame) -> av.AudioFrame | av.Packet:
         if self._encoder is None:

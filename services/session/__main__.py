@@ -1,5 +1,5 @@
-import asyncio
+from services.common.service import run
 
 from .main import main
 
-asyncio.run(main())
+run(main)

@@ -508,7 +508,7 @@ HOPS: tuple[Hop, ...] = (
         "gateway_first_frame",
         "audio0",
         "pb_at",
-        "first audio chunk -> first frame to WebRTC (gateway; the idle track wakes at once)",
+        "first audio chunk -> first frame to WebRTC (gateway: next 20 ms frame; at once if idle)",
         "media",
     ),
     Hop(

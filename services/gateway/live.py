@@ -693,9 +693,10 @@ class LiveSession:
                 utt.sent = 0
             except (bus.BusUnavailable, bus.RemoteError) as exc:
                 # Every replica asked was at capacity: the audio waits in `utt.audio`, so ask
-                # again shortly (an utterance ends within a second or two somewhere).
+                # again shortly (an utterance ends within a second or two somewhere), also once
+                # the user has stopped speaking: the answer comes late rather than not at all.
                 busy = isinstance(exc, bus.RemoteError) and exc.error.code == "busy"
-                if busy and time.monotonic() < give_up and not utt.ended:
+                if busy and time.monotonic() < give_up:
                     await asyncio.sleep(BUSY_RETRY_S)
                     continue
                 log.warning("asr claim failed: %s", exc)

@@ -30,6 +30,10 @@ IDLE_LEAVES = (
     "poll (",
     "accept (",
     "_worker (concurrent/futures/thread.py",  # an executor thread in SimpleQueue.get (C)
+    # uvloop: its loop is C code under Runner.run, so a sample with no Python frame above it is
+    # the loop waiting for I/O (or its own C bookkeeping, which py-spy cannot tell apart)
+    "Runner.run (asyncio/runners.py",
+    "run_until_complete (",
 )
 # Frames every event-loop stack has: left out of the inclusive ranking.
 PLUMBING = (

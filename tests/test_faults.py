@@ -55,6 +55,9 @@ class Claims:
             self.event.set()
 
         await self.nc.subscribe(f"va.work.claimed.{session_id}", cb=cb)
+        # The turn is sent on another connection (the client's WebSocket, through the gateway):
+        # the server must hold the subscription before it, or a fast claim goes unseen.
+        await self.nc.flush()
 
     async def wait(self, kind: str, timeout: float = 60) -> dict[str, Any]:
         async def find() -> dict[str, Any]:

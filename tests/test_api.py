@@ -242,6 +242,31 @@ async def test_text_turn_interrupted_keeps_what_was_shown(http, stack) -> None: 
     assert assistant["interrupted"] is True and assistant["text"] == done["spoken_text"]
 
 
+async def test_a_turn_in_a_session_ended_unseen_fails_and_writes_nothing(  # type: ignore[no-untyped-def]
+    http, stack, redis_url
+) -> None:
+    """A session replica keeps the active sessions it has seen, to accept a turn without a Redis
+    round trip. A session ended without that replica hearing of it (here ended in Redis by hand,
+    as by a replica whose broadcast was lost) still gets no reply and no history."""
+    s = await new_session(http)
+    sid = s["session_id"]
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        async with websockets.connect(ws_url(stack.base_url, sid, s["token"])) as ws:
+            await ws.send(json.dumps({"type": "user.text", "text": "What color is the sky?"}))
+            await next_event(ws, "reply.done", 60)
+            await client.hset(f"va:session:{sid}", "ended", "1")
+            await ws.send(json.dumps({"type": "user.text", "text": "And the grass?"}))
+            err = await next_event(ws, "error", 30)
+            assert err["code"] == "turn_failed" and "ended" in err["message"], err
+            state = await next_event(ws, "agent.state", 10)
+            assert state["state"] == "listening"
+        assert await client.llen(f"va:history:{sid}") == 2
+        assert await client.get(f"va:inflight:{sid}") is None
+    finally:
+        await client.aclose()
+
+
 # -- the bus ------------------------------------------------------------------------------------
 async def test_services_survive_malformed_bus_messages(stack, nats_url, http) -> None:  # type: ignore[no-untyped-def]
     nc = await nats.connect(nats_url)

@@ -66,6 +66,10 @@ from .window import plan_window, to_chat
 log = logging.getLogger(__name__)
 
 
+class SessionGone(Exception):
+    """The session ended (on any replica) after this replica accepted the turn."""
+
+
 @dataclass
 class TurnState:
     text: list[str] = field(default_factory=list)
@@ -91,7 +95,6 @@ class Turn:
         submit: TurnSubmit,
         reply_id: str,
         agent: AgentConfig,
-        stored: tuple[str | None, int] | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -112,8 +115,7 @@ class Turn:
         self._held: list[Message] = []
         self._subs: list[Any] = []
         self.llm_stream: str | None = None  # the LLM attempt whose output counts
-        # (reply in flight, window start) as read when the turn was accepted, if it was
-        self.stored = stored
+        self.gone = False  # the session had ended when the turn began: nothing to write
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
@@ -216,6 +218,8 @@ class Turn:
         except asyncio.CancelledError:
             self.st.interrupted = True
             raise
+        except SessionGone:
+            self.st.failed = "the session has ended"
         except Exception as exc:
             log.exception("turn %s failed", self.tid)
             self.st.failed = self.st.failed or f"the reply could not be produced: {exc}"
@@ -239,14 +243,18 @@ class Turn:
     async def _prepare(self) -> list[Any]:
         # Let a reply that was interrupted by this turn write its history first.
         deadline = time.monotonic() + 2.0
-        stored = self.stored or await self.store.inflight_and_window(self.sid)
-        other, start = stored
-        while other not in (None, self.rid) and time.monotonic() < deadline:
+        while (begun := await self.store.begin_turn(self.sid, self.rid)).state == "busy":
+            if time.monotonic() >= deadline:
+                begun = await self.store.begin_turn(self.sid, self.rid, force=True)
+                break
             await asyncio.sleep(0.02)
-            other, start = await self.store.inflight_and_window(self.sid)
+        if begun.state == "ended":
+            self.gone = True
+            raise SessionGone(self.sid)
+        start = begun.start
         # The user message enters history with the reply, when the turn ends (a speculative
         # turn may still be retracted); the LLM sees it now.
-        window = await self.store.begin_reply(self.sid, self.rid, start) + [self.user_message]
+        window = begun.history + [self.user_message]
         advance = plan_window(window, 0, self.agent)
         if advance:
             await self.store.set_window_start(self.sid, start + advance)
@@ -479,6 +487,10 @@ class Turn:
         st = self.st
         if self.retracted:  # the user went on speaking: as if this reply never started
             await self.store.clear_inflight(self.sid, self.rid)
+            return
+        if self.gone:  # ended elsewhere before the turn began: no history to write
+            await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))
+            await self.emit(AgentState(state="listening", turn_id=self.tid))
             return
         if not self.confirmed:  # the gateway vanished before confirming: release what we have
             self.confirmed = True

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -139,8 +140,8 @@ class SessionWorker(Worker):
         assert self.nc is not None
         subjects.check_token(submit.session_id)
         subjects.check_token(submit.turn_id)
-        data, inflight, window_start = await self.store.turn_state(submit.session_id)
-        if data is None or data.get("ended") == "1":
+        data = await self.store.active_session(submit.session_id)
+        if data is None:
             return RpcError(code="session_not_found", message="no such active session", status=404)
         record = await self.store.get_agent(data["agent_id"])
         if record is None:
@@ -155,12 +156,19 @@ class SessionWorker(Worker):
             submit,
             reply_id,
             record.config,
-            stored=(inflight, window_start),
         )
-        await turn.open()
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())
         job.task.add_done_callback(lambda _t: self._turn_ended(reply_id, turn))
+        # The turn's first step sends its one Redis read (Turn._prepare) and waits; the turn is
+        # accepted while Redis answers, instead of before the read is sent. Nothing below
+        # yields to the loop, so the turn subscribes before any answer can reach it.
+        await asyncio.sleep(0)
+        try:
+            await turn.open()
+        except BaseException:
+            job.task.cancel()
+            raise
         await bus.publish(
             self.nc,
             subjects.work_claimed(submit.session_id),
@@ -180,6 +188,8 @@ class SessionWorker(Worker):
             self.spawn(turn.release(), "turn-release")
 
     async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
+        if intr.reason == "session_end":
+            self.store.forget_session(intr.session_id)
         for turn in list(self.turns.values()):
             if turn.sid == intr.session_id and intr.reply_id in (None, turn.rid):
                 if intr.reason != "failure":

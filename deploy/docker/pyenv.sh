@@ -29,9 +29,13 @@ case "$step" in
   wheels)
     mkdir -p "$wheels"
     # --no-deps: the lock is already the whole closure; `install` checks that it is.
-    "$PYTHON" -m pip wheel --progress-bar off --no-deps --wheel-dir "$wheels" -r "$lock"
+    # --find-links: a wheel already in the folder is kept as it is (scripts/install.sh puts its
+    # own llama-cpp-python build there, made with this machine's flags).
+    wheel=("$PYTHON" -m pip wheel --progress-bar off --no-deps --wheel-dir "$wheels"
+      --find-links "$wheels")
+    "${wheel[@]}" -r "$lock"
     if [[ -f "$nodeps" ]]; then
-      "$PYTHON" -m pip wheel --progress-bar off --no-deps --wheel-dir "$wheels" -r "$nodeps"
+      "${wheel[@]}" -r "$nodeps"
     fi
     ;;
   install)

@@ -419,7 +419,8 @@ class LiveSession:
             if self.active_turn == submit.turn_id:
                 self.active_reply = accepted.reply_id
         except (bus.BusUnavailable, bus.RemoteError) as exc:
-            if self.active_turn == submit.turn_id:
+            latest = self.active_turn == submit.turn_id
+            if latest:
                 self.active_turn = None
             await self.emit(
                 ErrorEvent(
@@ -428,6 +429,8 @@ class LiveSession:
                     message=f"the turn could not start: {exc}",
                 )
             )
+            if latest:  # a session replica may have said "thinking" before it gave the turn up
+                await self.emit(AgentState(state="listening", turn_id=submit.turn_id))
 
     # -- voice in --------------------------------------------------------------------------------
     async def consume_track(self, track: Any, pc: Any) -> None:

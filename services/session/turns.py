@@ -116,13 +116,14 @@ class Turn:
         self._subs: list[Any] = []
         self.llm_stream: str | None = None  # the LLM attempt whose output counts
         self.gone = False  # the session had ended when the turn began: nothing to write
+        self.abandoned = False  # never accepted (see abandon): as if it never started
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
 
     # -- plumbing ----------------------------------------------------------------------------
     async def emit(self, event: Message) -> None:
-        if self.retracted:
+        if self.retracted or self.abandoned:
             return
         if not self.confirmed:
             self._held.append(event)
@@ -137,6 +138,12 @@ class Turn:
         held, self._held = self._held, []
         for event in held:
             await self.emit(event)
+
+    def abandon(self) -> None:
+        """The turn could not be accepted (its subscriptions failed: NATS went away), so the
+        gateway reports an error for it. Its task, already started, is being cancelled: it must
+        not say or write anything, only release the in-flight mark it may have taken."""
+        self.abandoned = True
 
     def interrupt(self, intr: Interrupt) -> None:
         self.inbox.put_nowait(intr)
@@ -177,7 +184,9 @@ class Turn:
             finally:
                 IN_FLIGHT.labels("session").dec()
                 outcome = (
-                    "retracted"
+                    "abandoned"
+                    if self.abandoned
+                    else "retracted"
                     if self.retracted
                     else "failed"
                     if self.st.failed
@@ -487,7 +496,7 @@ class Turn:
 
     async def _finish(self) -> None:
         st = self.st
-        if self.retracted:  # the user went on speaking: as if this reply never started
+        if self.retracted or self.abandoned:  # as if this reply never started
             await self.store.clear_inflight(self.sid, self.rid)
             return
         if self.gone:  # ended elsewhere before the turn began: no history to write

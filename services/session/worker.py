@@ -167,6 +167,7 @@ class SessionWorker(Worker):
         try:
             await turn.open()
         except BaseException:
+            turn.abandon()
             job.task.cancel()
             raise
         await bus.publish(

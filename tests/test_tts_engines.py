@@ -79,6 +79,14 @@ async def cancel_mid_stream(
 # --- Piper (the default voice) --------------------------------------------------------------
 
 
+NUMBER_CLAUSES = (
+    "The population grew from 1,234,567 in 1987 to 2,345,678 in 2023, an increase of 90.1 "
+    "percent over 36 years, while the area stayed at 3,456 square kilometres and 789 parks",
+    "Here are the numbers: 12, 34, 56, 78, 90, 123, 456, 789, 1011, 1213, 1415, 1617, 1819, "
+    "2021, 2223, 2425, 2627, 2829, 3031, 3233, 3435, 3637, 3839, 4041, 4243",
+)
+
+
 @pytest.fixture(scope="module")
 async def piper() -> AsyncIterator[PiperEngine]:
     engine = PiperEngine()
@@ -95,6 +103,33 @@ async def test_piper_speaks_a_sentence_starting_quickly(piper: PiperEngine) -> N
     print(f"\npiper: first audio {first * 1000:.0f} ms, {seconds:.2f} s, {len(chunks)} chunks")
     assert len(chunks) >= 10  # split into ~100 ms chunks, not one blob
     assert first < 1.5  # 62-67 ms quiet, up to ~0.5 s on a busy machine
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def test_piper_memory_stays_bounded_after_clauses_longer_than_the_warm_up() -> None:
+    """onnxruntime's arena keeps what its largest run needed. Numbers read out in full make a
+    short clause long audio: these two took the arena from ~400 MB to 1.7 GB, for good."""
+    from services.tts.worker import WARMUP_TEXT
+
+    engine = PiperEngine()
+    try:
+        await engine.load()
+        await collect(engine, WARMUP_TEXT)  # as the worker does
+        warm = _rss_mib()
+        for text in NUMBER_CLAUSES:
+            chunks, _ = await collect(engine, text)
+            assert check_audio(engine, chunks, 10.0, 60.0)
+        grown = _rss_mib() - warm
+        print(f"\npiper: {warm:.0f} MiB after the warm-up, {grown:+.0f} MiB after long clauses")
+        assert grown < 150, f"the arena kept {grown:.0f} MiB"
+        chunks, first = await collect(engine, "Okay, here it is.")  # still speaks at once
+        assert chunks and first < 1.0
+    finally:
+        await engine.aclose()
 
 
 async def test_piper_cancel_aborts_the_onnx_run(piper: PiperEngine) -> None:

@@ -11,8 +11,12 @@ Starts its own nats-server and redis-server (inside scripts/netns-run, as WebRTC
    chunk), publisher in this process, responder and subscriber in another (bench/bus_peer.py),
    all through nats-py as the services use it. The same one-way messages are also stamped by the
    raw-socket tap (bench/nats_tap.py): nats-py's delivery minus the tap's is what a nats-py
-   observer would add to every stamp. For reference, a Redis GET round trip (redis-py asyncio,
-   as the session service uses it): some session hops hold one or more.
+   observer would add to every stamp. Then the floor of a hop on this machine: the same small
+   one-way message, and a request/reply, each sent after 100 ms of idleness (as every process
+   is when a turn's first message reaches it, a user's turns being seconds apart). Code that has
+   not run for a while runs cold: on this machine that costs more than the bus itself. For
+   reference, a Redis GET round trip (redis-py asyncio, as the session service uses it): some
+   session hops hold one or more.
 2. **A real turn through the five services** with VA_ENGINE=fake for asr, llm and tts: a client
    (tests/voice_client.VoiceClient, with a WebRTC peer so the reply is also spoken) types a
    question; the tap, subscribed to `>`, stamps every message of the turn as the server hands it
@@ -94,6 +98,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--raw", type=int, default=2000, help="raw NATS samples of each kind (2000); 0: skip"
     )
+    p.add_argument(
+        "--raw-idle",
+        type=int,
+        default=100,
+        help="raw NATS samples after 100 ms idle, one-way and request/reply (100; 20 s)",
+    )
     p.add_argument("--no-voice", action="store_true", help="no WebRTC peer: text only, no TTS")
     p.add_argument(
         "--profile",
@@ -127,8 +137,13 @@ async def raw_redis(url: str, n: int) -> list[float]:
         await r.aclose()
 
 
-async def raw_nats(url: str, n: int) -> dict[str, Any]:
-    """Request/reply round trips and paced one-way publishes (small and audio-sized)."""
+IDLE_S = 0.1  # a turn's first message finds each service idle this long or longer
+
+
+async def raw_nats(url: str, n: int, idle_n: int) -> dict[str, Any]:
+    """Request/reply round trips and paced one-way publishes (small and audio-sized), then the
+    same small messages after IDLE_S of idleness on both ends: the floor of a hop on this
+    machine, since every process on it has been idle since the previous turn."""
     from .bus_peer import ECHO, ONEWAY
 
     nc = await nats.connect(url, name="bench-raw")
@@ -141,10 +156,16 @@ async def raw_nats(url: str, n: int) -> dict[str, Any]:
             await nc.request(ECHO, small, timeout=2.0)
             if i >= 50:
                 rtt.append((time.perf_counter() - t0) * 1000.0)
-        sent: dict[str, dict[int, float]] = {"small": {}, "audio": {}}
-        for kind, payload in (("small", small), ("audio", audio)):
+        sent: dict[str, dict[int, float]] = {"small": {}, "audio": {}, "idle": {}}
+        for kind, payload, count in (
+            ("small", small, n),
+            ("audio", audio, n),
+            ("idle", small, idle_n),
+        ):
             headers = {"Va-Type": "audio"} if kind == "audio" else {}
-            for i in range(n):
+            for i in range(count):
+                if kind == "idle":
+                    await asyncio.sleep(IDLE_S)
                 t = time.time()
                 await nc.publish(
                     f"{ONEWAY}.{kind}",
@@ -153,11 +174,17 @@ async def raw_nats(url: str, n: int) -> dict[str, Any]:
                 )
                 sent[kind][i] = t
                 await asyncio.sleep(0.002)  # paced: one message at a time on the wire
+        idle_rtt: list[float] = []
+        for _ in range(idle_n):
+            await asyncio.sleep(IDLE_S)
+            t0 = time.perf_counter()
+            await nc.request(ECHO, small, timeout=2.0)
+            idle_rtt.append((time.perf_counter() - t0) * 1000.0)
         await nc.flush()
         await asyncio.sleep(0.3)
     finally:
         await nc.close()
-    return {"request_reply_ms": rtt, "sent": sent}
+    return {"request_reply_ms": rtt, "request_reply_idle_ms": idle_rtt, "sent": sent}
 
 
 def raw_results(
@@ -177,12 +204,20 @@ def raw_results(
             "label": "request -> reply round trip (nats-py both ends, echo responder)",
         }
     }
+    out["request_reply_idle"] = {
+        **report.percentiles(raw.get("request_reply_idle_ms", [])),
+        "label": f"  the same after {IDLE_S * 1000:.0f} ms idle (a turn's first message)",
+    }
     out["redis_get"] = {
         **report.percentiles(raw.get("redis_get_ms", [])),
         "label": "Redis GET round trip (redis-py asyncio; not a bus hop: for reference)",
     }
-    for kind in ("small", "audio"):
-        size = "256-byte JSON" if kind == "small" else "3,200-byte audio chunk"
+    for kind in ("small", "audio", "idle"):
+        size = {
+            "small": "256-byte JSON",
+            "audio": "3,200-byte audio chunk",
+            "idle": f"256-byte JSON after {IDLE_S * 1000:.0f} ms idle",
+        }[kind]
         peer_ms, tap_ms, lag_ms = [], [], []
         for seq, sent in raw["sent"][kind].items():
             p = by_peer.get((kind, seq))
@@ -359,7 +394,7 @@ async def measure(
                 f" {args.raw} Redis GETs"
             )
             state["raw_window"] = [time.time()]
-            state["raw"] = await raw_nats(stack.nats_url, args.raw)
+            state["raw"] = await raw_nats(stack.nats_url, args.raw, args.raw_idle)
             state["raw"]["redis_get_ms"] = await raw_redis(stack.redis_url, args.raw)
             state["raw_window"].append(time.time())
         finally:
@@ -745,8 +780,13 @@ def print_tables(res: dict[str, Any]) -> None:
         rows = []
         for key in ("request_reply", "oneway_small", "oneway_audio"):
             rows.append((raw[key]["label"], raw[key], verdict(raw[key])))
-        for key in ("oneway_small_tap", "oneway_audio_tap"):
-            rows.append((raw[key]["label"], raw[key], ""))
+        # Older results lack the idle rows.
+        for key in ("request_reply_idle", "oneway_idle"):
+            if key in raw:
+                rows.append((raw[key]["label"], raw[key], "floor"))
+        for key in ("oneway_small_tap", "oneway_audio_tap", "oneway_idle_tap"):
+            if key in raw:
+                rows.append((raw[key]["label"], raw[key], ""))
         for key in ("nats_py_vs_tap_small", "nats_py_vs_tap_audio", "redis_get"):
             rows.append((raw[key]["label"], raw[key], ""))
         say("")

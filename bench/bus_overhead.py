@@ -817,7 +817,7 @@ def print_tables(res: dict[str, Any]) -> None:
     )
 
 
-def draw(res: dict[str, Any], raw_rtt: list[float], title: str, path: Path) -> Path:
+def draw(res: dict[str, Any], raw: dict[str, Any], title: str, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -832,8 +832,18 @@ def draw(res: dict[str, Any], raw_rtt: list[float], title: str, path: Path) -> P
         "media": "#c44e52",
         "total": "#8172b3",
     }
-    if raw_rtt:
-        series.append(("raw NATS request -> reply (no service)", raw_rtt, "#937860"))
+    if raw.get("request_reply_ms"):
+        series.append(
+            ("raw NATS request -> reply (no service)", raw["request_reply_ms"], "#937860")
+        )
+    if raw.get("request_reply_idle_ms"):
+        series.append(
+            (
+                f"raw NATS request -> reply after {IDLE_S * 1000:.0f} ms idle (no service)",
+                raw["request_reply_idle_ms"],
+                "#937860",
+            )
+        )
     for h in HOPS:
         series.append((res["hops"][h.key]["label"], res["samples"][h.key], colors[h.kind]))
     fig, ax = plt.subplots(figsize=(14, 0.42 * len(series) + 2.2), constrained_layout=True)
@@ -947,9 +957,8 @@ def write(
     for path in report.write_json(record, args.out, run.stamp, name="bus_overhead"):
         say(f"wrote {shown(path)}")
     try:
-        raw_rtt = state["raw"]["request_reply_ms"] if state.get("raw") else []
         title = run.plot_title("bus overhead per hop, fake engines")
-        png = draw(res, raw_rtt, title, args.out / "bus_overhead-latest.png")
+        png = draw(res, state.get("raw") or {}, title, args.out / "bus_overhead-latest.png")
         say(f"wrote {shown(png)}")
     except ImportError as exc:
         say(f"no plot ({exc}): pip install -e '.[bench]'")

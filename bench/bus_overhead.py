@@ -206,7 +206,7 @@ def raw_results(
     }
     out["request_reply_idle"] = {
         **report.percentiles(raw.get("request_reply_idle_ms", [])),
-        "label": f"  the same after {IDLE_S * 1000:.0f} ms idle (a turn's first message)",
+        "label": f"  the same after {IDLE_S * 1000:.0f} ms idle (as a turn's first message)",
     }
     out["redis_get"] = {
         **report.percentiles(raw.get("redis_get_ms", [])),
@@ -777,18 +777,25 @@ def analyse(state: dict[str, Any], tap_file: Path) -> dict[str, Any]:
 def print_tables(res: dict[str, Any]) -> None:
     raw = res.get("raw")
     if raw:
+        # Each idle row sits under the busy row it repeats: the floor of a hop, no target.
+        judged = ("request_reply", "oneway_small", "oneway_audio")
+        floor = ("request_reply_idle", "oneway_idle")
         rows = []
-        for key in ("request_reply", "oneway_small", "oneway_audio"):
-            rows.append((raw[key]["label"], raw[key], verdict(raw[key])))
-        # Older results lack the idle rows.
-        for key in ("request_reply_idle", "oneway_idle"):
-            if key in raw:
-                rows.append((raw[key]["label"], raw[key], "floor"))
-        for key in ("oneway_small_tap", "oneway_audio_tap", "oneway_idle_tap"):
-            if key in raw:
-                rows.append((raw[key]["label"], raw[key], ""))
-        for key in ("nats_py_vs_tap_small", "nats_py_vs_tap_audio", "redis_get"):
-            rows.append((raw[key]["label"], raw[key], ""))
+        for key in (
+            "request_reply",
+            "request_reply_idle",
+            "oneway_small",
+            "oneway_audio",
+            "oneway_idle",
+            "oneway_small_tap",
+            "oneway_audio_tap",
+            "oneway_idle_tap",
+            "nats_py_vs_tap_small",
+            "nats_py_vs_tap_audio",
+            "redis_get",
+        ):
+            mark = verdict(raw[key]) if key in judged else "floor" if key in floor else ""
+            rows.append((raw[key]["label"], raw[key], mark))
         say("")
         say(table(rows, "raw NATS on this machine (ms)"))
     say("")

@@ -121,9 +121,15 @@ class Turn:
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
 
+    @property
+    def unseen(self) -> bool:
+        """Retracted (the user spoke on) or abandoned (never accepted): as if it never started,
+        for the client and for history."""
+        return self.retracted or self.abandoned
+
     # -- plumbing ----------------------------------------------------------------------------
     async def emit(self, event: Message) -> None:
-        if self.retracted or self.abandoned:
+        if self.unseen:
             return
         if not self.confirmed:
             self._held.append(event)
@@ -496,7 +502,7 @@ class Turn:
 
     async def _finish(self) -> None:
         st = self.st
-        if self.retracted or self.abandoned:  # as if this reply never started
+        if self.unseen:
             await self.store.clear_inflight(self.sid, self.rid)
             return
         if self.gone:  # ended elsewhere before the turn began: no history to write

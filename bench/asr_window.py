@@ -1,7 +1,7 @@
 """Whisper's encoder window: words and time per pass for each window setting, on the same clips.
 
     bench/run.sh asr-window                        # about 2 minutes
-    .venv/bin/python -m bench.asr_window --windows 30,10,6 --pads 3,1 --repeats 3
+    .venv/bin/python -m bench.asr_window --windows 30,12,10,6 --pads 3,1 --repeats 3
 
 faster-whisper pads every pass to 30 s; services/asr/engines/faster_whisper.py cuts the encoder
 input to the speech plus `pad_s` of padding, at least `min_window_s`. This runs the engine itself
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.asr_window", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--windows", type=floats, default=[30.0, 10.0, 6.0], help="min windows, s")
+    p.add_argument("--windows", type=floats, default=[30.0, 12.0, 10.0, 6.0], help="min windows, s")
     p.add_argument("--pads", type=floats, default=[3.0, 1.0], help="padding after speech, s")
     p.add_argument("--repeats", type=int, default=3, help="passes per clip and setting (3)")
     p.add_argument("--cpu-threads", type=int, default=2, help="as the ASR service (2)")

@@ -95,6 +95,43 @@ def test_whisper_gives_no_text_for_silence_or_noise(asr: FasterWhisperEngine) ->
         assert asr.transcribe(_f32(pcm)) == "", color
 
 
+class _CountingWhisper:
+    """Stands in for the CTranslate2 model inside faster-whisper: delegates everything and
+    records how many tokens each decoding try produced (fallback temperatures included)."""
+
+    def __init__(self, model: object) -> None:
+        self._model = model
+        self.tries: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def generate(self, *args: object, **kwargs: object) -> list:
+        results = self._model.generate(*args, **kwargs)  # type: ignore[attr-defined]
+        self.tries.extend(len(r.sequences_ids[0]) for r in results)
+        return results
+
+
+def test_a_looping_pass_decodes_no_more_than_its_audio_holds() -> None:
+    """tiny.en repeats itself on a short encoder window (6 s makes it loop on these clips). An
+    unbounded loop decodes 448 tokens and again at each fallback temperature: 5-10 s a pass, the
+    user waiting. Every try must stop at the engine's bound for the audio's length."""
+    engine = FasterWhisperEngine(cpu_threads=2, min_window_s=6.0)
+    counting = _CountingWhisper(engine._model.model)
+    engine._model.model = counting
+    try:
+        for text, voice in (("What is the capital of France?", "piper"), (QUESTION, "espeak")):
+            pcm, _ = read_wav(speak_wav(text, engine=voice))
+            counting.tries.clear()
+            engine.transcribe(_f32(pcm))
+            bound = engine.max_new_tokens(len(pcm))
+            assert counting.tries, "no decoding happened"
+            assert max(counting.tries) <= bound + 1, (text, voice, counting.tries, bound)
+            assert bound < 100  # far below Whisper's 448: a few seconds of speech
+    finally:
+        engine.close()
+
+
 def test_one_turn_with_accurate_end(asr: FasterWhisperEngine, vad_model: SileroVADModel) -> None:
     speech, _ = read_wav(speak_wav(QUESTION))
     true_start, true_end = active_bounds_ms(speech, RATE)

@@ -15,7 +15,7 @@ class AsrSettings(ServiceSettings):
     cpu_threads: int = 2  # the final pass runs alone at end of turn: 2 threads are ~30 % faster
     # Encoder window (services/asr/engines/faster_whisper.py): at least this many seconds, and
     # the speech plus `window_pad_s`; 30 = Whisper's full window (3x slower on short questions).
-    min_window_s: float = Field(10.0, ge=2.0, le=30.0)
+    min_window_s: float = Field(12.0, ge=2.0, le=30.0)
     window_pad_s: float = Field(3.0, ge=1.0, le=30.0)
     partial_interval_ms: int = 1000
     max_utterance_s: float = 30.0

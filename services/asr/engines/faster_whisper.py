@@ -11,9 +11,20 @@ encoder takes shorter inputs; on a short window Whisper's text stays the same as
 padding follows the speech (with under ~1 s of it, tiny.en starts repeating itself). So each
 pass keeps faster-whisper's whole decoding (temperature fallback, compression-ratio and
 no-speech checks) and only the encoder input is cut, to the speech plus `pad_s` of padding and
-at least `min_window_s`: 10 s by default, where 24 spoken questions gave the same words as the
-full window at a third of the time (bench/asr_window.py). `min_window_s=30` restores the full
-window.
+at least `min_window_s`: 12 s by default, where 44 spoken clips gave the same word error rate
+as the full window (8.2 against 9.1 %) at a third of the time (bench/asr_window.py). 10 s was the
+default until a clip looped at 10 s on an AMD EPYC host (below); under 10 s tiny.en loops on many
+clips. `min_window_s=30` restores the full window.
+
+Decoding is bounded by the audio's length. A pass whose text repeats itself (tiny.en loops on
+some short-window passes: seen on an AMD EPYC host, where one clip of 44 took 1.7-6.5 s a pass)
+decodes up to Whisper's 448 tokens, fails the compression-ratio check and is decoded again at
+each fallback temperature: seconds of CPU, and the user waiting for them. Speech carries about
+three Whisper tokens a second (five when fast), so a pass decodes at most `TOKENS_MIN` plus
+`TOKENS_PER_S` per second of audio: a loop stops there, still long enough for the
+compression-ratio check to see it (with a tighter cap its text passed the check and came out
+as "Tell me a story and I'll tell you I'll tell you ..."), and the next temperature reads the
+audio again, as before, within the same bound.
 """
 
 from __future__ import annotations
@@ -41,6 +52,10 @@ def default_model_dir() -> str:
 
 FRAMES_PER_S = 100  # Whisper's feature frames (10 ms hop)
 FULL_WINDOW_FRAMES = 3000
+# Most tokens one pass may decode: TOKENS_MIN plus TOKENS_PER_S per second of audio (see above).
+TOKENS_MIN = 32
+TOKENS_PER_S = 12
+MAX_NEW_TOKENS = 400  # Whisper's 448 less room for the prompt
 
 
 def _windowed_model_class() -> type[Any]:
@@ -78,7 +93,7 @@ class FasterWhisperEngine(ASREngine):
         cpu_threads: int = 1,
         default_language: str | None = "en",
         num_workers: int = 2,
-        min_window_s: float = 10.0,
+        min_window_s: float = 12.0,
         pad_s: float = 3.0,
     ) -> None:
         self.model_dir = str(model_dir) if model_dir else default_model_dir()
@@ -102,6 +117,11 @@ class FasterWhisperEngine(ASREngine):
         frames = max(self.min_window_frames, math.ceil(need / FRAMES_PER_S) * FRAMES_PER_S)
         return min(FULL_WINDOW_FRAMES, frames)
 
+    def max_new_tokens(self, samples: int) -> int:
+        """Most tokens a pass over audio of `samples` may decode (see the module docstring)."""
+        seconds = samples / self.sample_rate
+        return min(MAX_NEW_TOKENS, TOKENS_MIN + math.ceil(TOKENS_PER_S * seconds))
+
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         if self._model is None:
             raise RuntimeError("FasterWhisperEngine is closed")
@@ -120,6 +140,7 @@ class FasterWhisperEngine(ASREngine):
                 without_timestamps=True,
                 condition_on_previous_text=False,
                 vad_filter=False,
+                max_new_tokens=self.max_new_tokens(audio.size),
             )
             # `segments` is a lazy generator: decoding happens while we join, in this thread.
             return " ".join(s.text.strip() for s in segments).strip()

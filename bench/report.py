@@ -30,7 +30,7 @@ METRICS: tuple[Metric, ...] = (
         "voice: last audible question frame sent -> first audible reply frame received",
     ),
     Metric("end_of_turn_ms", "voice", "  end of speech -> end of turn (VAD silence)"),
-    Metric("asr_ms", "voice", "  final ASR pass (speculative: starts 100 ms into the silence)"),
+    Metric("asr_ms", "voice", "  final ASR pass (speculative: starts 96 ms into the silence)"),
     Metric(
         "asr_wait_ms", "voice", "  end of turn -> final text (0: the pass ended in the silence)"
     ),

@@ -14,7 +14,7 @@ aiortc client:
    last audible reply frame received, i.e. the reply audio stopping;
 3. text: `user.text` sent -> first `reply.delta`, and -> first audible reply frame.
 
-The stage figures are the services' own. ASR, LLM and TTS start speculatively 100 ms into the
+The stage figures are the services' own. ASR, LLM and TTS start speculatively 96 ms into the
 end-of-turn silence, so they overlap it: the path decomposes as end_of_turn_ms + `after_eot_ms`
 (end of turn -> first audio frame sent: what the silence did not hide) + `transport_ms` = voice
 to voice, and the stage durations are listed beside it. `transport_ms` is voice to voice

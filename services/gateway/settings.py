@@ -28,8 +28,9 @@ class GatewaySettings(ServiceSettings):
     session_create_rate: str = "30/minute"  # new sessions per client address
     audio_ms_rate: str = "3000/2 seconds"  # microphone audio per session: at most 1.5x real time
     # Silence after which the final ASR pass starts speculatively (reused at end of turn when the
-    # user said nothing more): most of a Whisper pass leaves the end-of-turn latency.
-    speculative_pause_ms: int = 100
+    # user said nothing more): most of a Whisper pass leaves the end-of-turn latency. The VAD
+    # counts silence in 32 ms frames, so 96 = three frames (100 waited for a fourth: 128 ms).
+    speculative_pause_ms: int = 96
     # At that pause, also submit the turn: the reply is produced during the rest of the silence
     # and released the moment the end of turn is confirmed (dropped if the user speaks on).
     speculative_turns: bool = True

@@ -18,13 +18,14 @@ clips. `min_window_s=30` restores the full window.
 
 Decoding is bounded by the audio's length. A pass whose text repeats itself (tiny.en loops on
 some short-window passes: seen on an AMD EPYC host, where one clip of 44 took 1.7-6.5 s a pass)
-decodes up to Whisper's 448 tokens, fails the compression-ratio check and is decoded again at
-each fallback temperature: seconds of CPU, and the user waiting for them. Speech carries about
-three Whisper tokens a second (five when fast), so a pass decodes at most `TOKENS_MIN` plus
-`TOKENS_PER_S` per second of audio: a loop stops there, still long enough for the
-compression-ratio check to see it (with a tighter cap its text passed the check and came out
-as "Tell me a story and I'll tell you I'll tell you ..."), and the next temperature reads the
-audio again, as before, within the same bound.
+decodes to Whisper's length limit (224 tokens), fails the compression-ratio check and is decoded
+again at each fallback temperature: seconds of CPU, and the user waiting for them. Speech
+carries about three Whisper tokens a second (five when fast), so a pass's `max_new_tokens` is
+`TOKENS_MIN` plus `TOKENS_PER_S` per second of audio (CTranslate2 stops at about half of it, as
+at half of Whisper's 448: a 1.8 s question's loop stops at 28 tokens). The loop is still long
+enough there for the compression-ratio check to see it (with a tighter cap its text passed the
+check and came out as "Tell me a story and I'll tell you I'll tell you ..."), and the next
+temperature reads the audio again, as before, within the same bound.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def default_model_dir() -> str:
 
 FRAMES_PER_S = 100  # Whisper's feature frames (10 ms hop)
 FULL_WINDOW_FRAMES = 3000
-# Most tokens one pass may decode: TOKENS_MIN plus TOKENS_PER_S per second of audio (see above).
+# A pass's max_new_tokens: TOKENS_MIN plus TOKENS_PER_S per second of audio (see above).
 TOKENS_MIN = 32
 TOKENS_PER_S = 12
 MAX_NEW_TOKENS = 400  # Whisper's 448 less room for the prompt
@@ -118,7 +119,7 @@ class FasterWhisperEngine(ASREngine):
         return min(FULL_WINDOW_FRAMES, frames)
 
     def max_new_tokens(self, samples: int) -> int:
-        """Most tokens a pass over audio of `samples` may decode (see the module docstring)."""
+        """faster-whisper's `max_new_tokens` for audio of `samples` (see the module docstring)."""
         seconds = samples / self.sample_rate
         return min(MAX_NEW_TOKENS, TOKENS_MIN + math.ceil(TOKENS_PER_S * seconds))
 

@@ -192,9 +192,14 @@ async def voice_turn(client: VoiceClient, question: Clip) -> dict[str, Any]:
     if first is not None and first > t_done + 2.0:
         first = None  # not this reply's audio
     v2v = _ms(first - t_end) if first is not None and t_end is not None else None
+    wall = time.time() - time.monotonic()  # for bench/timeline.py: the tap stamps wall time
     return {
         "question": question.text,
         "question_s": round(question.seconds, 2),
+        "turn_id": tid,
+        "reply_id": done.get("reply_id"),
+        "t_end_wall": round(t_end + wall, 6) if t_end is not None else None,
+        "t_received_wall": round(first + wall, 6) if first is not None else None,
         "transcript": final["text"],
         "reply": done["text"],
         "interrupted": done["interrupted"],

@@ -43,9 +43,10 @@ from typing import Any
 
 from tests.audio import word_overlap
 
-from . import report
+from . import report, timeline
 from .local_stack import (
     BenchRun,
+    Helper,
     LocalStack,
     arg_parser,
     cancel_on_signals,
@@ -54,6 +55,7 @@ from .local_stack import (
     signals_ignored,
     stopped_on_signals,
 )
+from .nats_tap import read as read_tap
 from .scenarios import (
     BARGE_DELAYS,
     INTERRUPTIONS,
@@ -90,6 +92,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="unmeasured turns of each kind first (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
+    p.add_argument(
+        "--tap",
+        action="store_true",
+        help="record the bus with a raw-socket tap and print where each voice turn's time goes "
+        "(bench/timeline.py)",
+    )
     args = p.parse_args(argv)
     if args.text_turns is None:
         args.text_turns = args.turns
@@ -109,6 +117,7 @@ class Run:
         self.skipped: list[dict[str, Any]] = []
         self.anomalies: list[str] = []
         self.sessions_opened: dict[str, int] = {}
+        self.timelines: list[dict[str, float]] = []  # --tap: bench/timeline.py
 
     async def series(
         self,
@@ -307,10 +316,14 @@ def write_results(
         turns=run.turns,
         warmup=run.warmup,
         skipped=run.skipped,
+        timelines=run.timelines,
     )
     say("")
     say(bench_run.headline("voice latency", interrupted))
     say(report.table(stats))
+    if run.timelines:
+        say("\nvoice turns on the bus (--tap):")
+        say(timeline.table(run.timelines))
     for path in report.write_json(record, args.out, bench_run.stamp):
         say(f"wrote {shown(path)}")
     try:
@@ -359,8 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = False
         cpu_before: dict[str, float] = {}
         cpu_used: dict[str, float] = {}
+        tap: Helper | None = None
+        tap_file = Path(tmp) / "tap.jsonl"
         try:
             stack.start()
+            if args.tap:
+                tap = Helper("tap", ["bench.nats_tap", stack.nats_url, str(tap_file)], say)
+                tap.wait_ready(30)
             cpu_before = stack.cpu_seconds()
             stopped_by = asyncio.run(cancel_on_signals(measure(run, stack.base_url)))
             if stopped_by is not None:
@@ -377,7 +395,12 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_used = {
                     k: round(v - cpu_before.get(k, 0.0), 1) for k, v in stack.cpu_seconds().items()
                 }
+                if tap is not None:
+                    tap.stop()
                 stack.stop()
+        if tap is not None and tap_file.exists():
+            rows, _ = read_tap(tap_file)
+            run.timelines = timeline.timelines(rows, run.turns["voice"])
         if any(run.turns.values()):
             write_results(run, stack, bench_run, cpu_used, interrupted)
     return rc

@@ -1,0 +1,129 @@
+"""Where a voice turn's time goes, read off the bus: each step's message as the raw-socket tap
+(bench/nats_tap.py) saw it, in ms after the client sent the question's last audible frame.
+
+`bench/run.sh voice --tap` records the bus during the run; for every measured voice turn this
+finds, by turn and reply id, the first message of each step:
+
+    peek        gateway -> ASR: `Va-Ctl: peek`, the speculative final pass starts
+    asr_text    ASR -> gateway: the pass's text (the reply to the peek)
+    submit      gateway -> session: `va.session.turn` (speculative)
+    llm_claim   session -> LLM: `va.llm.claim`
+    llm_first   LLM -> session: the first `va.llm.out` delta
+    tts_claim   session -> TTS: `va.tts.claim`
+    tts_in      session -> TTS: the first clause on `va.tts.in`
+    tts_audio   TTS -> gateway: the first audio chunk on `va.tts.out`
+    confirm     gateway -> session: `turn.confirmed` (the end-of-turn silence is over)
+    received    the client: the first audible reply frame (from the benchmark, not the bus)
+
+The gaps between them are what the stage figures of `turn.metrics` leave out: bus hops, queueing
+behind other work on two cores, the session's Redis reads.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any
+
+STEPS = (
+    "peek",
+    "asr_text",
+    "submit",
+    "llm_claim",
+    "llm_first",
+    "tts_claim",
+    "tts_in",
+    "tts_audio",
+    "confirm",
+    "received",
+)
+
+
+def _payload(row: list[Any]) -> dict[str, Any]:
+    text = row[4]
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def turn_steps(rows: list[list[Any]], turn: dict[str, Any]) -> dict[str, float]:
+    """Wall times (s) of each step of one voice turn; steps not seen are left out."""
+    tid, rid, t0 = turn.get("turn_id"), turn.get("reply_id"), turn.get("t_end_wall")
+    if not tid or t0 is None:
+        return {}
+    out: dict[str, float] = {}
+    peek_inbox = sid = ""
+    lo, hi = t0 - 5.0, t0 + 30.0
+    for row in rows:
+        t, subject, reply_to, headers = row[0], row[1], row[2], row[3] or {}
+        if t < lo or t > hi:
+            continue
+        if subject.endswith("." + tid) and subject.startswith("va.asr.utt."):
+            sid = subject.split(".")[3]
+            if headers.get("Va-Ctl") == "peek" and t >= t0 - 1.0 and "peek" not in out:
+                out["peek"], peek_inbox = t, reply_to
+            continue
+        if peek_inbox and subject == peek_inbox and "asr_text" not in out:
+            out["asr_text"] = t
+            continue
+        if row[4] is None and not (rid and headers.get("Va-Reply") == rid):
+            continue
+        body = _payload(row)
+        key = None
+        if subject == "va.session.turn" and body.get("turn_id") == tid:
+            key = "submit"
+        elif subject == "va.llm.claim" and body.get("reply_id") == rid:
+            key = "llm_claim"
+        elif sid and subject.startswith(f"va.llm.out.{sid}.") and "llm_claim" in out:
+            key = "llm_first"  # its subject carries the LLM's stream id, not the reply id
+        elif subject == "va.tts.claim" and body.get("reply_id") == rid:
+            key = "tts_claim"
+        elif rid and subject.startswith("va.tts.in.") and subject.endswith("." + rid):
+            key = "tts_in"
+        elif subject.startswith("va.tts.out.") and headers.get("Va-Type") == "audio":
+            key = "tts_audio" if headers.get("Va-Reply") == rid else None
+        elif subject.startswith("va.playback.") and body.get("turn_id") == tid:
+            key = "confirm" if body.get("type") == "turn.confirmed" else None
+        if key and key not in out:
+            out[key] = t
+    if turn.get("t_received_wall") is not None:
+        out["received"] = turn["t_received_wall"]
+    return out
+
+
+def timelines(rows: list[list[Any]], turns: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per turn: each step in ms after the client's last audible question frame."""
+    out = []
+    for turn in turns:
+        steps = turn_steps(rows, turn)
+        t0 = turn.get("t_end_wall")
+        if t0 is None:
+            continue
+        out.append({k: round((v - t0) * 1000.0, 1) for k, v in steps.items()})
+    return out
+
+
+def table(per_turn: list[dict[str, float]]) -> str:
+    """Median, p10 and p90 of each step, and the median gap from the step before."""
+    lines = [
+        "| step (ms after the last audible question frame) | n | p10 | p50 | p90 | gap p50 |",
+        "|---|---|---|---|---|---|",
+    ]
+    prev: str | None = None
+    for step in STEPS:
+        values = sorted(t[step] for t in per_turn if step in t)
+        if not values:
+            continue
+        gaps = [t[step] - t[prev] for t in per_turn if prev and step in t and prev in t]
+        gap = f"{statistics.median(gaps):.0f}" if gaps else "-"
+        q = statistics.quantiles(values, n=10) if len(values) > 1 else [values[0]] * 9
+        lines.append(
+            f"| {step} | {len(values)} | {q[0]:.0f} | {statistics.median(values):.0f} | "
+            f"{q[-1]:.0f} | {gap} |"
+        )
+        prev = step
+    return "\n".join(lines)

@@ -28,6 +28,12 @@ COLORS = {
 }
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    """A legend where the panel drew something labelled (a skipped real-model level draws none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _gaps(lv: dict[str, Any], key: str = "gaps") -> np.ndarray:
     g = lv.get(key) or lv["gaps"]
     hist = np.asarray(g["hist_1ms"])
@@ -71,7 +77,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     )
     ax.set_ylabel("share of gaps longer than x")
     ax.set_title("fake engines: reply-frame arrival gaps, per level", fontsize=10)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.grid(alpha=0.25)
 
     # 2. the worst gap of each session, per level
@@ -87,7 +93,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     ax.set_xlabel("concurrent voice sessions")
     ax.set_ylabel("ms")
     ax.set_title("fake engines: worst gap of each session (dots), p99 of all gaps", fontsize=10)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.grid(alpha=0.25)
 
     # 3. voice to voice against sessions
@@ -104,7 +110,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     ax.set_xlabel("concurrent voice sessions")
     ax.set_ylabel("ms (log)")
     ax.set_title("voice to voice (fake engines: 500 ms end of turn + transport)", fontsize=10)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.grid(alpha=0.25, which="both")
 
     # 4. event-loop lag: the gateway's (/healthz from outside) and the clients' own
@@ -132,7 +138,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     ax.set_xlabel("concurrent voice sessions")
     ax.set_ylabel("ms")
     ax.set_title("event-loop lag: gateway (/healthz answer time) and client processes", fontsize=10)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     ax.grid(alpha=0.25)
 
     # 5. CPU per process (fake)
@@ -153,7 +159,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     ax.set_xlabel("concurrent voice sessions")
     ax.set_ylabel("CPU, % of one core")
     ax.set_title("fake engines: CPU per process (one replica each)", fontsize=10)
-    ax.legend(fontsize=8, ncol=2)
+    _legend(ax, fontsize=8, ncol=2)
     ax.grid(alpha=0.25)
 
     # 6. RSS per process (fake)
@@ -165,7 +171,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     ax.set_xlabel("concurrent voice sessions")
     ax.set_ylabel("peak RSS (MiB)")
     ax.set_title("fake engines: memory per process", fontsize=10)
-    ax.legend(fontsize=8, ncol=2)
+    _legend(ax, fontsize=8, ncol=2)
     ax.grid(alpha=0.25)
 
     # 7. real models: CPU per process
@@ -183,7 +189,7 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
     ax.set_xlabel("concurrent voice sessions")
     ax.set_ylabel("CPU, % of one core")
     ax.set_title("real models: CPU per process", fontsize=10)
-    ax.legend(fontsize=8, ncol=2)
+    _legend(ax, fontsize=8, ncol=2)
     ax.grid(alpha=0.25)
 
     # 8. real models: stage latency and turns/s
@@ -204,8 +210,8 @@ def draw(fake: list[dict[str, Any]], real: list[dict[str, Any]], title: str, pat
         ax2.plot(xs, ys, "s--", color="black", ms=5, label="turns/s (right)")
         ax2.set_ylabel("completed turns per second")
         ax2.set_ylim(0, max([*ys, 0.1]) * 1.4)
-        ax2.legend(fontsize=8, loc="upper right")
-        ax.legend(fontsize=8, loc="upper left")
+        _legend(ax2, fontsize=8, loc="upper right")
+        _legend(ax, fontsize=8, loc="upper left")
         ax.set_xticks(sorted({lv["sessions"] for lv in real}))
     else:
         ax.text(0.5, 0.5, "real models not run", ha="center", va="center", transform=ax.transAxes)

@@ -16,6 +16,9 @@
 # plays -> last audible reply frame received); typed text -> first reply.delta and -> first
 # audible reply frame. One progress line per turn, with the load and the CPU seconds that the
 # benchmark and everything else on the machine used during it.
+# With --tap a raw-socket NATS tap records the bus, and a second table shows where each voice
+# turn's time went, step by step (ASR peek -> text -> submit -> claims -> first LLM delta ->
+# first clause -> first audio -> end of turn confirmed -> received; bench/timeline.py).
 #
 # Output: a table on stdout (p50 / p95 / max / mean, n), bench/results/voice_latency-<stamp>.json
 # and voice_latency-latest.json (machine, load before/after, git commit, every turn, anomalies),
@@ -62,13 +65,13 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 # The first argument may name another benchmark; without one it is the voice latency benchmark.
 module=bench.voice_latency
-help_lines='2,26p'
+help_lines='2,29p'
 case "${1:-}" in
   latency) shift ;;
-  bus) module=bench.bus_overhead; help_lines='28,36p'; shift ;;
-  scale) module=bench.scale; help_lines='37,46p'; shift ;;
-  soak) module=bench.soak; help_lines='47,54p'; shift ;;
-  asr-window) module=bench.asr_window; help_lines='55,58p'; shift ;;
+  bus) module=bench.bus_overhead; help_lines='31,39p'; shift ;;
+  scale) module=bench.scale; help_lines='40,49p'; shift ;;
+  soak) module=bench.soak; help_lines='50,57p'; shift ;;
+  asr-window) module=bench.asr_window; help_lines='58,61p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

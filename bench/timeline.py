@@ -8,8 +8,8 @@ finds, by turn and reply id, the first message of each step:
     asr_text    ASR -> gateway: the pass's text (the reply to the peek)
     submit      gateway -> session: `va.session.turn` (speculative)
     llm_claim   session -> LLM: `va.llm.claim`
+    tts_claim   session -> TTS: `va.tts.claim` (both claims leave together)
     llm_first   LLM -> session: the first `va.llm.out` delta
-    tts_claim   session -> TTS: `va.tts.claim`
     tts_in      session -> TTS: the first clause on `va.tts.in`
     tts_audio   TTS -> gateway: the first audio chunk on `va.tts.out`
     confirm     gateway -> session: `turn.confirmed` (the end-of-turn silence is over)
@@ -30,8 +30,8 @@ STEPS = (
     "asr_text",
     "submit",
     "llm_claim",
-    "llm_first",
     "tts_claim",
+    "llm_first",
     "tts_in",
     "tts_audio",
     "confirm",
@@ -56,16 +56,27 @@ def turn_steps(rows: list[list[Any]], turn: dict[str, Any]) -> dict[str, float]:
     if not tid or t0 is None:
         return {}
     out: dict[str, float] = {}
-    peek_inbox = sid = ""
-    lo, hi = t0 - 5.0, t0 + 30.0
+    sid = ""
+    # The final pass's peek: the last one by a second after the end of speech (a pause inside
+    # the question may have started a speculative turn of its own, retracted when speech went on)
+    peek: tuple[float, str] | None = None
     for row in rows:
-        t, subject, reply_to, headers = row[0], row[1], row[2], row[3] or {}
-        if t < lo or t > hi:
-            continue
-        if subject.endswith("." + tid) and subject.startswith("va.asr.utt."):
+        t, subject = row[0], row[1]
+        if (
+            t0 - 30.0 <= t <= t0 + 1.0
+            and subject.startswith("va.asr.utt.")
+            and subject.endswith("." + tid)
+        ):
             sid = subject.split(".")[3]
-            if headers.get("Va-Ctl") == "peek" and t >= t0 - 1.0 and "peek" not in out:
-                out["peek"], peek_inbox = t, reply_to
+            if (row[3] or {}).get("Va-Ctl") == "peek":
+                peek = (t, row[2])
+    if peek is not None:
+        out["peek"] = peek[0]
+    peek_inbox = peek[1] if peek else ""
+    lo, hi = peek[0] if peek else t0, t0 + 30.0
+    for row in rows:
+        t, subject, headers = row[0], row[1], row[3] or {}
+        if t < lo or t > hi:
             continue
         if peek_inbox and subject == peek_inbox and "asr_text" not in out:
             out["asr_text"] = t

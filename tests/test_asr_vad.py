@@ -186,6 +186,8 @@ def test_state_machine_events_and_times() -> None:
     log: list[tuple[str, int, int]] = []
     for p in probs:
         for e in det.push_frame(frame, prob=p):
+            if isinstance(e, SpeechPause):  # the end of speech known at a pause is SpeechEnd's
+                log.append(("speech_end_ms", det.speech_end_ms, -1))
             if not isinstance(e, SpeechFrame):
                 log.append((type(e).__name__, e.t_ms, getattr(e, "speech_end_ms", -1)))
         if det.in_speech:
@@ -195,11 +197,14 @@ def test_state_machine_events_and_times() -> None:
     # between thresholds and neither speech nor silence): end after 16 frames at 51.
     assert log == [
         ("SpeechStart", 14 * 32, -1),
+        ("speech_end_ms", 24 * 32, -1),
         ("SpeechPause", 31 * 32, -1),
         ("SpeechResume", 31 * 32, -1),
+        ("speech_end_ms", 34 * 32, -1),
         ("SpeechPause", (35 + 7) * 32, -1),
         ("SpeechEnd", (35 + 16) * 32, 34 * 32),
     ]
+    assert det.speech_end_ms == 0  # outside a turn
 
 
 def test_cough_is_not_speech(vad_model: SileroVADModel) -> None:

@@ -15,6 +15,10 @@ def test_steps_are_found_by_turn_and_reply_and_other_turns_are_ignored() -> None
     t0 = 1000.0
     rows = [
         _row(t0 - 1.0, "va.asr.utt.S.T"),  # audio, before the end of speech
+        # a pause inside the question: a speculative turn of its own, retracted
+        _row(t0 - 0.9, "va.asr.utt.S.T", {"type": "asr.end"}, "_INBOX.q", **{"Va-Ctl": "peek"}),
+        _row(t0 - 0.8, "_INBOX.q", {"type": "asr.result", "text": "what"}),
+        _row(t0 - 0.8, "va.session.turn", {"turn_id": "T"}),
         _row(t0 + 0.10, "va.asr.utt.S.OTHER", reply="_INBOX.x", **{"Va-Ctl": "peek"}),
         _row(t0 + 0.15, "va.asr.utt.S.T", {"type": "asr.end"}, "_INBOX.p", **{"Va-Ctl": "peek"}),
         _row(t0 + 0.25, "_INBOX.p", {"type": "asr.result", "text": "hi"}),

@@ -107,6 +107,8 @@ async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ign
         _, metrics = await client.wait_event("turn.metrics", 10, turn_id=final["turn_id"])
         assert metrics["asr_ms"] and metrics["llm_first_token_ms"] is not None
         assert metrics["first_audio_ms"] is not None
+        # One end of speech for both figures: a reply held until the end of turn goes out after it
+        assert metrics["first_audio_ms"] >= metrics["end_of_turn_ms"], metrics
         msgs = await history(client)
         assert [m["role"] for m in msgs] == ["user", "assistant"]
         assert msgs[1]["text"] == done["text"].strip() and not msgs[1]["interrupted"]

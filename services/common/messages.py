@@ -330,6 +330,9 @@ class TurnConfirmed(Message):
     type: Literal["turn.confirmed"] = "turn.confirmed"
     turn_id: str
     end_of_turn_ms: float | None = None
+    # Wall ms of the end of speech as the end of turn measured it (the last speech frame); the
+    # speculative submit's estimate, taken earlier, may differ by a VAD frame or a late packet.
+    speech_end_ms: float | None = None
 
 
 PlaybackEvent = Annotated[

@@ -532,7 +532,7 @@ class LiveSession:
                 utt.speculative = True
                 utt.pauses += 1
                 if self.cfg.speculative_turns and self._idle():
-                    speech_end = self._stream_ms_to_wall(ev.t_ms - self.detector.silence_ms)
+                    speech_end = self._stream_ms_to_wall(self.detector.speech_end_ms)
                     self.spawn(self._speculate(utt, utt.pauses, speech_end), "speculate")
                 else:
                     await self._control(utt, "peek")
@@ -654,7 +654,7 @@ class LiveSession:
         await bus.publish(
             self.nc,
             subjects.playback(self.sid),
-            TurnConfirmed(turn_id=utt.turn_id, end_of_turn_ms=eot_ms),
+            TurnConfirmed(turn_id=utt.turn_id, end_of_turn_ms=eot_ms, speech_end_ms=speech_end),
             ctx=utt.ctx,
         )
         self.track.release(utt.turn_id)

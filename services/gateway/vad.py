@@ -235,6 +235,12 @@ class TurnDetector:
         return (self._last_speech_end - self._onset) * FRAME_MS
 
     @property
+    def speech_end_ms(self) -> int:
+        """Stream time just past the current turn's last speech frame (as `SpeechEnd` will give
+        it); 0 outside a turn."""
+        return self._last_speech_end * FRAME_MS if self.in_speech else 0
+
+    @property
     def silence_ms(self) -> int:
         """How long the current silence inside a turn has lasted; 0 if none."""
         if not self.in_speech or self._silence_start is None:

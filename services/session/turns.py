@@ -140,6 +140,8 @@ class Turn:
         self.confirmed = True
         if confirmed.end_of_turn_ms is not None:
             self.submit.end_of_turn_ms = confirmed.end_of_turn_ms
+        if confirmed.speech_end_ms is not None:
+            self.submit.speech_end_ms = confirmed.speech_end_ms
         self.submit.asr_wait_ms = 0.0  # its text was there before the end of turn
         held, self._held = self._held, []
         for event in held:

@@ -138,3 +138,30 @@ def table(per_turn: list[dict[str, float]]) -> str:
         )
         prev = step
     return "\n".join(lines)
+
+
+def draw(per_turn: list[dict[str, float]], title: str, path: Any) -> Any:
+    """Every turn's time of every step (a dot each, p50 marked), steps top to bottom."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = [s for s in STEPS if any(s in t for t in per_turn)]
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(steps) + 1.6), constrained_layout=True)
+    rng = np.random.default_rng(0)
+    for row, step in enumerate(steps):
+        xs = np.array([t[step] for t in per_turn if step in t])
+        y = len(steps) - 1 - row
+        ax.scatter(xs, y + rng.uniform(-0.18, 0.18, xs.size), s=10, alpha=0.6, color="#4c72b0")
+        p50 = float(np.median(xs))
+        ax.plot([p50, p50], [y - 0.3, y + 0.3], color="#c44e52", lw=2)
+        ax.text(p50, y + 0.32, f"{p50:.0f}", fontsize=7, ha="center", color="#c44e52")
+    ax.set_yticks(range(len(steps)), list(reversed(steps)), fontsize=8)
+    ax.set_xlabel("ms after the last audible question frame was sent (red: p50)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

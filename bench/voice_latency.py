@@ -332,6 +332,10 @@ def write_results(
         title = bench_run.plot_title("voice latency over WebRTC")
         png = draw(run.turns, stats, title, args.out / "voice_latency-latest.png")
         say(f"wrote {shown(png)}")
+        if run.timelines:
+            title = bench_run.plot_title("voice turns on the bus, step by step (--tap)")
+            png = timeline.draw(run.timelines, title, args.out / "voice_timeline-latest.png")
+            say(f"wrote {shown(png)}")
     except ImportError as exc:
         say(f"no plot ({exc}): pip install -e '.[bench]'")
     if run.anomalies:

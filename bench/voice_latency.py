@@ -188,9 +188,6 @@ class Run:
             await sessions.close()
 
 
-EOT_CLOCK_SLACK_MS = 32.0
-
-
 def check(group: str, rec: dict[str, Any]) -> list[str]:
     """What a reader of the figures should know about this turn."""
     if "error" in rec:
@@ -200,11 +197,6 @@ def check(group: str, rec: dict[str, Any]) -> list[str]:
     out = []
     for k, v in rec.items():
         if k.endswith("_ms") and isinstance(v, int | float) and v < 0:
-            # The end of turn is timed on the microphone stream's clock (32 ms VAD frames),
-            # the first audio on the wall clock: a reply ready before the silence ends is
-            # released at the end of turn, and the two clocks put it a few ms either side.
-            if k == "after_eot_ms" and v > -EOT_CLOCK_SLACK_MS:
-                continue
             out.append(f"{k} is negative ({v:.0f} ms)")
     if group == "voice":
         if rec["voice_to_voice_ms"] is None:

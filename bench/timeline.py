@@ -73,6 +73,7 @@ def turn_steps(rows: list[list[Any]], turn: dict[str, Any]) -> dict[str, float]:
     if peek is not None:
         out["peek"] = peek[0]
     peek_inbox = peek[1] if peek else ""
+    stream = ""
     lo, hi = peek[0] if peek else t0, t0 + 30.0
     for row in rows:
         t, subject, headers = row[0], row[1], row[3] or {}
@@ -89,8 +90,10 @@ def turn_steps(rows: list[list[Any]], turn: dict[str, Any]) -> dict[str, float]:
             key = "submit"
         elif subject == "va.llm.claim" and body.get("reply_id") == rid:
             key = "llm_claim"
-        elif sid and subject.startswith(f"va.llm.out.{sid}.") and "llm_claim" in out:
-            key = "llm_first"  # its subject carries the LLM's stream id, not the reply id
+            # the LLM's output subject carries the claim's stream id, not the reply id
+            stream = body.get("stream_id") or rid
+        elif stream and subject == f"va.llm.out.{sid}.{stream}":
+            key = "llm_first"
         elif subject == "va.tts.claim" and body.get("reply_id") == rid:
             key = "tts_claim"
         elif rid and subject.startswith("va.tts.in.") and subject.endswith("." + rid):

@@ -24,7 +24,8 @@ def test_steps_are_found_by_turn_and_reply_and_other_turns_are_ignored() -> None
         _row(t0 + 0.25, "_INBOX.p", {"type": "asr.result", "text": "hi"}),
         _row(t0 + 0.26, "va.session.turn", {"turn_id": "T"}),
         _row(t0 + 0.27, "va.llm.claim", {"reply_id": "OLD"}),
-        _row(t0 + 0.28, "va.llm.claim", {"reply_id": "R"}),
+        _row(t0 + 0.28, "va.llm.claim", {"reply_id": "R", "stream_id": "STREAM"}),
+        _row(t0 + 0.30, "va.llm.out.S.OLDSTREAM", {"type": "llm.delta"}),  # a retracted reply's
         _row(t0 + 0.28, "va.tts.claim", {"reply_id": "R"}),
         _row(t0 + 0.33, "va.llm.out.S.STREAM", {"type": "llm.delta"}),
         _row(t0 + 0.35, "va.tts.in.S.R", {"type": "tts.text"}),

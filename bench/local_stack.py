@@ -112,7 +112,10 @@ class LocalStack:
         """The five services, started at once and waited for together."""
         if not self.nats_url:
             self.start_servers()
-        self.procs = ServiceProcs(self.nats_url, self.redis_url, log_dir=self.log_dir)
+        # The services' own default model unless `env` names one (not the tests' fast one).
+        self.procs = ServiceProcs(
+            self.nats_url, self.redis_url, log_dir=self.log_dir, llm_model=None
+        )
         t0 = time.monotonic()
         for kind in KINDS:
             sp = self.procs.start(

@@ -109,6 +109,20 @@ def table(stats: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def side_by_side(by_profile: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One row per metric, one column per LLM profile: "p50 / p95" of each."""
+    names = list(by_profile)
+    lines = [f"{'metric':34}" + "".join(f"{n:>22}" for n in names)]
+    for m in METRICS:
+        cells = []
+        for n in names:
+            s = by_profile[n].get(m.key) or {}
+            ok = s.get("p50") is not None
+            cells.append(f"{s['p50']:.0f} / {s['p95']:.0f}" if ok else "-")
+        lines.append(f"{m.key:34}" + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
 def percentiles(
     samples: Sequence[float], qs: Sequence[float] = (50, 99)
 ) -> dict[str, float | int | None]:

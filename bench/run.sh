@@ -59,6 +59,12 @@
 #     Whisper's encoder window: word error rate and time per pass of the ASR engine for each
 #     window setting over every clip the benchmarks speak (Piper and espeak-ng voices, a long
 #     sentence, silence, noise). bench/results/asr_window-*.
+#   bench/run.sh quality [--profiles a,b,c --split all|tune|heldout --only facts,memory]  # ~20 min
+#     Answers of every model profile side by side, as typed turns through the real services:
+#     accuracy per category (facts, arithmetic, advice, yes/no, follow-ups, memory inside and
+#     beyond the LLM window, other languages), the held-out split apart, first reply.delta
+#     p50/p95/max (also right after the window slid), reply length, loops, wrong language.
+#     Fetches missing profiles first. bench/results/quality-*.
 #
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -72,6 +78,7 @@ case "${1:-}" in
   scale) module=bench.scale; help_lines='40,49p'; shift ;;
   soak) module=bench.soak; help_lines='50,57p'; shift ;;
   asr-window) module=bench.asr_window; help_lines='58,61p'; shift ;;
+  quality) module=bench.quality; help_lines='62,68p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

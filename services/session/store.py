@@ -5,6 +5,7 @@ Keys (prefix `va:`):
     va:session:{sid}           hash: agent_id, created_at, ended ("0"/"1")
     va:history:{sid}           list of JSON HistoryMessage, oldest first (the full history)
     va:window:{sid}            index of the first history entry the LLM still sees
+    va:summary:{sid}           JSON Summary of the entries before the window (memory.py)
     va:inflight:{sid}          reply id of the turn in flight (expires by itself)
     va:secret                  token signing key when none is configured (shared by replicas)
 
@@ -38,7 +39,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.common.messages import AgentConfig, AgentRecord, HistoryMessage
+from services.common.messages import AgentConfig, AgentRecord, HistoryMessage, Summary
 
 DEFAULT_AGENT_ID = "default"
 AGENT_CACHE_TTL_S = 60.0
@@ -46,15 +47,23 @@ AGENT_CACHE_SIZE = 4096
 SESSION_CACHE_TTL_S = 30.0
 SESSION_CACHE_SIZE = 65536
 
-# KEYS: session hash, in-flight mark, window start, history. ARGV: reply id, mark TTL (s),
-# "1" to take the mark even while another reply holds it.
+# KEYS: session hash, in-flight mark, window start, history, summary. ARGV: reply id, mark TTL
+# (s), "1" to take the mark even while another reply holds it.
 BEGIN_TURN = """
 if redis.call('HGET', KEYS[1], 'ended') ~= '0' then return {'ended', 0} end
 local start = tonumber(redis.call('GET', KEYS[3]) or '0')
 local other = redis.call('GET', KEYS[2])
 if other and other ~= ARGV[1] and ARGV[3] ~= '1' then return {'busy', start} end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
-return {'ok', start, redis.call('LRANGE', KEYS[4], start, -1)}
+return {'ok', start, redis.call('LRANGE', KEYS[4], start, -1), redis.call('GET', KEYS[5]) or ''}
+"""
+# KEYS: summary, window start. ARGV: summary JSON, its `upto`. The window never moves back.
+SAVE_SUMMARY = """
+redis.call('SET', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return 1
 """
 
 
@@ -66,6 +75,7 @@ class TurnStart:
     state: Literal["ok", "busy", "ended"]
     start: int = 0
     history: list[HistoryMessage] = field(default_factory=list)
+    summary: Summary | None = None
 
 
 def _k(*parts: str) -> str:
@@ -84,6 +94,7 @@ class Store:
             SESSION_CACHE_SIZE, SESSION_CACHE_TTL_S
         )
         self._begin_turn = client.register_script(BEGIN_TURN)
+        self._save_summary = client.register_script(SAVE_SUMMARY)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -174,14 +185,30 @@ class Store:
         """Mark `reply_id` in flight and read the history from the window's start, in one
         round trip, unless another reply holds the mark (`busy`; `force` takes it anyway) or
         the session has ended (`ended`)."""
-        keys = [_k(kind, session_id) for kind in ("session", "inflight", "window", "history")]
+        kinds = ("session", "inflight", "window", "history", "summary")
+        keys = [_k(kind, session_id) for kind in kinds]
         state, start, *rest = await self._begin_turn(
             keys=keys, args=[reply_id, ttl_s, "1" if force else "0"]
         )
-        return TurnStart(state, int(start), _messages(rest[0]) if rest else [])
+        if not rest:
+            return TurnStart(state, int(start))
+        summary = Summary.model_validate_json(rest[1]) if rest[1] else None
+        return TurnStart(state, int(start), _messages(rest[0]), summary)
 
     async def set_window_start(self, session_id: str, start: int) -> None:
         await self.r.set(_k("window", session_id), str(start))
+
+    async def memory_state(self, session_id: str) -> tuple[int, Summary | None]:
+        """The window start and the summary of what lies before it (None: no summary yet)."""
+        start, raw = await self.r.mget(_k("window", session_id), _k("summary", session_id))
+        return int(start or 0), Summary.model_validate_json(raw) if raw else None
+
+    async def save_summary(self, session_id: str, summary: Summary) -> None:
+        """Store the summary and move the window start to its end, in one step."""
+        await self._save_summary(
+            keys=[_k("summary", session_id), _k("window", session_id)],
+            args=[summary.model_dump_json(), summary.upto],
+        )
 
     # -- turn in flight ----------------------------------------------------------------------
     async def clear_inflight(self, session_id: str, reply_id: str) -> None:

@@ -117,6 +117,7 @@ class Turn:
         self.llm_stream: str | None = None  # the LLM attempt whose output counts
         self.gone = False  # the session had ended when the turn began: nothing to write
         self.abandoned = False  # never accepted (see abandon): as if it never started
+        self.written = False  # its messages are in history (the memory may plan a slide)
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
@@ -278,7 +279,7 @@ class Turn:
         if advance:
             await self.store.set_window_start(self.sid, start + advance)
             window = window[advance:]
-        return to_chat(self.agent, window)
+        return to_chat(self.agent, window, begun.summary)
 
     async def _claim_stages(self, messages: list[Any], subs: list[Any]) -> None:
         """Claim a TTS replica and an LLM replica at once. The LLM's first words wait in the
@@ -536,6 +537,7 @@ class Turn:
                 )
             )
         await self.store.append(self.sid, *messages)
+        self.written = True
         await self.store.clear_inflight(self.sid, self.rid)
         if st.failed is not None:
             await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))

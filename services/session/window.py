@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.common.messages import AgentConfig, ChatMessage, HistoryMessage
+from services.common.messages import AgentConfig, ChatMessage, HistoryMessage, Summary
 
 
 def plan_window(
@@ -48,8 +48,19 @@ def plan_window(
     return candidates[-1] if candidates else len(history) - 1
 
 
-def to_chat(config: AgentConfig, window: list[HistoryMessage]) -> list[ChatMessage]:
-    messages = [ChatMessage(role="system", content=config.system_prompt)]
+SUMMARY_HEADING = "Notes on the earlier part of this conversation:"
+
+
+def to_chat(
+    config: AgentConfig, window: list[HistoryMessage], summary: Summary | None = None
+) -> list[ChatMessage]:
+    """The LLM's messages: the system prompt (with the summary of what left the window, when
+    there is one: it changes only when the window slides, so the cached prefix survives), then
+    the window."""
+    system = config.system_prompt
+    if summary is not None and summary.text:
+        system = f"{system}\n\n{SUMMARY_HEADING} {summary.text}"
+    messages = [ChatMessage(role="system", content=system)]
     for m in window:
         if m.text:
             messages.append(ChatMessage(role=m.role, content=m.text))

@@ -39,6 +39,7 @@ from services.common.messages import (
 from services.common.service import Worker
 
 from .api import Denied, SessionApi
+from .memory import Memory
 from .settings import SessionSettings
 from .store import Store
 from .turns import Turn
@@ -57,9 +58,11 @@ class SessionWorker(Worker):
         self.turns: dict[str, Turn] = {}
         self._subs: list[Subscription] = []
         self.api: SessionApi | None = None
+        self.memory: Memory | None = None
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
+        self.memory = Memory(nc, self.store, self.cfg)
         await self.store.ensure_default_agent(AgentConfig())
         secret = self.cfg.token_secret or await self.store.signing_secret()
         self.api = SessionApi(self.store, secret, self.cfg.token_ttl_s)
@@ -104,6 +107,8 @@ class SessionWorker(Worker):
         await self.jobs.wait_all(timeout)
 
     async def close(self) -> None:
+        if self.memory is not None:
+            await self.memory.close()
         await self.store.close()
 
     # -- rpc -----------------------------------------------------------------------------------
@@ -187,6 +192,8 @@ class SessionWorker(Worker):
         self.turns.pop(reply_id, None)
         if turn.holds_subscriptions:  # its task was cancelled before it ran
             self.spawn(turn.release(), "turn-release")
+        elif turn.written and self.memory is not None:
+            self.memory.after_turn(turn.sid, turn.agent)
 
     async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
         if intr.reason == "session_end":

@@ -19,13 +19,16 @@ returns the clauses completed so far; `flush()` returns the rest at the end of t
   sentence.
 - Later clauses are whole sentences, but one longer than `max_chars` is cut at its last comma
   (or semicolon, colon, dash), or failing that at its last space.
-- Markdown that TTS would read out (`*`, `#`, backticks, bullets, link targets) is removed;
+- Markdown and emoji that TTS would read out (`*`, `#`, backticks, bullets, link targets) are
+  removed;
   clauses with no letter or digit are dropped.
 """
 
 from __future__ import annotations
 
 import re
+
+import emoji
 
 _SENTENCE_END = r"[.!?…]+[\"'”’»)\]*_`]*"
 _SOFT_END = r"[,;:][\"'”’»)\]*_`]*(?=\s)|\s[-–—]+(?=\s)|—"
@@ -64,7 +67,8 @@ _PHRASE_CUT = re.compile(rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})\s|\()"
 
 
 def clean_for_speech(text: str) -> str:
-    """Remove markdown that TTS would read out and collapse whitespace."""
+    """Remove markdown and emoji that TTS would read out and collapse whitespace."""
+    text = emoji.replace_emoji(text, replace="")
     text = _LINK.sub(r"\1", text)
     text = _LINE_MARK.sub("", text)
     text = _EMPHASIS_UNDERSCORE.sub("", text)

@@ -46,7 +46,7 @@ class FakeLLMEngine(LLMEngine):
         return words if max_tokens is None else words[:max_tokens]
 
     async def stream(
-        self, messages: list[ChatMessage], params: LLMParams
+        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
     ) -> AsyncGenerator[str, None]:
         self.requests.append(list(messages))
         try:

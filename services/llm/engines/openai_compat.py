@@ -67,7 +67,7 @@ class OpenAICompatEngine(LLMEngine):
             raise _translate(exc, produced=False) from exc
 
     async def stream(
-        self, messages: list[ChatMessage], params: LLMParams
+        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
     ) -> AsyncGenerator[str, None]:
         produced = False
         # Only system/user/assistant exist in ChatMessage: never "developer" (see module doc).

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis
 import websockets
 
@@ -100,6 +101,7 @@ class Conversation:
                 elif kind == "turn.metrics":
                     out["server_first_delta_ms"] = ev.get("first_delta_ms")
                     out["llm_first_token_ms"] = ev.get("llm_first_token_ms")
+                    out["llm_tokens_per_s"] = ev.get("llm_tokens_per_s")
                     return out
 
     async def close(self) -> None:
@@ -184,6 +186,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["first_delta_ms"] = percentiles(delta, (50, 95))
     out["first_delta_after_slide_ms"] = percentiles(slid, (50, 95))
     out["reply_words"] = percentiles([r["words"] for r in rows], (50, 95))
+    llm = [r["llm_first_token_ms"] for r in rows if r.get("llm_first_token_ms") is not None]
+    out["llm_first_token_ms"] = percentiles(llm, (50, 95))
+    tps = [r["llm_tokens_per_s"] for r in rows if r.get("llm_tokens_per_s")]
+    out["llm_tokens_per_s"] = percentiles(tps, (50, 95))
     out["counts"] = {
         "turns": len(rows),
         "checked": len(checked),
@@ -221,6 +227,10 @@ def table(results: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any
 
     line("first delta p50/p95/max", [ms(results[p]["first_delta_ms"]) for p in profiles])
     line("  after a slide", [ms(results[p]["first_delta_after_slide_ms"]) for p in profiles])
+    line("llm first token p50/p95/max", [ms(results[p]["llm_first_token_ms"]) for p in profiles])
+    tps = [results[p]["llm_tokens_per_s"]["p50"] or 0 for p in profiles]
+    line("llm tokens/s p50", [f"{t:.0f}" for t in tps])
+    line("llm resident memory (MB)", [str(results[p].get("llm_rss_mb", "-")) for p in profiles])
     w = [results[p]["reply_words"] for p in profiles]
     line("reply words p50 / max", [f"{s['p50']:.0f} / {s['max']:.0f}" for s in w])
     for key in ("loops", "wrong_language", "too_long", "errors"):
@@ -266,7 +276,9 @@ def draw(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-async def measure(args: Any, run: BenchRun, log_dir: Path) -> dict[str, list[dict[str, Any]]]:
+async def measure(
+    args: Any, run: BenchRun, log_dir: Path, rss: dict[str, int]
+) -> dict[str, list[dict[str, Any]]]:
     data = json.loads(SET.read_text())
     convs = [
         c
@@ -287,11 +299,12 @@ async def measure(args: Any, run: BenchRun, log_dir: Path) -> dict[str, list[dic
             )
             try:
                 t0 = time.monotonic()
-                procs.start("llm", timeout=300)
+                llm = procs.start("llm", timeout=300)
                 procs.start("session")
                 gw = procs.start("gateway", env=LOAD_GATEWAY_ENV)
                 say(f"[{profile}] ready in {time.monotonic() - t0:.0f} s")
                 rows[profile] = await run_profile(profile, convs, gw.url, r, args)
+                rss[profile] = round(psutil.Process(llm.pid).memory_info().rss / 2**20)
             finally:
                 procs.stop_all()
     finally:
@@ -311,11 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         interrupted = False
         rows: dict[str, list[dict[str, Any]]] = {}
+        rss: dict[str, int] = {}
         try:
-            rows = asyncio.run(measure(args, run, log_dir))
+            rows = asyncio.run(measure(args, run, log_dir, rss))
         except KeyboardInterrupt:
             interrupted = True
-        results = {p: summarize(rs) for p, rs in rows.items() if rs}
+        results = {p: summarize(rs) | {"llm_rss_mb": rss.get(p)} for p, rs in rows.items() if rs}
         if not results:
             return 1
         record = run.record(args, interrupted, log_dir, results=results, rows=rows)

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from services.llm.models import models_dir
 from tests.deploy_lib import (
     DOCKER,
     K8S,
@@ -164,6 +165,8 @@ def _image_env(kind: str, venv: Path) -> dict[str, str]:
     for key, value in env_of(runtime).items():
         env[key] = value.replace("/opt/venv", str(venv)).replace("$PATH", os.environ["PATH"])
     env["PYTHONPATH"] = str(REPO)  # the image's WORKDIR /app holds services/
+    if "VA_MODELS_DIR" in env:  # the image fetches its model into /models; here: the install's
+        env["VA_MODELS_DIR"] = str(models_dir())
     return env
 
 

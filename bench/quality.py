@@ -149,7 +149,8 @@ async def run_profile(
                             f"{got['first_delta_ms'] or 0:6.0f} ms  {turn['user'][:45]!r} -> "
                             f"{got['reply'][:90]!r}"
                         )
-                    await asyncio.sleep(args.gap + min(8.0, row["words"] / args.words_per_s))
+                    if i + 1 < len(conv["turns"]):  # the user hears the reply, then asks again
+                        await asyncio.sleep(args.gap + min(8.0, row["words"] / args.words_per_s))
             finally:
                 await c.close()
     return rows

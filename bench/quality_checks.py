@@ -4,7 +4,8 @@
   ignored ("paris" is found in "Paris." but not in "Parisian").
 - A checked turn passes when the reply holds an accepted answer, none of the listed wrong ones
   ("Paris, or maybe Lisbon" fails), does not repeat itself (services/llm/guard.py's rules: a cut
-  loop still counts), stays under the spoken-length limit and is in the expected language.
+  loop still counts), stays under the spoken-length limit and is in the expected language
+  (lingua, on the reply without its quoted words; undecided for very short replies).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from services.llm.guard import LoopGuard
 MAX_SPOKEN_WORDS = 60  # about 20 s of speech
 MIN_WORDS_FOR_LANGUAGE = 3  # "Berlín." says nothing reliable about its language
 _NOT_WORD = re.compile(r"[^\w\s'’]+")
+# Words quoted in another language ("In Italian, you say “grazie”.") say nothing of the reply's.
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|«[^»]*»|„[^“”]*[“”]")
 
 
 def normalize(text: str) -> str:
@@ -48,6 +51,7 @@ def _detector() -> Any:
 
 def language_of(text: str) -> str | None:
     """ISO 639-1 code of the reply's language, None when too short or too close to tell."""
+    text = _QUOTED.sub(" ", text)
     if len(normalize(text).split()) < MIN_WORDS_FOR_LANGUAGE:
         return None
     found = _detector().detect_language_of(text)

@@ -51,12 +51,20 @@ log = logging.getLogger(__name__)
 NEXT_TURN_CHARS = 400
 MAX_DROPPED_CHARS = 6000  # the newest part of what leaves the window, if the summary fell behind
 SUMMARY_PROMPT = (
-    "You keep short notes about a conversation between a user and a voice assistant. "
-    "Update the notes with the new part of the conversation. Keep every name, personal fact, "
-    "preference, plan and open question the user mentioned, and what the assistant promised. "
-    "Keep earlier notes unless the user corrected them. Leave out small talk and general "
-    "knowledge. Write plain sentences, at most 80 words, in the language of the conversation, "
-    "and nothing else."
+    "You keep notes about the user of a voice assistant. Write only what the user said about "
+    "themselves and the people and things in their life, as short sentences that start with "
+    "\"The user\". Keep every earlier note unless the user corrected it. Leave out questions "
+    "about general knowledge. Never invent anything. If there is nothing to note, write "
+    "\"Nothing yet.\""
+)
+# One worked example: small models follow an example better than a list of rules.
+EXAMPLE = (
+    "Earlier notes: The user's name is Sam.\n\nWhat the user said next:\n"
+    "- I have two kids and we live in Oslo.\n- What's the tallest mountain in the world?\n"
+    "- I don't like spicy food.\n- Can you remind me to call my mother on Sunday?\n\n"
+    "The updated notes:",
+    "The user's name is Sam. The user has two kids. The user lives in Oslo. The user does not "
+    "like spicy food. The user wants to call their mother on Sunday.",
 )
 
 
@@ -65,14 +73,17 @@ class Preempted(Exception):
 
 
 def summary_messages(previous: str, dropped: list[HistoryMessage]) -> list[ChatMessage]:
-    lines = [f"{'User' if m.role == 'user' else 'Assistant'}: {m.text}" for m in dropped if m.text]
-    talk = "\n".join(lines)[-MAX_DROPPED_CHARS:]
+    """The summary's prompt: the earlier notes and what the user said in the turns that leave
+    the window (their own words hold the facts; the replies would only make it longer)."""
+    said = "\n".join(f"- {m.text}" for m in dropped if m.role == "user" and m.text)
     return [
         ChatMessage(role="system", content=SUMMARY_PROMPT),
+        ChatMessage(role="user", content=EXAMPLE[0]),
+        ChatMessage(role="assistant", content=EXAMPLE[1]),
         ChatMessage(
             role="user",
-            content=f"Earlier notes: {previous or '(none)'}\n\nNew part of the conversation:\n"
-            f"{talk}\n\nThe updated notes:",
+            content=f"Earlier notes: {previous or 'Nothing yet.'}\n\nWhat the user said next:\n"
+            f"{said[-MAX_DROPPED_CHARS:]}\n\nThe updated notes:",
         ),
     ]
 

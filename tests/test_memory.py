@@ -6,7 +6,8 @@ Invariants protected:
   path), kept in Redis beside the full history, and opens the next turn's prompt;
 - the summary is background work: a reply claimed while it runs preempts it and is not slowed
   by it, and the summary is made anyway, later;
-- the full history stays readable.
+- the full history stays readable;
+- while the user speaks, the coming turn's prompt is prefilled from the partial transcript.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from services.common.messages import (
     LLMParams,
     Summary,
     TurnAccepted,
+    TurnPrefill,
     TurnSubmit,
 )
 from services.llm.engines.fake import FakeLLMEngine
@@ -152,3 +154,21 @@ async def test_a_reply_preempts_the_summary_which_is_made_later(
         summary = await h.summary(timeout=15)
         assert summary.text == NOTES
         assert len(h.engine.background) >= 2  # the preempted try, and the one that finished
+
+
+async def test_what_the_user_is_saying_is_prefilled_while_they_speak(
+    nats_url: str, redis_url: str
+) -> None:
+    """A partial transcript has the coming turn's prompt evaluated: the window, then the words."""
+    async with Harness(nats_url, redis_url, NoteTaker(summary_s=0.05)) as h:
+        await h.turn(1, "Hello there.")
+        await asyncio.sleep(0.3)
+        await bus.publish(
+            h.nc[2], subjects.SESSION_PREFILL, TurnPrefill(session_id=h.sid, text="What is the")
+        )
+        deadline = time.monotonic() + 5
+        while not any(r[-1].content == "What is the" for r in h.engine.requests):
+            assert time.monotonic() < deadline, "no prefill"
+            await asyncio.sleep(0.02)
+        prompt = next(r for r in h.engine.requests if r[-1].content == "What is the")
+        assert [m.content for m in prompt[1:3]] == ["Hello there.", "Sure, happy to help."]

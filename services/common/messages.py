@@ -209,6 +209,16 @@ class TurnSubmit(Message):
     speculative: bool = False
 
 
+class TurnPrefill(Message):
+    """The user is speaking (`text`: what the partial transcript says so far, "" at speech
+    onset): the session may have an idle llm replica evaluate the coming turn's prompt, so the
+    turn itself finds most of it cached. A hint: dropped when nothing is idle."""
+
+    type: Literal["turn.prefill"] = "turn.prefill"
+    session_id: str
+    text: str = ""
+
+
 class TurnAccepted(Message):
     type: Literal["turn.accepted"] = "turn.accepted"
     turn_id: str

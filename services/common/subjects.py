@@ -52,6 +52,7 @@ ASR_CLAIM = f"{PREFIX}.asr.claim"
 LLM_CLAIM = f"{PREFIX}.llm.claim"
 TTS_CLAIM = f"{PREFIX}.tts.claim"
 SESSION_TURN = f"{PREFIX}.session.turn"
+SESSION_PREFILL = f"{PREFIX}.session.prefill"
 
 
 def session_rpc(method: str) -> str:

@@ -46,6 +46,7 @@ from services.common.messages import (
     TTSSegment,
     TurnAccepted,
     TurnConfirmed,
+    TurnPrefill,
     TurnSubmit,
     decode,
     now_ms,
@@ -223,6 +224,8 @@ class LiveSession:
         except ValueError:
             return
         etype = event.get("type")
+        if etype == "transcript.partial" and self._idle():
+            await self._prefill(str(event.get("text") or ""))
         if etype == "reply.done":
             cut = bool(event.get("interrupted"))
             self.traces.end(
@@ -515,6 +518,8 @@ class LiveSession:
             )
             self.utt.audio.extend(ev.preroll)
             self.spawn(self._claim_asr(self.utt), "asr-claim")
+            if not speaking_over:
+                await self._prefill("")
         elif isinstance(ev, SpeechFrame):
             utt = self.utt
             if utt is None:
@@ -564,6 +569,15 @@ class LiveSession:
     # -- speculative turns ------------------------------------------------------------------------
     def _idle(self) -> bool:
         return self.active_turn is None and self.track.reply is None
+
+    async def _prefill(self, text: str) -> None:
+        """The user is speaking and nothing is in flight: let the session have the coming
+        turn's prompt evaluated (a hint; the LLM's first token then waits on less)."""
+        if self.cfg.speculative_turns:
+            with contextlib.suppress(Exception):
+                await bus.publish(
+                    self.nc, subjects.SESSION_PREFILL, TurnPrefill(session_id=self.sid, text=text)
+                )
 
     async def _speculate(self, utt: Utterance, pauses: int, speech_end: float) -> None:
         """Early in the end-of-turn silence: transcribe, and when nothing else is in flight,

@@ -9,7 +9,9 @@ typical question. When the window must slide, a background task:
    start, in one step: the next turn's prompt opens with the summary (`window.to_chat`);
 3. asks for a prefill of that new prompt (`purpose: prefill`), so the next turn finds it cached.
 A reply claimed meanwhile preempts the work (services/llm/worker.py); it is retried a little
-later, and a new turn never waits for it. At most one task per session runs at a time; a turn
+later, and a new turn never waits for it. While the user speaks, `prefill` has the coming turn's
+prompt (the window and what the partial transcript says) evaluated the same way, so the turn's
+first token waits only on the words that differ. At most one task per session runs at a time; a turn
 that ends while one runs makes it plan again when done. A turn that must slide before the
 summary is ready (`Turn._prepare`) still slides; the summary catches up from `upto`.
 """
@@ -31,6 +33,7 @@ from services.common.messages import (
     ChatMessage,
     ClaimAck,
     HistoryMessage,
+    Interrupt,
     LLMDelta,
     LLMDone,
     LLMError,
@@ -110,6 +113,25 @@ class Memory:
         if session_id in self._again:
             self._again.discard(session_id)
             self.after_turn(session_id, agent)
+
+    def prefill(self, session_id: str, agent: AgentConfig, text: str) -> None:
+        """The user is speaking (`text`: the partial transcript so far): have an idle llm replica
+        evaluate the coming turn's prompt. One at a time per session; dropped when busy."""
+        key = f"prefill:{session_id}"
+        if key in self._tasks or session_id in self._tasks:
+            return
+        task = asyncio.create_task(self._prefill(session_id, agent, text), name=key)
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
+
+    async def _prefill(self, sid: str, agent: AgentConfig, text: str) -> None:
+        start, summary = await self.store.memory_state(sid)
+        user = HistoryMessage(role="user", text=text, turn_id="", created_at=0)
+        window = await self.store.history(sid, start) + [user]
+        if plan_window(window, 0, agent):
+            return  # the turn will slide the window: this prompt would not be its prefix
+        with contextlib.suppress(Preempted, bus.BusUnavailable):
+            await self._generate_once(sid, "prefill", to_chat(agent, window, summary), 1)
 
     async def close(self, timeout: float = 1.0) -> None:
         tasks = list(self._tasks.values())
@@ -202,7 +224,13 @@ class Memory:
                     return "".join(parts).strip()
                 elif isinstance(item, LLMError):
                     raise Preempted(item.message)
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # stop it where it is: its next try goes on from there
+            with contextlib.suppress(Exception):
+                await bus.publish(
+                    self.nc,
+                    subjects.interrupt(sid),
+                    Interrupt(session_id=sid, reply_id=rid, reason="failure"),
+                )
             raise Preempted("no output") from exc
         finally:
             with contextlib.suppress(Exception):

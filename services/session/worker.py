@@ -1,6 +1,7 @@
 """One session replica: the agents/sessions API, turn claims, and interrupts of its turns.
 
 - `va.session.rpc.{method}` (queue group "session-rpc"): agents, sessions, tokens, history.
+- `va.session.prefill` (queue group "session"): a `TurnPrefill` hint (services/session/memory.py).
 - `va.session.turn` (queue group "session"): a `TurnSubmit`; the replica answers
   `TurnAccepted` and runs the turn (services/session/turns.py).
 - `va.ctl.interrupt.*` (every replica): hands an interrupt to the turn it concerns.
@@ -32,6 +33,7 @@ from services.common.messages import (
     ResumeSession,
     RpcError,
     TurnAccepted,
+    TurnPrefill,
     TurnSubmit,
     WorkClaimed,
     decode,
@@ -83,6 +85,13 @@ class SessionWorker(Worker):
         self._subs.append(
             await nc.subscribe(
                 subjects.SESSION_RPC_ALL, queue=subjects.QUEUE_SESSION_RPC, cb=self._on_rpc
+            )
+        )
+        self._subs.append(
+            await nc.subscribe(
+                subjects.SESSION_PREFILL,
+                queue=subjects.QUEUE_SESSION,
+                cb=bus.typed_handler(TurnPrefill, self._on_prefill, name="session.prefill"),
             )
         )
         self._subs.append(
@@ -187,6 +196,13 @@ class SessionWorker(Worker):
             ),
         )
         return TurnAccepted(turn_id=submit.turn_id, reply_id=reply_id, worker_id=self.worker_id)
+
+    async def _on_prefill(self, req: TurnPrefill, msg: Msg) -> None:
+        subjects.check_token(req.session_id)
+        data = await self.store.active_session(req.session_id)
+        record = await self.store.get_agent(data["agent_id"]) if data else None
+        if record is not None and self.memory is not None:
+            self.memory.prefill(req.session_id, record.config, req.text)
 
     def _turn_ended(self, reply_id: str, turn: Turn) -> None:
         self.turns.pop(reply_id, None)

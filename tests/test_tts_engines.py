@@ -301,6 +301,7 @@ def test_splitter_breaks_long_sentences_at_commas() -> None:
 def test_clean_for_speech() -> None:
     assert clean_for_speech("**Bold** and _it_ `code` # x  \n y") == "Bold and it code x y"
     assert clean_for_speech("snake_case [link](https://a.b)") == "snake case link"
+    assert clean_for_speech("Sure! 😊 Paris is **lovely** 🇫🇷. 👍") == "Sure! Paris is lovely."
 
 
 # --- coqui-tts (optional extra: scripts/install-coqui.sh) --------------------------------------

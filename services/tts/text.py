@@ -54,6 +54,7 @@ _EMPHASIS_UNDERSCORE = re.compile(r"(?<!\w)_+|_+(?!\w)")
 _SYMBOLS = re.compile(r"[*#`~]+")
 _TRAILING_DASH = re.compile(r"\s*[-–—]+$")
 _SPACES = re.compile(r"\s+")
+_SPACE_BEFORE_STOP = re.compile(r"\s+([.,!?;:])")  # left where an emoji was: "lovely 🇫🇷."
 _SPEAKABLE = re.compile(r"[^\W_]")
 # Words a spoken phrase may begin with: a short pause before them sounds natural.
 _PHRASE_OPENERS = (
@@ -68,7 +69,7 @@ _PHRASE_CUT = re.compile(rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})\s|\()"
 
 def clean_for_speech(text: str) -> str:
     """Remove markdown and emoji that TTS would read out and collapse whitespace."""
-    text = emoji.replace_emoji(text, replace="")
+    text = _SPACE_BEFORE_STOP.sub(r"\1", emoji.replace_emoji(text, replace=""))
     text = _LINK.sub(r"\1", text)
     text = _LINE_MARK.sub("", text)
     text = _EMPHASIS_UNDERSCORE.sub("", text)

@@ -125,13 +125,17 @@ class Memory:
         task.add_done_callback(lambda _t: self._tasks.pop(key, None))
 
     async def _prefill(self, sid: str, agent: AgentConfig, text: str) -> None:
-        start, summary = await self.store.memory_state(sid)
-        user = HistoryMessage(role="user", text=text, turn_id="", created_at=0)
-        window = await self.store.history(sid, start) + [user]
-        if plan_window(window, 0, agent):
-            return  # the turn will slide the window: this prompt would not be its prefix
-        with contextlib.suppress(Preempted, bus.BusUnavailable):
+        try:
+            start, summary = await self.store.memory_state(sid)
+            user = HistoryMessage(role="user", text=text, turn_id="", created_at=0)
+            window = await self.store.history(sid, start) + [user]
+            if plan_window(window, 0, agent):
+                return  # the turn will slide the window: this prompt would not be its prefix
             await self._generate_once(sid, "prefill", to_chat(agent, window, summary), 1)
+        except (Preempted, bus.BusUnavailable):
+            pass  # a hint: the turn evaluates its prompt anyway
+        except Exception:
+            log.warning("prefill for session %s failed", sid, exc_info=True)
 
     async def close(self, timeout: float = 1.0) -> None:
         tasks = list(self._tasks.values())

@@ -5,10 +5,12 @@ services on the default profile (a smoke test; bench/run.sh quality measures it 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as redis
 
 from bench.quality import Conversation
 from bench.quality_checks import judge
@@ -53,20 +55,32 @@ async def test_a_question_gets_the_right_answer_in_its_language(
     assert verdict["passed"], (got, verdict)
 
 
-async def test_a_name_given_early_is_remembered_after_it_left_the_window(base_url: str) -> None:
+async def test_a_name_given_early_is_remembered_after_it_left_the_window(
+    base_url: str, redis_url: str
+) -> None:
     c = await conversation(base_url, {"history_max_turns": 3})
+    store = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         await c.ask("Hi! My name is Dana and I live in Lisbon.", 60)
         for question in (
             "What's a good name for a cat?",
             "How far away is the moon?",
             "Give me a quick tip for staying focused.",
-            "What's a fun fact about octopuses?",
         ):
             got = await c.ask(question, 60)
-            await asyncio.sleep(2 + len(got["reply"].split()) / 2.5)  # the user hears it
+            await asyncio.sleep(1 + len(got["reply"].split()) / 2.5)  # the user hears it
+        # The first turn has left the window; what it said lives on in the summary, made in
+        # the background after the turn (its timing is the benchmark's business, not this test's).
+        for _ in range(600):
+            summary = await store.get(f"va:summary:{c.sid}")
+            if summary and json.loads(summary)["upto"] >= 2:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no summary of the turns that left the window")
         got = await c.ask("Remind me, what's my name and where do I live?", 60)
     finally:
         await c.close()
+        await store.aclose()
     reply = got["reply"].lower()
     assert "dana" in reply and "lisbon" in reply, got

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Voice latency benchmark over real WebRTC, on the embedded defaults (Whisper tiny.en, SmolLM2 via
-# llama.cpp, Piper):
+# Voice latency benchmark over real WebRTC, on the embedded defaults (Whisper tiny.en, the default
+# LLM profile via llama.cpp, Piper; --profiles a,b measures several LLM profiles one after another):
 #
 #   bench/run.sh                                   # 20 spoken turns, 10 barge-ins, 20 typed turns
 #   bench/run.sh --turns 20 --barge-ins 10 --text-turns 10
@@ -59,7 +59,7 @@
 #     Whisper's encoder window: word error rate and time per pass of the ASR engine for each
 #     window setting over every clip the benchmarks speak (Piper and espeak-ng voices, a long
 #     sentence, silence, noise). bench/results/asr_window-*.
-#   bench/run.sh quality [--profiles a,b,c --split all|tune|heldout --only facts,memory]  # ~20 min
+#   bench/run.sh quality [--profiles a,b,c --split all|tune|heldout --only facts,memory]  # ~40 min
 #     Answers of every model profile side by side, as typed turns through the real services:
 #     accuracy per category (facts, arithmetic, advice, yes/no, follow-ups, memory inside and
 #     beyond the LLM window, other languages), the held-out split apart, first reply.delta

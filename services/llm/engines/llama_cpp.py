@@ -41,174 +41,6 @@ if TYPE_CHECKING:
 _DONE = object()  # end-of-stream marker put on the queue by the worker
 
 
-class _Context:
-    """One llama.cpp context: its model handle, worker thread, lock and abort flag."""
-
-    def __init__(self, engine: LlamaCppEngine, name: str) -> None:
-        self.engine = engine
-        self.llm: Llama | None = None
-        self.load_lock = threading.Lock()
-        self.lock = asyncio.Lock()  # one generation at a time (asyncio primitives bind lazily)
-        self.abort = threading.Event()  # read by llama.cpp's abort callback between graph nodes
-        self.abort_cb: Any = None  # the ctypes callback: kept here so it is never collected
-        self.paused: _Saved | None = None  # the KV cells of background work that was preempted
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-cpp-{name}")
-
-    def ensure_loaded(self) -> Llama:
-        with self.load_lock:
-            if self.llm is not None:
-                return self.llm
-            eng = self.engine
-            if eng._closed:
-                raise LLMEngineError("the llama.cpp engine is closed")
-            try:
-                import llama_cpp
-
-                threads = eng.n_threads or len(os.sched_getaffinity(0))
-                kwargs: dict[str, Any] = {
-                    "n_ctx": eng.n_ctx,
-                    "n_batch": eng.n_batch,
-                    "n_threads": threads,
-                    "n_threads_batch": threads,
-                    "verbose": False,
-                }
-                llm = llama_cpp.Llama(model_path=eng.model_path, **kwargs)
-                abort_event = self.abort
-
-                def _should_abort(_data: Any) -> bool:
-                    return abort_event.is_set()
-
-                self.abort_cb = llama_cpp.ggml_abort_callback(_should_abort)
-                llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self.abort_cb, None)
-            except LLMEngineError:
-                raise
-            except Exception as exc:  # bad path, bad file, missing library
-                raise LLMEngineError(f"cannot load model {eng.model_path}: {exc}") from exc
-            self.llm = llm
-            return llm
-
-    async def close(self) -> None:
-        self.abort.set()
-        async with self.lock:  # wait for a running generation to end
-            llm, self.llm = self.llm, None
-        if llm is not None:
-            await asyncio.get_running_loop().run_in_executor(self.executor, llm.close)
-        self.executor.shutdown(wait=False)
-
-    async def stream(
-        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
-    ) -> AsyncGenerator[str, None]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def emit(item: object) -> None:  # worker thread -> event loop
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                self.abort.set()
-
-        await self.lock.acquire()
-        self.abort.clear()  # the previous generation has fully ended: the lock says so
-        try:
-            job = loop.run_in_executor(
-                self.executor, self._generate, messages, params, emit, background
-            )
-        except RuntimeError as exc:  # the executor is shut down: aclose() was called
-            self.lock.release()
-            raise LLMEngineError("the llama.cpp engine is closed") from exc
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield cast(str, item)
-        finally:
-            self.abort.set()  # no-op when the worker already finished
-            if job.done():
-                self.lock.release()
-            else:
-                # Release only when the thread has left the model, even if we are cancelled
-                # again while waiting; the abort callback makes that a few ms.
-                job.add_done_callback(lambda _job: self.lock.release())
-                await asyncio.shield(job)
-
-    def _generate(
-        self,
-        messages: list[ChatMessage],
-        params: LLMParams,
-        emit: Callable[[object], None],
-        background: bool = False,
-    ) -> None:
-        """Worker thread: run one chat completion, emit its text pieces then _DONE or an error.
-        Never raises: every outcome is put on the queue."""
-        produced = False
-        chunks: Iterator[Any] | None = None
-        saved: _Saved | None = None
-        finished = False
-        try:
-            llm = self.ensure_loaded()
-            if background:
-                saved = _Saved.take(llm)
-                if self.paused is not None:  # background work preempted earlier: go on from it
-                    self.paused.put_back()
-                    self.paused = None
-            wire: Any = [{"role": m.role, "content": m.content} for m in messages]
-            result: Any = llm.create_chat_completion(
-                messages=wire,
-                stream=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_tokens,
-            )
-            chunks = iter(result)
-            for chunk in chunks:
-                if self.abort.is_set():
-                    break
-                text = chunk["choices"][0]["delta"].get("content")
-                if text:
-                    produced = True
-                    emit(text)
-            finished = not self.abort.is_set()
-        except Exception as exc:
-            if self.abort.is_set():
-                self._after_abort()  # expected: "llama_decode returned 2" after our abort
-            elif isinstance(exc, LLMEngineError):
-                emit(exc)
-            elif isinstance(exc, ValueError):  # prompt longer than the context window
-                emit(LLMEngineError(f"llama.cpp rejected the request: {exc}"))
-            else:
-                emit(LLMEngineError(f"llama.cpp failed: {exc}", retryable=not produced))
-        finally:
-            if chunks is not None and hasattr(chunks, "close"):
-                try:
-                    chunks.close()
-                except Exception:  # closing after an abort: the state is fixed below anyway
-                    pass
-            if background and self.llm is not None:
-                if not finished:  # preempted: keep what it evaluated for its next try
-                    self.paused = _Saved.take(self.llm)
-                if saved is not None:
-                    saved.put_back()
-        emit(_DONE)
-
-    def _after_abort(self) -> None:
-        """Make the next request safe after an aborted llama_decode.
-
-        The KV cache is consistent (llama.cpp removes the aborted ubatch, and llama-cpp-python
-        did not count its tokens), but the logits buffer may be stale: force a re-evaluation of
-        the last token instead of sampling from it. `_requires_eval` is private to the pinned
-        llama-cpp-python 0.3.36; without it, fall back to a full reset (loses the prefix cache)."""
-        llm = self.llm
-        if llm is None:
-            return
-        if hasattr(llm, "_requires_eval"):
-            llm._requires_eval = True
-        else:
-            llm.reset()
-
-
 class _Saved:
     """A copy of the context's KV cells (sequence 0) and the tokens they hold."""
 
@@ -248,7 +80,7 @@ class _Saved:
 
 
 class LlamaCppEngine(LLMEngine):
-    """Any chat GGUF through llama-cpp-python, on worker threads.
+    """Any chat GGUF through llama-cpp-python, on one worker thread.
 
     `n_threads=None` uses every core this process may run on, for decoding too (llama-cpp-python
     would take half for decoding: on 2 cores, 19 against 25 tokens/s for the 1.5B model, and the
@@ -271,18 +103,59 @@ class LlamaCppEngine(LLMEngine):
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.n_threads = n_threads
+        self._llm: Llama | None = None
         self._closed = False
-        self._main = _Context(self, "main")
+        self._load_lock = threading.Lock()
+        self._lock = asyncio.Lock()  # one generation at a time (asyncio primitives bind lazily)
+        self._abort = threading.Event()  # read by llama.cpp's abort callback between graph nodes
+        self._abort_cb: Any = None  # the ctypes callback: kept here so it is never collected
+        self._paused: _Saved | None = None  # the KV cells of background work that was preempted
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def load(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(
-            self._main.executor, self._main.ensure_loaded
-        )
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._ensure_loaded)
+
+    def _ensure_loaded(self) -> Llama:
+        with self._load_lock:
+            if self._llm is not None:
+                return self._llm
+            if self._closed:
+                raise LLMEngineError("the llama.cpp engine is closed")
+            try:
+                import llama_cpp
+
+                threads = self.n_threads or len(os.sched_getaffinity(0))
+                kwargs: dict[str, Any] = {
+                    "n_ctx": self.n_ctx,
+                    "n_batch": self.n_batch,
+                    "n_threads": threads,
+                    "n_threads_batch": threads,
+                    "verbose": False,
+                }
+                llm = llama_cpp.Llama(model_path=self.model_path, **kwargs)
+                abort_event = self._abort
+
+                def _should_abort(_data: Any) -> bool:
+                    return abort_event.is_set()
+
+                self._abort_cb = llama_cpp.ggml_abort_callback(_should_abort)
+                llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_cb, None)
+            except LLMEngineError:
+                raise
+            except Exception as exc:  # bad path, bad file, missing library
+                raise LLMEngineError(f"cannot load model {self.model_path}: {exc}") from exc
+            self._llm = llm
+            return llm
 
     async def aclose(self) -> None:
         self._closed = True
-        await self._main.close()
+        self._abort.set()
+        async with self._lock:  # wait for a running generation to end
+            llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, llm.close)
+        self._executor.shutdown(wait=False)
 
     # -- tokens ---------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -290,11 +163,121 @@ class LlamaCppEngine(LLMEngine):
         Loads the model on first use if `load()` was not awaited."""
         if not text:
             return 0
-        llm = self._main.ensure_loaded()
+        llm = self._ensure_loaded()
         return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     # -- generation -----------------------------------------------------------------------------
-    def stream(
+    async def stream(
         self, messages: list[ChatMessage], params: LLMParams, background: bool = False
     ) -> AsyncGenerator[str, None]:
-        return self._main.stream(messages, params, background)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def emit(item: object) -> None:  # worker thread -> event loop
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                self._abort.set()
+
+        await self._lock.acquire()
+        self._abort.clear()  # the previous generation has fully ended: the lock says so
+        try:
+            job = loop.run_in_executor(
+                self._executor, self._generate, messages, params, emit, background
+            )
+        except RuntimeError as exc:  # the executor is shut down: aclose() was called
+            self._lock.release()
+            raise LLMEngineError("the llama.cpp engine is closed") from exc
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield cast(str, item)
+        finally:
+            self._abort.set()  # no-op when the worker already finished
+            if job.done():
+                self._lock.release()
+            else:
+                # Release only when the thread has left the model, even if we are cancelled
+                # again while waiting; the abort callback makes that a few ms.
+                job.add_done_callback(lambda _job: self._lock.release())
+                await asyncio.shield(job)
+
+    def _generate(
+        self,
+        messages: list[ChatMessage],
+        params: LLMParams,
+        emit: Callable[[object], None],
+        background: bool = False,
+    ) -> None:
+        """Worker thread: run one chat completion, emit its text pieces then _DONE or an error.
+        Never raises: every outcome is put on the queue."""
+        produced = False
+        chunks: Iterator[Any] | None = None
+        saved: _Saved | None = None
+        finished = False
+        try:
+            llm = self._ensure_loaded()
+            if background:
+                saved = _Saved.take(llm)
+                if self._paused is not None:  # background work preempted earlier: go on from it
+                    self._paused.put_back()
+                    self._paused = None
+            wire: Any = [{"role": m.role, "content": m.content} for m in messages]
+            result: Any = llm.create_chat_completion(
+                messages=wire,
+                stream=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_tokens,
+            )
+            chunks = iter(result)
+            for chunk in chunks:
+                if self._abort.is_set():
+                    break
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    produced = True
+                    emit(text)
+            finished = not self._abort.is_set()
+        except Exception as exc:
+            if self._abort.is_set():
+                self._after_abort()  # expected: "llama_decode returned 2" after our abort
+            elif isinstance(exc, LLMEngineError):
+                emit(exc)
+            elif isinstance(exc, ValueError):  # prompt longer than the context window
+                emit(LLMEngineError(f"llama.cpp rejected the request: {exc}"))
+            else:
+                emit(LLMEngineError(f"llama.cpp failed: {exc}", retryable=not produced))
+        finally:
+            if chunks is not None and hasattr(chunks, "close"):
+                try:
+                    chunks.close()
+                except Exception:  # closing after an abort: the state is fixed below anyway
+                    pass
+            if background and self._llm is not None:
+                if not finished:  # preempted: keep what it evaluated for its next try
+                    self._paused = _Saved.take(self._llm)
+                if saved is not None:
+                    saved.put_back()
+        emit(_DONE)
+
+    def _after_abort(self) -> None:
+        """Make the next request safe after an aborted llama_decode.
+
+        The KV cache is consistent (llama.cpp removes the aborted ubatch, and llama-cpp-python
+        did not count its tokens), but the logits buffer may be stale: force a re-evaluation of
+        the last token instead of sampling from it. `_requires_eval` is private to the pinned
+        llama-cpp-python 0.3.36; without it, fall back to a full reset (loses the prefix cache)."""
+        llm = self._llm
+        if llm is None:
+            return
+        if hasattr(llm, "_requires_eval"):
+            llm._requires_eval = True
+        else:
+            llm.reset()
+
+

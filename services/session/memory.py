@@ -2,9 +2,9 @@
 
 After a turn ends, `Memory.after_turn` plans the window for the next turn with room for a
 typical question. When the window must slide, a background task:
-1. asks an LLM replica for a summary (`purpose: summary`: an idle replica only, on its side
-   context, so the conversation's prompt cache survives) of the earlier summary plus the
-   messages that leave the window: names, facts, preferences, open questions;
+1. asks an LLM replica for a summary (`purpose: summary`: an idle replica only, which keeps
+   the conversation's prompt cache around it) of the earlier summary plus what the user said
+   in the turns that leave the window: names, facts, preferences, open questions;
 2. stores it beside the history (`va:summary:{sid}`, `Store.save_summary`) and moves the window
    start, in one step: the next turn's prompt opens with the summary (`window.to_chat`);
 3. asks for a prefill of that new prompt (`purpose: prefill`), so the next turn finds it cached.
@@ -125,6 +125,7 @@ class Memory:
         task.add_done_callback(lambda _t: self._tasks.pop(key, None))
 
     async def _prefill(self, sid: str, agent: AgentConfig, text: str) -> None:
+        """The next turn's prompt, with `text` as the user's words so far ("": up to them)."""
         try:
             start, summary = await self.store.memory_state(sid)
             user = HistoryMessage(role="user", text=text, turn_id="", created_at=0)
@@ -170,8 +171,7 @@ class Memory:
         new = Summary(text=text, upto=target, created_at=time.time())
         await self.store.save_summary(sid, new)
         log.info("memory of %s: summary through message %d: %d chars", sid, target, len(text))
-        with contextlib.suppress(Exception):  # once: a turn that preempts it evaluates it anyway
-            await self._generate_once(sid, "prefill", to_chat(agent, history[target:], new), 1)
+        await self._prefill(sid, agent, "")  # once: a turn that preempts it evaluates it anyway
         return True
 
     async def _generate(

@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 import psutil
 import redis
-import websockets
 
 from services.llm import fetch
 from services.llm.models import PROFILES
 from tests.procs import REPO, ServiceProcs
+from tests.voice_client import VoiceClient
 
 from .local_stack import (
     LOAD_GATEWAY_ENV,
@@ -61,52 +61,42 @@ def parse_args(argv: list[str] | None) -> Any:
     return ap.parse_args(argv)
 
 
-class Conversation:
-    """One session over the project's own API: typed turns, events on the WebSocket."""
-
-    def __init__(self, http: httpx.AsyncClient, ws_base: str) -> None:
-        self.http = http
-        self.ws_base = ws_base
-        self.sid = ""
-        self.ws: Any = None
+class Conversation(VoiceClient):
+    """One session over the project's own API (the tests' client, events only): typed turns."""
 
     async def open(self, agent: dict[str, Any] | None) -> None:
-        body: dict[str, Any] = {}
+        agent_id = None
         if agent:
-            r = await self.http.post("/v1/agents", json=agent)
-            r.raise_for_status()
-            body["agent_id"] = r.json()["agent_id"]
-        r = await self.http.post("/v1/sessions", json=body)
-        r.raise_for_status()
-        grant = r.json()
-        self.sid = grant["session_id"]
-        self.ws = await websockets.connect(
-            f"{self.ws_base}/v1/sessions/{self.sid}/events?token={grant['token']}"
-        )
+            async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as c:
+                r = await c.post("/v1/agents", json=agent)
+                r.raise_for_status()
+                agent_id = r.json()["agent_id"]
+        await self.create_session(agent_id)
+        await self.connect_events()
+
+    @property
+    def sid(self) -> str:
+        return self.session_id
 
     async def ask(self, text: str, timeout: float) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        await self.ws.send(json.dumps({"type": "user.text", "text": text}))
-        out: dict[str, Any] = {"reply": "", "first_delta_ms": None, "error": None}
-        async with asyncio.timeout(timeout):
-            while True:
-                ev = json.loads(await self.ws.recv())
-                kind = ev.get("type")
-                if kind == "reply.delta" and out["first_delta_ms"] is None:
-                    out["first_delta_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-                elif kind == "reply.done":
-                    out["reply"] = ev["text"]
-                elif kind == "error" and ev.get("code") == "turn_failed":
-                    out["error"] = ev.get("message")
-                elif kind == "turn.metrics":
-                    out["server_first_delta_ms"] = ev.get("first_delta_ms")
-                    out["llm_first_token_ms"] = ev.get("llm_first_token_ms")
-                    out["llm_tokens_per_s"] = ev.get("llm_tokens_per_s")
-                    return out
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
+        """Send `text`; its reply, the time to its first delta and the server's metrics."""
+        t0 = time.monotonic()
+        await self.send({"type": "user.text", "text": text})
+        _, final = await self.wait_event("transcript.final", timeout, after=t0, text=text)
+        turn = final["turn_id"]
+        _, metrics = await self.wait_event("turn.metrics", timeout, after=t0, turn_id=turn)
+        events = [(t, ev) for t, ev in self.events if t >= t0 and ev.get("turn_id") == turn]
+        first = next((t for t, ev in events if ev["type"] == "reply.delta"), None)
+        done = next((ev for _, ev in events if ev["type"] == "reply.done"), {})
+        failed = next((ev for _, ev in events if ev.get("code") == "turn_failed"), {})
+        return {
+            "reply": done.get("text", ""),
+            "first_delta_ms": round((first - t0) * 1000, 1) if first is not None else None,
+            "error": failed.get("message"),
+            "server_first_delta_ms": metrics.get("first_delta_ms"),
+            "llm_first_token_ms": metrics.get("llm_first_token_ms"),
+            "llm_tokens_per_s": metrics.get("llm_tokens_per_s"),
+        }
 
 
 def window_state(r: redis.Redis, sid: str) -> tuple[int, str]:
@@ -118,41 +108,39 @@ async def run_profile(
     profile: str, convs: list[dict[str, Any]], base_url: str, r: redis.Redis, args: Any
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    ws_base = base_url.replace("http://", "ws://")
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        for n, conv in enumerate(convs, 1):
-            c = Conversation(http, ws_base)
-            await c.open(conv.get("agent"))
-            state = window_state(r, c.sid)
-            try:
-                for i, turn in enumerate(conv["turns"]):
-                    now = window_state(r, c.sid)
-                    slid, state = now != state, now
-                    got = await c.ask(turn["user"], args.turn_timeout)
-                    row = {
-                        "profile": profile,
-                        "conversation": conv["id"],
-                        "category": conv["category"],
-                        "split": conv["split"],
-                        "turn": i,
-                        "user": turn["user"],
-                        "after_slide": slid,
-                        "probe": turn.get("probe"),
-                        **got,
-                        **judge(turn, got["reply"], conv["lang"]),
-                    }
-                    rows.append(row)
-                    if "passed" in row:
-                        mark = "ok  " if row["passed"] else "FAIL"
-                        say(
-                            f"  [{profile}] {n:3d}/{len(convs)} {mark} {conv['category']:10} "
-                            f"{got['first_delta_ms'] or 0:6.0f} ms  {turn['user'][:45]!r} -> "
-                            f"{got['reply'][:90]!r}"
-                        )
-                    if i + 1 < len(conv["turns"]):  # the user hears the reply, then asks again
-                        await asyncio.sleep(args.gap + min(8.0, row["words"] / args.words_per_s))
-            finally:
-                await c.close()
+    for n, conv in enumerate(convs, 1):
+        c = Conversation(base_url)
+        await c.open(conv.get("agent"))
+        state = window_state(r, c.sid)
+        try:
+            for i, turn in enumerate(conv["turns"]):
+                now = window_state(r, c.sid)
+                slid, state = now != state, now
+                got = await c.ask(turn["user"], args.turn_timeout)
+                row = {
+                    "profile": profile,
+                    "conversation": conv["id"],
+                    "category": conv["category"],
+                    "split": conv["split"],
+                    "turn": i,
+                    "user": turn["user"],
+                    "after_slide": slid,
+                    "probe": turn.get("probe"),
+                    **got,
+                    **judge(turn, got["reply"], conv["lang"]),
+                }
+                rows.append(row)
+                if "passed" in row:
+                    mark = "ok  " if row["passed"] else "FAIL"
+                    say(
+                        f"  [{profile}] {n:3d}/{len(convs)} {mark} {conv['category']:10} "
+                        f"{got['first_delta_ms'] or 0:6.0f} ms  {turn['user'][:45]!r} -> "
+                        f"{got['reply'][:90]!r}"
+                    )
+                if i + 1 < len(conv["turns"]):  # the user hears the reply, then asks again
+                    await asyncio.sleep(args.gap + min(8.0, row["words"] / args.words_per_s))
+        finally:
+            await c.close()
     return rows
 
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as redis
 
@@ -27,8 +26,7 @@ def base_url(procs_module) -> str:  # type: ignore[no-untyped-def]
 
 
 async def conversation(base_url: str, agent: dict[str, Any] | None = None) -> Conversation:
-    http = httpx.AsyncClient(base_url=base_url, timeout=30)
-    c = Conversation(http, base_url.replace("http://", "ws://"))
+    c = Conversation(base_url)
     await c.open(agent)
     return c
 

@@ -29,6 +29,7 @@ import numpy as np
 from tests.audio import noise_wav, read_wav, resample, speak_wav
 
 from . import report
+from .asr import wer
 from .local_stack import BenchRun, load_text, say, shown
 from .scenarios import INTERRUPTIONS, QUESTIONS, STORY_PROMPTS
 
@@ -49,14 +50,9 @@ def words(text: str) -> list[str]:
 
 
 def word_errors(ref: str, hyp: str) -> int:
-    r, h = words(ref), words(hyp)
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)]
+    """Substitutions, deletions and insertions (jiwer, as bench/asr.py counts them)."""
+    counts = wer([ref], [hyp])
+    return int(counts["substitutions"] + counts["deletions"] + counts["insertions"])
 
 
 def clips() -> list[tuple[str, str, np.ndarray]]:

@@ -59,6 +59,11 @@
 #     Whisper's encoder window: word error rate and time per pass of the ASR engine for each
 #     window setting over every clip the benchmarks speak (Piper and espeak-ng voices, a long
 #     sentence, silence, noise). bench/results/asr_window-*.
+#   bench/run.sh asr     [--engines faster-whisper,moonshine --voices piper,kokoro:af_heart]  # ~20 min
+#     Speech recognition accuracy of each ASR engine side by side: 16 questions and requests in 5
+#     voices (Piper, two espeak-ng, two Kokoro), clean, at 10 dB SNR, and played through
+#     Chromium's audio processing (clean and noisy); word error rate per condition, transcripts
+#     that repeat themselves, text on non-speech, time per pass p50/p95. bench/results/asr-*.
 #   bench/run.sh quality [--profiles a,b,c --split all|tune|heldout --only facts,memory]  # ~40 min
 #     Answers of every model profile side by side, as typed turns through the real services:
 #     accuracy per category (facts, arithmetic, advice, yes/no, follow-ups, memory inside and
@@ -78,7 +83,8 @@ case "${1:-}" in
   scale) module=bench.scale; help_lines='40,49p'; shift ;;
   soak) module=bench.soak; help_lines='50,57p'; shift ;;
   asr-window) module=bench.asr_window; help_lines='58,61p'; shift ;;
-  quality) module=bench.quality; help_lines='62,68p'; shift ;;
+  asr) module=bench.asr; help_lines='62,66p'; shift ;;
+  quality) module=bench.quality; help_lines='67,73p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

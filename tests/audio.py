@@ -107,28 +107,38 @@ def _piper_pcm(text: str) -> tuple[np.ndarray, int]:
     return pcm.astype(np.int16), int(chunks[0].sample_rate)
 
 
-def _espeak_pcm(text: str) -> tuple[np.ndarray, int]:
+def _espeak_pcm(text: str, voice: str = "en-us") -> tuple[np.ndarray, int]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "espeak.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(out), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True)
         return read_wav(out)
 
 
 def speak_wav(
-    text: str, path: PathLike | None = None, engine: str = "piper", rate: int = 16000
+    text: str,
+    path: PathLike | None = None,
+    engine: str = "piper",
+    rate: int = 16000,
+    voice: str | None = None,
 ) -> Path:
-    """Synthesize `text` with Piper (joe-us voice) or espeak-ng into a mono PCM16 WAV at `rate`.
+    """Synthesize `text` with Piper (joe-us voice), espeak-ng (`voice`, default en-us) or Kokoro
+    (`voice`, default af_heart; tests/voices.py) into a mono PCM16 WAV at `rate`.
 
-    Cached under tests/artifacts/ by (text, engine, rate); copied to `path` when one is given.
-    Returns the WAV's path."""
-    cached = _cache_path(f"tts-{engine}-{rate}", text, engine, rate)
+    Cached under tests/artifacts/ by (text, engine, rate, voice); copied to `path` when one is
+    given. Returns the WAV's path."""
+    key: tuple[object, ...] = (text, engine, rate) if voice is None else (text, engine, rate, voice)
+    cached = _cache_path(f"tts-{engine}-{rate}", *key)
     if not cached.exists():
         if engine == "piper":
             pcm, src = _piper_pcm(text)
         elif engine == "espeak":
-            pcm, src = _espeak_pcm(text)
+            pcm, src = _espeak_pcm(text, voice or "en-us")
+        elif engine == "kokoro":
+            from tests.voices import kokoro_pcm
+
+            pcm, src = kokoro_pcm(text, voice or "af_heart")
         else:
-            raise ValueError(f"unknown engine {engine!r}: use 'piper' or 'espeak'")
+            raise ValueError(f"unknown engine {engine!r}: use 'piper', 'espeak' or 'kokoro'")
         write_wav(cached, resample(pcm, src, rate), rate)
     return _deliver(cached, path)
 

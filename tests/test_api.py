@@ -76,6 +76,7 @@ async def test_agents_need_the_api_key_and_valid_config(http) -> None:  # type: 
         "system_prompt": "",
         "end_of_turn_silence_ms": 5,
         "llm": {"temperature": 9},
+        "hot_words": ["Zorvex", "  "],
         "unknown": 1,
     }
     r = await http.post("/v1/agents", json=bad, headers={"x-api-key": API_KEY})
@@ -85,8 +86,15 @@ async def test_agents_need_the_api_key_and_valid_config(http) -> None:  # type: 
         ("system_prompt",),
         ("end_of_turn_silence_ms",),
         ("llm", "temperature"),
+        ("hot_words", 1),
         ("unknown",),
     } <= fields
+    r = await http.post(
+        "/v1/agents",
+        json={"hot_words": ["a long product name"] * 40},
+        headers={"x-api-key": API_KEY},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][1:] == ["hot_words"], r.text
 
     r = await http.post("/v1/agents", json=AGENT, headers={"x-api-key": API_KEY})
     assert r.status_code == 200

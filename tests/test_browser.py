@@ -1,17 +1,20 @@
 """The conversation page (services/gateway/static) in a real browser: headless Chromium (the
 Debian package) driven by Playwright, against the five services as real processes, inside the
 private network namespace. Chromium's fake microphone plays a WAV once
-(`--use-file-for-fake-audio-capture=F.wav%noloop`, then silence); the page is opened with
-`?raw-audio=1` so that audio reaches the gateway unaltered.
+(`--use-file-for-fake-audio-capture=F.wav%noloop`, then silence). The page runs as people use
+it, with the browser's echo cancellation, noise suppression and auto gain on, except where a test
+needs the audio unaltered (`?raw-audio=1`, said where used).
 
 Invariants protected, as a person using the page would notice them:
-- a spoken question shows a live partial transcript, then the final one, the reply text, the
+- a spoken question shows a live partial transcript, then the final one (said once, not
+  doubled), the reply text, the
   speaking state, and reply audio arrives (inbound RTP and a WebAudio analyser on it); the
   silent microphone then sends Opus DTX (a few packets, not 50 a second);
 - speaking over a reply marks its bubble interrupted, showing only what was spoken (as the stored
   history has it), and the state goes back to listening;
 - with the microphone denied the page says so, and typed text still gets a reply;
-- a reload resumes the same conversation with its history; "New conversation" ends it;
+- a reload resumes the same conversation with its history, and the microphone works again (a
+  spoken question before and after); "New conversation" ends it;
 - the stop button interrupts a spoken reply and its audio stops;
 - a dropped event socket is reported and reconnects by itself, keeping the conversation; server
   errors and an unknown agent are shown.
@@ -198,7 +201,7 @@ async def test_spoken_question_transcript_reply_and_audio(stack) -> None:  # typ
         name, "I would like to know what color the sky is on a clear and sunny summer day."
     )
     async with browser_page(wav) as page:
-        await page.goto(f"{stack.base_url}/?agent={agent}&raw-audio=1")
+        await page.goto(f"{stack.base_url}/?agent={agent}")
         await wait_state(page, "listening", 30)
         await expect(page.locator("#empty")).to_be_visible()
         await shot(page, name, "connected")
@@ -217,6 +220,7 @@ async def test_spoken_question_transcript_reply_and_audio(stack) -> None:  # typ
         # check words it gets right, so the test is about the page, not the model's accuracy
         heard = (await user.inner_text()).lower()
         assert re.search(r"\bcolou?r\b", heard) and "sunny summer" in heard, heard
+        assert heard.count("sunny") == 1, f"the question was transcribed twice: {heard!r}"
 
         await wait_state(page, "speaking")
         before = await page.evaluate("window.voiceAssistant.inboundAudio()")
@@ -269,7 +273,7 @@ async def test_speaking_over_the_reply_interrupts_it(stack) -> None:  # type: ig
         name, "Tell me a story about a brave knight.", "Stop, wait a moment please.", gap_ms=8000
     )
     async with browser_page(wav) as page:
-        await page.goto(f"{stack.base_url}/?agent={agent}&raw-audio=1")
+        await page.goto(f"{stack.base_url}/?agent={agent}")
         await wait_state(page, "listening", 30)
         await mic_on(page)
 
@@ -331,16 +335,20 @@ async def test_text_only_when_the_microphone_is_denied(stack) -> None:  # type: 
 async def test_reload_resumes_and_new_conversation_starts_over(stack) -> None:  # type: ignore[no-untyped-def]
     name = "reload"
     agent = await new_agent(stack.base_url, PLAIN)
-    async with browser_page() as page:
+    question = "What is the capital of France?"
+    # The fake microphone starts its file again each time the page opens the microphone: the
+    # same question is spoken before the reload and after it.
+    async with browser_page(mic_wav(name, question)) as page:
         await page.goto(f"{stack.base_url}/?agent={agent}")
         await wait_state(page, "listening", 30)
-        box = page.get_by_label("Message")
-        await box.fill("What color is the sky?")
-        await box.press("Enter")
+        await mic_on(page)
+        user = page.locator(".msg.user:not(.partial)")
         reply = page.locator(".msg.assistant")
         await expect(reply.locator(".text")).not_to_be_empty(timeout=REPLY_S * 1000)
         await wait_state(page, "listening")
         await expect(reply).not_to_have_class(re.compile("streaming"))
+        heard = (await user.locator(".text").inner_text()).strip()
+        assert heard.lower().count("capital") == 1, f"heard {heard!r}"
         answer = (await reply.locator(".text").inner_text()).strip()
         before = await saved_session(page)
         await shot(page, name, "before")
@@ -351,15 +359,18 @@ async def test_reload_resumes_and_new_conversation_starts_over(stack) -> None:  
         assert after["session_id"] == before["session_id"]
         assert after["token"] != before["token"]  # resumed with a fresh token
         await expect(page.locator(".msg")).to_have_count(2)
-        await expect(page.locator(".msg.user .text")).to_have_text("What color is the sky?")
+        await expect(user.locator(".text")).to_have_text(heard)
         assert (await reply.locator(".text").inner_text()).strip() == answer
         await shot(page, name, "after")
 
-        # The same conversation goes on.
-        await box.fill("And the grass?")
-        await box.press("Enter")
+        # The same conversation goes on, spoken: the microphone opens again after the reload.
+        await mic_on(page)
         await expect(page.locator(".msg.assistant")).to_have_count(2, timeout=REPLY_S * 1000)
         await wait_state(page, "listening")
+        again = (await user.nth(1).locator(".text").inner_text()).strip()
+        assert again.lower().count("capital") == 1, f"heard {again!r}"
+        history = await stored_history(stack.base_url, after)
+        assert [m["role"] for m in history] == ["user", "assistant"] * 2
 
         await page.get_by_role("button", name=re.compile("New")).click()
         await expect(page.locator(".msg")).to_have_count(0, timeout=15000)
@@ -381,6 +392,7 @@ async def test_stop_button_interrupts_a_spoken_reply(stack) -> None:  # type: ig
     name = "stop"
     agent = await new_agent(stack.base_url, STORYTELLER)
     async with browser_page(mic_wav("silence")) as page:
+        # ?raw-audio=1 (the browser's processing off) keeps working
         await page.goto(f"{stack.base_url}/?agent={agent}&raw-audio=1")
         await wait_state(page, "listening", 30)
         await mic_on(page)

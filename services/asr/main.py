@@ -16,6 +16,10 @@ def build_engine(settings: AsrSettings) -> ASREngine:
         from .engines.fake import FakeASREngine
 
         return FakeASREngine()
+    if settings.engine == "moonshine":
+        from .engines.moonshine import MoonshineEngine
+
+        return MoonshineEngine(default_language=settings.language)
     from .engines.faster_whisper import FasterWhisperEngine
 
     return FasterWhisperEngine(

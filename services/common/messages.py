@@ -15,7 +15,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 SCHEMA_VERSION = 1
 
@@ -165,6 +173,18 @@ class RpcError(Message):
 
 
 # -- ASR --------------------------------------------------------------------------------------
+# An agent's hot words: Whisper takes them as its prompt, which holds ~220 tokens.
+MAX_HOT_WORDS = 50
+MAX_HOT_WORDS_CHARS = 600
+HotWord = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+
+
+def _fits_prompt(words: list[str]) -> list[str]:
+    if len(", ".join(words)) > MAX_HOT_WORDS_CHARS:
+        raise ValueError(f"hot words take at most {MAX_HOT_WORDS_CHARS} characters in all")
+    return words
+
+
 class AsrClaim(Message):
     type: Literal["asr.claim"] = "asr.claim"
     session_id: str
@@ -172,6 +192,7 @@ class AsrClaim(Message):
     sample_rate: int = 16000
     language: str | None = None
     partials: bool = True
+    hot_words: list[str] = Field(default_factory=list, max_length=MAX_HOT_WORDS)
 
 
 class AsrEnd(Message):
@@ -428,6 +449,11 @@ class AgentConfig(BaseModel):
     llm: LLMParams = Field(default_factory=LLMParams)
     voice: str | None = Field(None, max_length=200, description="TTS voice name; None: default")
     language: str | None = Field(None, max_length=10, description="ASR language; None: default")
+    hot_words: Annotated[list[HotWord], AfterValidator(_fits_prompt)] = Field(
+        default_factory=list,
+        max_length=MAX_HOT_WORDS,
+        description="words and names speech recognition should favour (Whisper's prompt)",
+    )
     end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
     interruptions: bool = True
     min_interruption_ms: int = Field(150, ge=0, le=3000)

@@ -35,6 +35,7 @@ ATTR_SOURCE = "va.source"
 ATTR_WORKER = "va.worker_id"
 ATTR_TEXT = "va.text"  # only with VA_TRACE_CONTENT=true
 ATTR_ASR_MS = "va.asr.duration_ms"
+ATTR_ASR_CLEANED = "va.asr.cleaned"  # the guard took a repeat or a sound caption out
 ATTR_AUDIO_MS = "va.audio_ms"
 ATTR_LLM_TTFT_MS = "va.llm.time_to_first_token_ms"
 ATTR_LLM_TPS = "va.llm.tokens_per_s"

@@ -695,7 +695,12 @@ class LiveSession:
         )
 
     async def _claim_asr(self, utt: Utterance) -> None:
-        claim = AsrClaim(session_id=self.sid, turn_id=utt.turn_id, language=self.agent.language)
+        claim = AsrClaim(
+            session_id=self.sid,
+            turn_id=utt.turn_id,
+            language=self.agent.language,
+            hot_words=self.agent.hot_words,
+        )
         give_up = time.monotonic() + self.cfg.claim_timeout_s
         while True:
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from services.asr.engine import ASREngine
@@ -18,7 +20,9 @@ class FakeASREngine(ASREngine):
         self.silence_rms = silence_rms
         self.calls = 0
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+    def transcribe(
+        self, audio: np.ndarray, language: str | None = None, hot_words: Sequence[str] = ()
+    ) -> str:
         self.calls += 1
         if audio.size == 0:
             return ""

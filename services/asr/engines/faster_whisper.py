@@ -25,7 +25,14 @@ carries about three Whisper tokens a second (five when fast), so a pass's `max_n
 at half of Whisper's 448: a 1.8 s question's loop stops at 28 tokens). The loop is still long
 enough there for the compression-ratio check to see it (with a tighter cap its text passed the
 check and came out as "Tell me a story and I'll tell you I'll tell you ..."), and the next
-temperature reads the audio again, as before, within the same bound.
+temperature reads the audio again, as before, within the same bound. A text that still repeats
+itself (services/asr/guard.py) is decoded once more on the full 30 s window, the input Whisper was
+trained on; what repeats after that the guard takes out.
+
+Hot words go in as Whisper's prompt (faster-whisper's `hotwords`): names it would misspell come
+out right ("Zorvix" -> "Zorvex", "Ted Yousan" -> "Tadeusz"), but the prompt also makes it read
+noise as those words, so a segment that is likely no speech (`no_speech_prob` > 0.6) and says only
+prompt words is dropped.
 """
 
 from __future__ import annotations
@@ -34,13 +41,14 @@ import math
 import re
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from services.asr.engine import ASREngine
+from services.asr.guard import only_words_of, repeated
 
 
 def default_model_dir() -> str:
@@ -57,6 +65,7 @@ FULL_WINDOW_FRAMES = 3000
 TOKENS_MIN = 32
 TOKENS_PER_S = 12
 MAX_NEW_TOKENS = 400  # Whisper's 448 less room for the prompt
+NO_SPEECH_PROB = 0.6  # faster-whisper's own no-speech threshold
 
 
 def _windowed_model_class() -> type[Any]:
@@ -80,6 +89,8 @@ def _windowed_model_class() -> type[Any]:
 
 
 class FasterWhisperEngine(ASREngine):
+    takes_hot_words = True  # as Whisper's prompt
+
     """Blocking Whisper transcription; the ASR service calls `transcribe` in a thread.
 
     `default_language` is used when the caller passes no language. An English-only model
@@ -123,7 +134,9 @@ class FasterWhisperEngine(ASREngine):
         seconds = samples / self.sample_rate
         return min(MAX_NEW_TOKENS, TOKENS_MIN + math.ceil(TOKENS_PER_S * seconds))
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+    def transcribe(
+        self, audio: np.ndarray, language: str | None = None, hot_words: Sequence[str] = ()
+    ) -> str:
         if self._model is None:
             raise RuntimeError("FasterWhisperEngine is closed")
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -132,7 +145,18 @@ class FasterWhisperEngine(ASREngine):
         lang = language or self.default_language
         if not self.multilingual:
             lang = "en"
-        self._model.window.frames = self.window_frames(audio.size)
+        prompt = ", ".join(hot_words) or None
+        frames = self.window_frames(audio.size)
+        text = self._decode(audio, lang, prompt, frames)
+        if frames < FULL_WINDOW_FRAMES and repeated(text):
+            # A loop on the shortened window: read the audio again as Whisper was trained to.
+            text = self._decode(audio, lang, prompt, FULL_WINDOW_FRAMES)
+        return text
+
+    def _decode(
+        self, audio: np.ndarray, lang: str | None, prompt: str | None, frames: int
+    ) -> str:
+        self._model.window.frames = frames
         try:
             segments, _info = self._model.transcribe(
                 audio,
@@ -142,14 +166,25 @@ class FasterWhisperEngine(ASREngine):
                 condition_on_previous_text=False,
                 vad_filter=False,
                 max_new_tokens=self.max_new_tokens(audio.size),
+                hotwords=prompt,
             )
             # `segments` is a lazy generator: decoding happens while we join, in this thread.
-            return " ".join(s.text.strip() for s in segments).strip()
+            return " ".join(s.text.strip() for s in segments if not _echo(s, prompt)).strip()
         finally:
             self._model.window.frames = None
 
     def close(self) -> None:
         self._model = None
+
+
+def _echo(segment: Any, prompt: str | None) -> bool:
+    """A segment that is likely no speech and says only the prompt's words: noise read as the
+    hot words (seen: 2 s of faint noise with the prompt "Zorvex, Siobhan" gave "Zorvex")."""
+    return (
+        prompt is not None
+        and segment.no_speech_prob > NO_SPEECH_PROB
+        and only_words_of(segment.text, prompt)
+    )
 
 
 def _part_key(path: Path) -> tuple[int, str]:

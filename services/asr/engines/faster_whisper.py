@@ -153,9 +153,7 @@ class FasterWhisperEngine(ASREngine):
             text = self._decode(audio, lang, prompt, FULL_WINDOW_FRAMES)
         return text
 
-    def _decode(
-        self, audio: np.ndarray, lang: str | None, prompt: str | None, frames: int
-    ) -> str:
+    def _decode(self, audio: np.ndarray, lang: str | None, prompt: str | None, frames: int) -> str:
         self._model.window.frames = frames
         try:
             segments, _info = self._model.transcribe(

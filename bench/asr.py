@@ -8,7 +8,8 @@ in each voice of VOICES: Piper joe and espeak-ng en-us (the voices the tests use
 en-gb+f3 and Kokoro voices (which no test uses). Each voice speaks all of them in one recording,
 1.5 s apart; that recording is heard in four conditions:
 - clean: as synthesized;
-- noise 10 dB: with steady noise under it at 10 dB SNR (pink, brown or babble by voice);
+- noise 10 dB: with noise under it at 10 dB SNR: pink, brown or café babble (six other voices)
+  by voice;
 - browser: played as Chromium's microphone with the page's default audio processing (echo
   cancellation, noise suppression, auto gain: bench/browser_capture.py), recorded from the track;
 - browser + noise: the noisy recording through the same path.
@@ -108,24 +109,26 @@ class Recording:
         return len(self.clean) / RATE
 
 
+# A café: six people no utterance is spoken by, each saying something else, all at once.
+BABBLE = (
+    ("kokoro:am_michael", "The train to the city leaves from the second platform every hour."),
+    ("kokoro:bf_emma", "We should meet for coffee after the meeting on Thursday."),
+    ("kokoro:af_bella", "She said the garden looked lovely after all that rain."),
+    ("kokoro:bm_fable", "I never know which bus goes past the old market square."),
+    ("espeak:en-gb-scotland", "My brother bought a new bicycle for the summer holidays."),
+    ("espeak:en-029", "Could you pass me the salt and the pepper, please?"),
+)
+
+
 def babble(n: int, seed: int) -> np.ndarray:
-    """Several voices talking at once (a café): other sentences, overlapped and looped."""
+    """Many voices talking at once, none of them a voice under test: each looped from a random
+    start."""
     rng = np.random.default_rng(seed)
     out = np.zeros(n)
-    others = [
-        speech(v, s)
-        for v, s in zip(
-            ("piper", "espeak:en-us", "espeak:en-gb+f3"),
-            (
-                "The train to the city leaves from the second platform every hour.",
-                "We should meet for coffee after the meeting on Thursday.",
-                "She said the garden looked lovely after all that rain.",
-            ),
-            strict=False,
-        )
-    ]
-    for clip in others:
-        loop = np.tile(clip.astype(np.float64), n // len(clip) + 2)
+    for voice, text in BABBLE:
+        clip = speech(voice, text).astype(np.float64)
+        clip /= np.sqrt(np.mean(clip**2)) + 1e-9  # every talker equally loud
+        loop = np.tile(np.concatenate([clip, np.zeros(RATE // 3)]), n // len(clip) + 2)
         start = int(rng.integers(0, len(clip)))
         out += loop[start : start + n]
     return out

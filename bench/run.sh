@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Voice latency benchmark over real WebRTC, on the embedded defaults (Whisper tiny.en, the default
-# LLM profile via llama.cpp, Piper; --profiles a,b measures several LLM profiles one after another):
+# LLM profile via llama.cpp, Piper; --profiles a,b and --asr-engines a,b measure several, side by side):
 #
 #   bench/run.sh                                   # 20 spoken turns, 10 barge-ins, 20 typed turns
 #   bench/run.sh --turns 20 --barge-ins 10 --text-turns 10

@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_PROFILE,
         help=f"LLM model profiles, measured one after another in this run and compared in a "
         f"last table (default {DEFAULT_PROFILE}; e.g. smollm2-135m,{DEFAULT_PROFILE})",
+    )
+    p.add_argument(
+        "--asr-engines",
+        default="faster-whisper",
+        help="ASR engines (services/asr), measured one after another with each profile and "
+        "compared in the last table (default faster-whisper; e.g. faster-whisper,moonshine)",
     )
     p.add_argument(
         "--tap",
@@ -301,7 +308,7 @@ def write_results(
     bench_run: BenchRun,
     cpu_used: dict[str, float],
     interrupted: bool,
-    profile: str,
+    setup: Setup,
 ) -> dict[str, Any]:
     args = run.args
     stats = report.summary(run.turns)
@@ -320,12 +327,16 @@ def write_results(
         timelines=run.timelines,
     )
     say("")
-    say(bench_run.headline(f"voice latency, LLM {profile}", interrupted))
+    say(
+        bench_run.headline(
+            f"voice latency, LLM {setup.profile}, ASR {setup.asr_engine}", interrupted
+        )
+    )
     say(report.table(stats))
     if run.timelines:
         say("\nvoice turns on the bus (--tap):")
         say(timeline.table(run.timelines))
-    name = "voice_latency" if profile == DEFAULT_PROFILE else f"voice_latency-{profile}"
+    name = setup.name
     for path in report.write_json(record, args.out, bench_run.stamp, name=name):
         say(f"wrote {shown(path)}")
     try:
@@ -372,32 +383,62 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("VA_NETNS") != "1":
         say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/run.sh)")
     profiles = args.profiles.split(",")
+    engines = args.asr_engines.split(",")
     for profile in profiles:
         fetch.fetch(profile)
     rc, compared = 0, {}
     for profile in profiles:
-        if len(profiles) > 1:
-            say(f"\n=== LLM profile {profile} ===")
-        rc, stats = run_profile(args, profile)
-        if stats:
-            compared[profile] = stats
-        if rc:
-            break
+        for engine in engines:
+            setup = Setup(profile, engine)
+            if len(profiles) * len(engines) > 1:
+                say(f"\n=== {setup.label(len(profiles) > 1, len(engines) > 1)} ===")
+            rc, stats = run_profile(args, setup)
+            if stats:
+                compared[setup.label(len(profiles) > 1, len(engines) > 1)] = stats
+            if rc:
+                return rc
     if len(compared) > 1:
         say("\nside by side (p50 / p95 ms):")
         say(report.side_by_side(compared))
     return rc
 
 
-def run_profile(args: argparse.Namespace, profile: str) -> tuple[int, dict[str, Any]]:
-    """One full run (stack, measured turns, results) with the llm service on `profile`."""
+@dataclass(frozen=True)
+class Setup:
+    """What one run measures: the llm service's model profile and the asr service's engine."""
+
+    profile: str
+    asr_engine: str = "faster-whisper"
+
+    def label(self, profiles_vary: bool = True, engines_vary: bool = False) -> str:
+        """Its name in a side-by-side table: what differs between the runs."""
+        if not engines_vary:
+            return self.profile
+        return f"{self.profile} + {self.asr_engine}" if profiles_vary else self.asr_engine
+
+    @property
+    def name(self) -> str:
+        """The results' file name: voice_latency for the defaults."""
+        parts = [p for p in (self.profile, self.asr_engine) if p not in DEFAULTS]
+        return "-".join(["voice_latency", *parts])
+
+
+DEFAULTS = (DEFAULT_PROFILE, "faster-whisper")
+
+
+def run_profile(args: argparse.Namespace, setup: Setup) -> tuple[int, dict[str, Any]]:
+    """One full run (stack, measured turns, results) with the services set up as `setup`."""
     bench_run = BenchRun.begin("voice_latency", say)
-    bench_run.machine["llm_profile"] = profile
+    bench_run.machine["llm_profile"] = setup.profile
+    bench_run.machine["asr_engine"] = setup.asr_engine
     rc = 0
     stats: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="va-bench-") as tmp, stopped_on_signals():
         stack = LocalStack(
-            Path(tmp), args.out / "logs" / bench_run.stamp, say, env={"llm": {"VA_MODEL": profile}}
+            Path(tmp),
+            args.out / "logs" / bench_run.stamp,
+            say,
+            env={"llm": {"VA_MODEL": setup.profile}, "asr": {"VA_ENGINE": setup.asr_engine}},
         )
         run = Run(args, stack.cpu_split)
         interrupted = False
@@ -433,7 +474,7 @@ def run_profile(args: argparse.Namespace, profile: str) -> tuple[int, dict[str, 
             rows, _ = read_tap(tap_file)
             run.timelines = timeline.timelines(rows, run.turns["voice"])
         if any(run.turns.values()):
-            stats = write_results(run, stack, bench_run, cpu_used, interrupted, profile)
+            stats = write_results(run, stack, bench_run, cpu_used, interrupted, setup)
     return rc, stats
 
 

@@ -11,6 +11,8 @@ Protocol (see docs/architecture.md):
    `reuse_speculative`, the speculative pass's text is the answer (nothing but silence came
    after it), which saves most of a Whisper pass from the end-of-turn latency.
 Frames and control share one subscription, so they are handled in the order they were sent.
+Every pass's text (partial, speculative, final) goes through guard.clean, and the claim's hot
+words go to the engine.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class AsrWorker(Worker):
         self._partial_lock = asyncio.Lock()
         self._utts: dict[str, Utterance] = {}
         self._claim_sub: Subscription | None = None
+        self._warned_hot_words = False
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
@@ -110,6 +113,9 @@ class AsrWorker(Worker):
         subjects.check_token(claim.turn_id)
         if len(self._utts) >= self.cfg.max_concurrent:
             return RpcError(code="busy", message="asr replica at capacity", status=503)
+        if claim.hot_words and not self.engine.takes_hot_words and not self._warned_hot_words:
+            self._warned_hot_words = True
+            log.warning("this ASR engine takes no hot words: the agent's are not used")
         utt = Utterance(claim=claim, deadline=time.monotonic() + self.cfg.max_utterance_s + 30)
         utt.ctx = context.get_current()
         key = claim.turn_id

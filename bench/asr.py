@@ -172,7 +172,7 @@ def through_browser(recordings: list[Recording], noisy: bool) -> list[np.ndarray
             write_wav(WORK / f"mic-{i}-{int(noisy)}.wav", rec.noisy if noisy else rec.clean, RATE)
         )
     seconds = [rec.seconds + 1.0 for rec in recordings]
-    heard = asyncio.run(capture(wavs, seconds, processing=True))
+    heard = asyncio.run(capture(wavs, seconds))
     out = []
     for rec, pcm in zip(recordings, heard, strict=False):
         pcm16 = resample(pcm, BROWSER_RATE, RATE)
@@ -390,7 +390,8 @@ def draw(results: dict[str, dict[str, Any]], title: str, out: Path) -> Path:
     ax.axhline(5, color="g", ls=":", lw=1, label="target clean 5 %")
     ax.axhline(10, color="r", ls=":", lw=1, label="target noise 10 %")
     ax.set_xticks(x + width * (len(engines) - 1) / 2, CONDITIONS)
-    ax.set(ylabel="word error rate %", title=title)
+    fig.suptitle(title, fontsize=9)
+    ax.set(ylabel="word error rate %", title="word error rate by condition")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     p50 = [results[e]["pass_ms"]["p50"] for e in engines]

@@ -1,9 +1,9 @@
-"""What the page's microphone track carries in Chromium with its default audio processing on.
+"""What the page's microphone track carries in Chromium with its audio processing on.
 
 Debian's Chromium plays a WAV as a fake microphone (`--use-file-for-fake-audio-capture`, once);
-a page asks for the microphone as services/gateway/static/js/voice.js does (echo cancellation,
-noise suppression and auto gain on, or all off) and an AudioWorklet records the track at 48 kHz,
-which is what the WebRTC sender would encode. Several WAVs are captured in parallel, one browser
+a page asks for the microphone with the given constraints (as services/gateway/static/js/voice.js
+does) and an AudioWorklet records the track at 48 kHz, which is what the WebRTC sender would
+encode. Several WAVs are captured in parallel, one browser
 each. The recording starts a little after the WAV does: `align` finds the offset.
 """
 
@@ -21,9 +21,8 @@ RATE = 48000
 _ORIGIN = "http://localhost/capture"  # served by the test itself; localhost is a secure context
 
 _PAGE = """<!doctype html><html><body><script>
-window.capture = async (seconds, processing) => {
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: {
-    echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing } });
+window.capture = async (seconds, constraints) => {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: constraints });
   const ctx = new AudioContext({ sampleRate: 48000 });
   const code = `registerProcessor("rec", class extends AudioWorkletProcessor {
     process(inputs) { const ch = inputs[0][0]; if (ch) this.port.postMessage(ch.slice(0));
@@ -52,7 +51,14 @@ window.capture = async (seconds, processing) => {
 </script></body></html>"""
 
 
-async def _capture_one(pw: object, wav: Path, seconds: float, processing: bool) -> np.ndarray:
+# What services/gateway/static/js/voice.js asks for by default, and with ?raw-audio=1.
+PROCESSING_ON = {"echoCancellation": True, "noiseSuppression": True, "autoGainControl": True}
+PROCESSING_OFF = dict.fromkeys(PROCESSING_ON, False)
+
+
+async def _capture_one(
+    pw: object, wav: Path, seconds: float, constraints: dict[str, bool]
+) -> np.ndarray:
     browser = await pw.chromium.launch(  # type: ignore[attr-defined]
         executable_path=str(CHROMIUM),
         args=[
@@ -69,7 +75,7 @@ async def _capture_one(pw: object, wav: Path, seconds: float, processing: bool) 
         await page.route(_ORIGIN, lambda r: r.fulfill(body=_PAGE, content_type="text/html"))
         await page.goto(_ORIGIN)
         data = await page.evaluate(
-            f"window.capture({seconds:.2f}, {'true' if processing else 'false'})"
+            "([s, c]) => window.capture(s, c)", [round(seconds, 2), constraints]
         )
     finally:
         await browser.close()
@@ -77,9 +83,13 @@ async def _capture_one(pw: object, wav: Path, seconds: float, processing: bool) 
 
 
 async def capture(
-    wavs: Sequence[Path], seconds: Sequence[float], processing: bool = True, parallel: int = 3
+    wavs: Sequence[Path],
+    seconds: Sequence[float],
+    constraints: dict[str, bool] = PROCESSING_ON,
+    parallel: int = 3,
 ) -> list[np.ndarray]:
-    """Each WAV played as the microphone for its `seconds`; PCM16 at 48 kHz as the page got it."""
+    """Each WAV played as the microphone for its `seconds`, asked for with these audio
+    `constraints`; PCM16 at 48 kHz as the page got it."""
     from playwright.async_api import async_playwright
 
     if not CHROMIUM.exists():  # noqa: ASYNC240 - once, before any browser starts
@@ -88,7 +98,7 @@ async def capture(
 
     async def one(pw: object, wav: Path, s: float) -> np.ndarray:
         async with gate:
-            return await _capture_one(pw, wav, s, processing)
+            return await _capture_one(pw, wav, s, constraints)
 
     async with async_playwright() as pw:
         runs = [one(pw, w, s) for w, s in zip(wavs, seconds, strict=True)]

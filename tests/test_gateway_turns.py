@@ -1,0 +1,382 @@
+"""The gateway's turn-taking in this process: a `LiveSession` on a real NATS, microphone audio fed
+through its input side, and a fake asr replica and a fake session replica written here.
+
+Invariants protected: speech then silence becomes one turn: an ASR claim, the utterance's audio
+exactly as it was heard (pre-roll first, nothing lost or repeated), an end request, then
+`transcript.final` and a `TurnSubmit` with the transcript. Early in the silence the turn is
+submitted speculatively and its reply held; the end of turn confirms it (`TurnConfirmed`, the
+audio released), and speaking on retracts it (`Interrupt {reason: retracted}`). Speech over a
+playing reply pauses it at once and, once it has lasted `min_interruption_ms`, interrupts it
+(`Interrupt {reason: barge_in}` with the words heard) and becomes the next turn; a blip shorter
+than that resumes the reply and interrupts nothing. A microphone that stops sending (Opus DTX)
+inside a turn's trailing silence still ends the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import av
+import nats
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from services.common import bus, subjects
+from services.common.messages import (
+    AgentConfig,
+    AsrClaim,
+    AsrEnd,
+    AsrResult,
+    ClaimAck,
+    Interrupt,
+    TTSSegment,
+    TurnAccepted,
+    TurnSubmit,
+    decode,
+)
+from services.gateway.limits import Limits
+from services.gateway.live import LiveSession
+from services.gateway.settings import GatewaySettings
+from services.gateway.vad import SileroVADStream
+from tests.audio import read_wav, speak_wav
+
+pytestmark = pytest.mark.asyncio
+
+QUESTION = "What is the capital of France?"
+CHUNK = 640  # 20 ms of 16 kHz PCM16, as the WebRTC track hands it over
+STORY = "Once upon a time there was a little fox in the woods"
+
+
+class LoudIsSpeech(SileroVADStream):
+    """A VAD for exact timing: a frame with sound in it is speech, digital silence is not."""
+
+    def __init__(self) -> None:  # no model
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def prob_pcm16(self, frame: bytes) -> float:
+        return 0.9 if int(np.abs(np.frombuffer(frame, dtype="<i2")).max()) > 100 else 0.0
+
+
+class FakeReplicas:
+    """An asr replica and a session replica on the bus, and a record of what the gateway sent."""
+
+    def __init__(self, nc: NATS, sid: str, text: str) -> None:
+        self.nc, self.sid, self.text = nc, sid, text
+        self.claims: list[AsrClaim] = []
+        self.audio: dict[str, bytearray] = {}
+        self.ctl: list[tuple[str, str, bool]] = []  # (turn, Va-Ctl, reuse_speculative)
+        self.turns: list[TurnSubmit] = []
+        self.interrupts: list[Interrupt] = []
+        self.playback: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.prefills = 0
+        self.answer_end = asyncio.Event()  # cleared: the final text waits
+        self.answer_end.set()
+
+    async def start(self) -> None:
+        await self.nc.subscribe(subjects.ASR_CLAIM, cb=self._claim)
+        await self.nc.subscribe(subjects.SESSION_TURN, cb=self._turn)
+        await self.nc.subscribe(subjects.SESSION_PREFILL, cb=self._prefill)
+        await self.nc.subscribe(subjects.interrupt(self.sid), cb=self._interrupt)
+        await self.nc.subscribe(subjects.playback(self.sid), cb=self._playback)
+        await self.nc.subscribe(subjects.events(self.sid), cb=self._event)
+        await self.nc.flush()
+
+    async def _claim(self, msg: Msg) -> None:
+        claim = decode(AsrClaim, msg.data)
+        self.claims.append(claim)
+        self.audio[claim.turn_id] = bytearray()
+        # subscribed before the answer: no frame is lost
+        await self.nc.subscribe(subjects.asr_utterance(self.sid, claim.turn_id), cb=self._utt)
+        await msg.respond(ClaimAck(worker_id="asr-fake", kind="asr").encode())
+
+    async def _utt(self, msg: Msg) -> None:
+        turn_id = msg.subject.rsplit(".", 1)[1]
+        ctl = (msg.headers or {}).get(bus.H_CTL)
+        if ctl is None:
+            self.audio[turn_id] += msg.data
+            return
+        self.ctl.append((turn_id, ctl, decode(AsrEnd, msg.data).reuse_speculative))
+        if msg.reply:
+            if ctl == "end":
+                await self.answer_end.wait()
+            audio_ms = len(self.audio[turn_id]) / 32
+            result = AsrResult(
+                turn_id=turn_id, text=self.text, asr_ms=5.0, audio_ms=audio_ms, worker_id="asr"
+            )
+            await msg.respond(result.encode())
+
+    async def _turn(self, msg: Msg) -> None:
+        submit = decode(TurnSubmit, msg.data)
+        self.turns.append(submit)
+        reply = f"r{len(self.turns)}"
+        await msg.respond(
+            TurnAccepted(turn_id=submit.turn_id, reply_id=reply, worker_id="session").encode()
+        )
+
+    async def _prefill(self, msg: Msg) -> None:
+        self.prefills += 1
+
+    async def _interrupt(self, msg: Msg) -> None:
+        self.interrupts.append(decode(Interrupt, msg.data))
+
+    async def _playback(self, msg: Msg) -> None:
+        self.playback.append(json.loads(msg.data))
+
+    async def _event(self, msg: Msg) -> None:
+        self.events.append(json.loads(msg.data))
+
+    async def speak(self, reply_id: str, turn_id: str, text: str, seconds: float) -> None:
+        """What a tts replica sends for a reply of one segment."""
+        segment = TTSSegment(
+            reply_id=reply_id, turn_id=turn_id, index=0, text=text, sample_rate=16000
+        )
+        await self.nc.publish(subjects.tts_out(self.sid), segment.encode())
+        headers = {
+            bus.H_TYPE: "audio",
+            bus.H_REPLY: reply_id,
+            bus.H_TURN: turn_id,
+            bus.H_SEGMENT: "0",
+            bus.H_RATE: "16000",
+        }
+        await self.nc.publish(subjects.tts_out(self.sid), tone(seconds * 1000), headers=headers)
+        await self.nc.flush()
+
+
+class FakePeer:
+    """The peer connection, connected: someone hears the replies."""
+
+    connectionState = "connected"
+
+    async def close(self) -> None:
+        pass
+
+
+def tone(ms: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(rate * ms / 1000)) / rate
+    return (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2").tobytes()
+
+
+def silence(ms: float) -> bytes:
+    return bytes(int(ms * 32))
+
+
+async def until(cond: Callable[[], Any], timeout: float = 3.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for the gateway")
+        await asyncio.sleep(0.005)
+
+
+async def say(live: LiveSession, pcm: bytes) -> None:
+    """Microphone audio through the input side, 20 ms at a time, 4x faster than real time."""
+    for at in range(0, len(pcm), CHUNK):
+        assert await live.mic.feed(pcm[at : at + CHUNK])
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    nats_url: str, text: str, vad: SileroVADStream | None = None, **settings: Any
+) -> AsyncIterator[tuple[LiveSession, FakeReplicas]]:
+    nc, peer = await nats.connect(nats_url), await nats.connect(nats_url)
+    sid = secrets.token_hex(8)
+    fake = FakeReplicas(peer, sid, text)
+    await fake.start()
+    cfg = GatewaySettings(audio_ms_rate="1000000/second", **settings)
+    live = LiveSession(nc, cfg, sid, AgentConfig(min_interruption_ms=150), Limits(cfg), vad=vad)
+    live.pc = FakePeer()
+    await live.open()
+    await nc.flush()
+    try:
+        yield live, fake
+    finally:
+        await live.close()
+        await nc.close()
+        await peer.close()
+
+
+async def test_speech_then_silence_is_one_turn_with_its_transcript(nats_url: str) -> None:
+    speech, _ = read_wav(speak_wav(QUESTION))
+    heard = silence(320) + speech.astype("<i2").tobytes() + silence(800)
+    async with gateway(nats_url, QUESTION, speculative_turns=False) as (live, fake):
+        await say(live, heard)
+        await until(lambda: fake.turns)
+        await asyncio.sleep(0.05)  # anything more would come now
+    assert len(fake.claims) == 1 and len(fake.turns) == 1
+    turn_id = fake.claims[0].turn_id
+    audio = bytes(fake.audio[turn_id])
+    assert len(audio) >= len(speech) * 2 * 0.8 and audio in heard  # all of it, in order, once
+    assert fake.ctl[-1] == (turn_id, "end", True)  # the pass started at the pause is reused
+    assert {ctl for _, ctl, _ in fake.ctl[:-1]} <= {"peek", "resume"}
+    submit = fake.turns[0]
+    assert (submit.turn_id, submit.text, submit.source) == (turn_id, QUESTION, "voice")
+    assert submit.voice and not submit.speculative
+    assert submit.end_of_turn_ms is not None and 450 <= submit.end_of_turn_ms <= 600
+    finals = [e for e in fake.events if e["type"] == "transcript.final"]
+    assert [(e["turn_id"], e["text"]) for e in finals] == [(turn_id, QUESTION)]
+
+
+async def test_a_speculative_turn_is_held_then_confirmed_at_the_end_of_turn(nats_url: str) -> None:
+    async with gateway(nats_url, "hello there", vad=LoudIsSpeech()) as (live, fake):
+        await say(live, tone(600))
+        await until(lambda: fake.prefills == 1)  # at speech onset, nothing in flight
+        await until(lambda: live.turns.utt is not None and live.turns.utt.ready)
+        await say(live, silence(128))  # the pause: peek, then submit at once
+        await until(lambda: fake.turns)
+        submit = fake.turns[0]
+        assert submit.speculative and submit.text == "hello there"
+        await fake.speak("r1", submit.turn_id, "Hi!", 0.5)
+        await until(lambda: live.out.playing is not None)
+        listener = asyncio.create_task(listen(live))
+        await asyncio.sleep(0.1)
+        pb = live.out.playing
+        assert pb is not None and pb.held and not pb.started  # not heard before the end of turn
+        assert not [e for e in fake.events if e["type"] == "transcript.final"]
+        await say(live, silence(512))
+        await until(lambda: any(p["type"] == "turn.confirmed" for p in fake.playback))
+        await until(lambda: any(p["type"] == "playback.started" for p in fake.playback))
+        assert [e["text"] for e in fake.events if e["type"] == "transcript.final"] == [
+            "hello there"
+        ]
+        await until(lambda: fake.ctl and fake.ctl[-1][1] == "end")
+        listener.cancel()
+    assert fake.ctl == [(submit.turn_id, "peek", False), (submit.turn_id, "end", True)]
+    assert len(fake.turns) == 1 and not fake.interrupts
+
+
+async def test_speaking_on_after_the_pause_retracts_the_speculative_turn(nats_url: str) -> None:
+    async with gateway(nats_url, "hello there", vad=LoudIsSpeech()) as (live, fake):
+        await say(live, tone(400))
+        await until(lambda: live.turns.utt is not None and live.turns.utt.ready)
+        await say(live, silence(128))
+        await until(lambda: fake.turns)
+        first = fake.turns[0]
+        await until(lambda: live.turns.spec is not None and live.turns.spec.reply == "r1")
+        await say(live, tone(300))  # the user goes on
+        await until(lambda: fake.interrupts)
+        intr = fake.interrupts[0]
+        assert (intr.reason, intr.reply_id, intr.turn_id) == ("retracted", "r1", first.turn_id)
+        await fake.speak("r1", first.turn_id, "Hi!", 0.3)  # late audio of the retracted reply
+        await say(live, silence(128))
+        await until(lambda: len(fake.turns) == 2)
+        await say(live, silence(512))
+        await until(lambda: any(p["type"] == "turn.confirmed" for p in fake.playback))
+    assert [t.speculative for t in fake.turns] == [True, True]
+    assert live.out.playing is None  # the retracted reply never played
+    ctls = [ctl for _, ctl, _ in fake.ctl]
+    assert ctls == ["peek", "resume", "peek", "end"]
+
+
+async def listen(live: LiveSession) -> None:
+    """The peer hearing the replies: it pulls the outgoing track's frames."""
+    while True:
+        await live.out.sink.recv()
+
+
+async def _reply_playing(live: LiveSession, fake: FakeReplicas) -> tuple[str, Any]:
+    """A typed turn whose reply is playing, with a listener pulling its frames."""
+    await live.submit_text("tell me a story")
+    turn_id = fake.turns[0].turn_id
+    await fake.speak("r1", turn_id, STORY, 3.0)
+    await until(lambda: live.out.playing is not None)
+    listener = asyncio.create_task(listen(live))
+    await until(lambda: any(p["type"] == "playback.started" for p in fake.playback))
+    return turn_id, listener
+
+
+async def test_speech_over_a_reply_pauses_it_then_interrupts_it(nats_url: str) -> None:
+    async with gateway(nats_url, "stop please", vad=LoudIsSpeech(), speculative_turns=False) as (
+        live,
+        fake,
+    ):
+        turn_id, listener = await _reply_playing(live, fake)
+        pb = live.out.playing
+        assert pb is not None
+        await until(lambda: pb.segments[0].samples_played >= 48000 * 0.6)  # two words heard
+        await say(live, tone(96))  # speech for less than min_interruption_ms
+        assert live.out.paused and live.out.playing is pb
+        await asyncio.sleep(0.05)
+        assert not fake.interrupts
+        await say(live, tone(160))
+        await until(lambda: fake.interrupts)
+        intr = fake.interrupts[0]
+        assert (intr.reason, intr.reply_id, intr.turn_id) == ("barge_in", "r1", turn_id)
+        assert intr.spoken_text and STORY.startswith(intr.spoken_text)
+        assert live.out.playing is None
+        await say(live, silence(600))  # the interruption is the next turn
+        await until(lambda: len(fake.turns) == 2)
+        listener.cancel()
+    assert (fake.turns[1].text, fake.turns[1].source) == ("stop please", "voice")
+    assert len(fake.interrupts) == 1
+
+
+async def test_a_blip_over_a_reply_resumes_it(nats_url: str) -> None:
+    async with gateway(nats_url, "", vad=LoudIsSpeech(), speculative_turns=False) as (live, fake):
+        _, listener = await _reply_playing(live, fake)
+        pb = live.out.playing
+        fake.answer_end.clear()
+        await say(live, tone(96))
+        assert live.out.paused
+        await say(live, silence(600))
+        await until(lambda: fake.ctl and fake.ctl[-1][1] == "end")
+        # on from where it paused at the end of the speech, not once the ASR has said "noise"
+        assert not live.out.paused and live.out.playing is pb
+        fake.answer_end.set()
+        await asyncio.sleep(0.05)
+        assert not live.out.paused and live.out.playing is pb
+        listener.cancel()
+    assert not fake.interrupts and len(fake.turns) == 1  # the blip was no turn
+
+
+class DtxTrack:
+    """A browser's microphone on Opus DTX: speech, a few silent frames, then nothing."""
+
+    def __init__(self, pcm48: bytes) -> None:
+        self.frames: deque[av.AudioFrame] = deque()
+        for i, at in enumerate(range(0, len(pcm48), 1920)):
+            samples = np.frombuffer(pcm48[at : at + 1920], dtype="<i2").reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * 960
+            self.frames.append(frame)
+        self.quiet_since: float | None = None
+        self.closed = asyncio.Event()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.frames:
+            await asyncio.sleep(0.005)
+            return self.frames.popleft()
+        if self.quiet_since is None:
+            self.quiet_since = time.monotonic()
+        await self.closed.wait()
+        raise MediaStreamError
+
+
+async def test_a_microphone_gone_quiet_on_dtx_still_ends_the_turn(nats_url: str) -> None:
+    async with gateway(nats_url, "hello", vad=LoudIsSpeech(), speculative_turns=False) as (
+        live,
+        fake,
+    ):
+        track = DtxTrack(tone(400, rate=48000) + bytes(100 * 96))  # 100 ms of silence at 48 kHz
+        live.spawn(live.consume_track(track, live.pc), "mic")
+        await until(lambda: fake.turns)
+        assert track.quiet_since is not None
+        waited = time.monotonic() - track.quiet_since
+        track.closed.set()
+        await until(lambda: live.mic_ended)  # the track ended: the session knows
+    assert fake.turns[0].text == "hello"
+    assert waited < 1.5  # the end-of-turn silence (500 ms) counted on the wall clock

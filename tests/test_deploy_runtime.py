@@ -131,12 +131,17 @@ def _system_libs(venv: Path) -> tuple[set[str], list[str]]:
         out = subprocess.run(
             ["ldd", *map(str, sos[i : i + 200])], capture_output=True, text=True
         ).stdout
+        needing = sos[i]
         for line in out.splitlines():
+            if line.endswith(":"):
+                needing = Path(line[:-1])
             m = re.match(r"\s+(\S+) => (\S+)", line)
             if not m:
                 continue
             lib, where = m.groups()
-            if where == "not":
+            if where == "not" and not any(needing.parent.glob(f"{lib}.*")):
+                # (a versioned copy beside it is the package's own, which it loads by path
+                # first: moonshine_cpp's libonnxruntime.so.1.22.1; step 1 loads it for real)
                 missing.append(lib)
             elif where.startswith(("/lib", "/usr/lib")):
                 system.add(lib)

@@ -31,6 +31,10 @@ def load_default_model(kind: str) -> str:
 
         path = default_model_dir()
         WhisperModel(path, device="cpu", compute_type="int8", local_files_only=True)
+        # the other engine (VA_ENGINE=moonshine) loads too: its library and bundled model
+        from services.asr.engines.moonshine import MoonshineEngine
+
+        MoonshineEngine().close()
     elif kind == "llm":
         from llama_cpp import Llama
 

@@ -269,6 +269,19 @@ def timed(transcribe: Callable[[np.ndarray], str], audio: np.ndarray) -> tuple[s
     return text, (time.perf_counter() - t) * 1000.0
 
 
+def engine_settings(spec: str) -> dict[str, str]:
+    """ "faster-whisper:beam_size=5" -> {"engine": "faster-whisper", "beam_size": "5"}: an ASR
+    engine and settings of services/asr/settings.py (also VA_ variables of the asr service)."""
+    name, *pairs = spec.split(":")
+    out = {"engine": name}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"{spec!r}: settings are key=value, e.g. faster-whisper:beam_size=5")
+        out[key] = value
+    return out
+
+
 def run_engine(
     name: str, clips: dict[str, list[dict[str, Any]]], sounds: dict[str, np.ndarray]
 ) -> dict[str, Any]:
@@ -276,7 +289,7 @@ def run_engine(
     from services.asr.main import build_engine
     from services.asr.settings import AsrSettings
 
-    engine = build_engine(AsrSettings(engine=name))  # type: ignore[arg-type]
+    engine = build_engine(AsrSettings(**engine_settings(name)))  # type: ignore[arg-type]
     engine.transcribe(np.zeros(RATE, dtype=np.float32), "en")  # warm-up, as the service does
     result: dict[str, Any] = {"conditions": {}, "non_speech": []}
     times: list[float] = []
@@ -410,7 +423,10 @@ def draw(results: dict[str, dict[str, Any]], title: str, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.asr", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--engines", default="faster-whisper,moonshine", help="ASR engines, comma-separated"
+        "--engines",
+        default="faster-whisper,moonshine",
+        help="ASR engines, comma-separated, each with settings if wanted "
+        "(faster-whisper:beam_size=5)",
     )
     p.add_argument("--voices", default=",".join(VOICES), help="voices, comma-separated")
     p.add_argument("--no-browser", action="store_true", help="skip the two browser conditions")

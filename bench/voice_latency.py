@@ -47,6 +47,7 @@ from services.llm.models import DEFAULT_PROFILE
 from tests.audio import word_overlap
 
 from . import report, timeline
+from .asr import engine_settings
 from .local_stack import (
     BenchRun,
     Helper,
@@ -105,7 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--asr-engines",
         default="faster-whisper",
         help="ASR engines (services/asr), measured one after another with each profile and "
-        "compared in the last table (default faster-whisper; e.g. faster-whisper,moonshine)",
+        "compared in the last table (default faster-whisper; e.g. faster-whisper,moonshine or "
+        "faster-whisper,faster-whisper:beam_size=5)",
     )
     p.add_argument(
         "--tap",
@@ -420,7 +422,7 @@ class Setup:
     def name(self) -> str:
         """The results' file name: voice_latency for the defaults."""
         parts = [p for p in (self.profile, self.asr_engine) if p not in DEFAULTS]
-        return "-".join(["voice_latency", *parts])
+        return re.sub(r"[^\w.-]+", "_", "-".join(["voice_latency", *parts]))
 
 
 DEFAULTS = (DEFAULT_PROFILE, "faster-whisper")
@@ -438,7 +440,10 @@ def run_profile(args: argparse.Namespace, setup: Setup) -> tuple[int, dict[str, 
             Path(tmp),
             args.out / "logs" / bench_run.stamp,
             say,
-            env={"llm": {"VA_MODEL": setup.profile}, "asr": {"VA_ENGINE": setup.asr_engine}},
+            env={
+                "llm": {"VA_MODEL": setup.profile},
+                "asr": {f"VA_{k.upper()}": v for k, v in engine_settings(setup.asr_engine).items()},
+            },
         )
         run = Run(args, stack.cpu_split)
         interrupted = False

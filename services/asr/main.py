@@ -26,6 +26,7 @@ def build_engine(settings: AsrSettings) -> ASREngine:
         model_dir=settings.model_dir,
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
+        beam_size=settings.beam_size,
         default_language=settings.language,
         min_window_s=settings.min_window_s,
         pad_s=settings.window_pad_s,

@@ -107,11 +107,13 @@ class FasterWhisperEngine(ASREngine):
         num_workers: int = 2,
         min_window_s: float = 12.0,
         pad_s: float = 3.0,
+        beam_size: int = 1,
     ) -> None:
         self.model_dir = str(model_dir) if model_dir else default_model_dir()
         self.default_language = default_language
         self.min_window_frames = int(min_window_s * FRAMES_PER_S)
         self.pad_frames = int(pad_s * FRAMES_PER_S)
+        self.beam_size = beam_size
         self._model: Any = _windowed_model_class()(
             self.model_dir,
             device="cpu",
@@ -159,7 +161,7 @@ class FasterWhisperEngine(ASREngine):
             segments, _info = self._model.transcribe(
                 audio,
                 language=lang,
-                beam_size=1,
+                beam_size=self.beam_size,
                 without_timestamps=True,
                 condition_on_previous_text=False,
                 vad_filter=False,

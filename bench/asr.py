@@ -355,8 +355,10 @@ def run_engine(
 def table(results: dict[str, dict[str, Any]]) -> str:
     engines = list(results)
 
+    width = max(26, *(len(e) + 2 for e in engines))
+
     def line(label: str, cells: list[str]) -> str:
-        return f"{label:32}" + "".join(f"{c:>26}" for c in cells)
+        return f"{label:32}" + "".join(f"{c:>{width}}" for c in cells)
 
     def wer_cell(c: dict[str, Any] | None) -> str:
         return f"{c['wer_pct']:.1f} % ({c['repeats']}/{c['repeats_after_guard']} rep)" if c else "-"
@@ -365,7 +367,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         t = r["text_on_non_speech"]
         return f"{t['via_gateway']} / {t['direct']} of {t['sounds']}"
 
-    rows = [line("", engines), "-" * (32 + 26 * len(engines))]
+    rows = [line("", engines), "-" * (32 + width * len(engines))]
     for cond in CONDITIONS:
         rows.append(
             line(f"WER {cond}", [wer_cell(results[e]["conditions"].get(cond)) for e in engines])

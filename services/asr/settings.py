@@ -13,7 +13,7 @@ class AsrSettings(ServiceSettings):
     language: str | None = "en"  # moonshine: English only (None or "en")
     compute_type: str = "int8"
     cpu_threads: int = 2  # the final pass runs alone at end of turn: 2 threads are ~30 % faster
-    beam_size: int = Field(1, ge=1, le=10)  # faster-whisper's beam search width
+    beam_size: int = Field(5, ge=1, le=10)  # faster-whisper's beam search width
     # Encoder window (services/asr/engines/faster_whisper.py): at least this many seconds, and
     # the speech plus `window_pad_s`; 30 = Whisper's full window (3x slower on short questions).
     min_window_s: float = Field(12.0, ge=2.0, le=30.0)

@@ -92,14 +92,14 @@ def _windowed_model_class() -> type[Any]:
 
 
 class FasterWhisperEngine(ASREngine):
-    takes_hot_words = True  # as Whisper's prompt
-
     """Blocking Whisper transcription; the ASR service calls `transcribe` in a thread.
 
     `default_language` is used when the caller passes no language. An English-only model
     (".en") ignores the language argument; None on a multilingual model turns on detection (slow).
     `min_window_s` / `pad_s`: the encoder window (see the module docstring).
     """
+
+    takes_hot_words = True  # as Whisper's prompt
 
     def __init__(
         self,

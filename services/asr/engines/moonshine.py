@@ -94,8 +94,6 @@ class MoonshineEngine(ASREngine):
     start-up. A pass asking for another language is transcribed as English, with one warning.
     """
 
-    takes_hot_words = False
-
     def __init__(self, default_language: str | None = "en") -> None:
         if not is_english(default_language):
             raise ValueError(

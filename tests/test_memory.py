@@ -2,10 +2,9 @@
 in this process against a real NATS and Redis, and a fake engine that records its prompts.
 
 Invariants protected:
-- when turns slide out of the window, a summary of them is made after the turn (never on its
-  path), kept in Redis beside the full history, and opens the next turn's prompt;
-- the summary is background work: a reply claimed while it runs preempts it and is not slowed
-  by it, and the summary is made anyway, later;
+- when turns slide out of the window, the user's statements in them (not their questions) are
+  kept as notes after the turn, in Redis beside the full history, and open the next prompt;
+- a turn that slides the window before the notes are made has those statements all the same;
 - the full history stays readable;
 - while the user speaks, the coming turn's prompt is prefilled from the partial transcript.
 """
@@ -16,7 +15,6 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import nats
@@ -25,8 +23,7 @@ import pytest
 from services.common import bus, subjects
 from services.common.messages import (
     AgentConfig,
-    ChatMessage,
-    LLMParams,
+    HistoryMessage,
     Summary,
     TurnAccepted,
     TurnPrefill,
@@ -37,46 +34,27 @@ from services.llm.settings import LlmSettings
 from services.llm.worker import LlmWorker
 from services.session.settings import SessionSettings
 from services.session.store import Store
-from services.session.window import SUMMARY_HEADING
+from services.session.window import NOTES_HEADING, to_chat
 from services.session.worker import SessionWorker
 
 pytestmark = pytest.mark.asyncio
 
-NOTES = "The user's name is Dana and she lives in Lisbon."
 
+class Recorder(FakeLLMEngine):
+    """Replies at once and records every prompt (`requests`)."""
 
-class NoteTaker(FakeLLMEngine):
-    """Replies at once; background work (the summary) takes `summary_s` and writes NOTES."""
-
-    def __init__(self, summary_s: float) -> None:
+    def __init__(self) -> None:
         super().__init__(reply="Sure, happy to help.")
-        self.summary_s = summary_s
-        self.background: list[list[ChatMessage]] = []
-        self.summaries_done = 0
-
-    async def stream(
-        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
-    ) -> AsyncGenerator[str, None]:
-        if not background:
-            async for piece in super().stream(messages, params, background):
-                yield piece
-            return
-        self.background.append(list(messages))
-        await asyncio.sleep(self.summary_s)
-        self.summaries_done += 1
-        yield NOTES
 
 
 class Harness:
-    def __init__(self, nats_url: str, redis_url: str, engine: NoteTaker) -> None:
+    def __init__(self, nats_url: str, redis_url: str, engine: Recorder) -> None:
         self.nats_url, self.redis_url, self.engine = nats_url, redis_url, engine
         self.events: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> Harness:
         self.store = Store.from_url(self.redis_url)
-        settings = SessionSettings(
-            nats_url=self.nats_url, redis_url=self.redis_url, memory_retry_s=0.2
-        )
+        settings = SessionSettings(nats_url=self.nats_url, redis_url=self.redis_url)
         self.session = SessionWorker(settings, self.store)
         self.llm = LlmWorker(LlmSettings(nats_url=self.nats_url, warmup=False), self.engine)
         self.nc = [await nats.connect(self.nats_url) for _ in range(3)]
@@ -103,10 +81,10 @@ class Harness:
             await asyncio.sleep(0.01)
         return time.monotonic() - t0
 
-    async def summary(self, timeout: float = 10.0) -> Summary:
+    async def notes(self, timeout: float = 10.0) -> Summary:
         deadline = time.monotonic() + timeout
         while (found := (await self.store.memory_state(self.sid))[1]) is None:
-            assert time.monotonic() < deadline, "no summary was made"
+            assert time.monotonic() < deadline, "no notes were made"
             await asyncio.sleep(0.05)
         return found
 
@@ -118,49 +96,64 @@ class Harness:
             await nc.close()
 
 
-async def test_turns_that_leave_the_window_are_summarized_and_open_the_prompt(
+async def test_what_the_user_said_about_themselves_outlasts_the_window(
     nats_url: str, redis_url: str
 ) -> None:
-    async with Harness(nats_url, redis_url, NoteTaker(summary_s=0.05)) as h:
-        await h.turn(1, "My name is Dana and I live in Lisbon.")
+    async with Harness(nats_url, redis_url, Recorder()) as h:
+        await h.turn(1, "My name is Dana and I live in Lisbon. What's a good book?")
         for n in range(2, 4):
             await h.turn(n, f"Filler question number {n}?")
-        summary = await h.summary()
-        assert summary.text == NOTES
+        notes = await h.notes()
+        assert notes.text == "- My name is Dana and I live in Lisbon."  # no question
         start, _ = await h.store.memory_state(h.sid)
-        assert start == summary.upto > 0  # the window moved past what the summary holds
-        asked = h.engine.background[0][-1].content
-        assert "My name is Dana and I live in Lisbon." in asked  # what slid out was summarized
+        assert start == notes.upto > 0  # the window moved past what the notes hold
         await asyncio.sleep(0.3)  # the prefill of the new prompt
         await h.turn(4, "What's my name?")
         prompt = h.engine.requests[-1]
         assert prompt[0].role == "system"
-        assert f"{SUMMARY_HEADING} {NOTES}" in prompt[0].content
+        assert f"{NOTES_HEADING}\n- My name is Dana and I live in Lisbon." in prompt[0].content
         assert prompt[-1].content == "What's my name?"
+        assert all("My name is Dana" not in m.content for m in prompt[1:])  # not in the window
         texts = [m.text for m in await h.store.history(h.sid)]
-        assert len(texts) == 8 and texts[0] == "My name is Dana and I live in Lisbon."
+        assert len(texts) == 8 and texts[0].startswith("My name is Dana and I live in Lisbon.")
 
 
-async def test_a_reply_preempts_the_summary_which_is_made_later(
-    nats_url: str, redis_url: str
-) -> None:
-    async with Harness(nats_url, redis_url, NoteTaker(summary_s=1.5)) as h:
-        for n in range(1, 4):
-            await h.turn(n, f"Question number {n}?")
-        while not h.llm._background:  # the summary is running now
-            await asyncio.sleep(0.01)
-        took = await h.turn(4, "Is anyone there?")
-        assert took < 1.0, f"the reply waited {took:.2f} s on the summary"
-        summary = await h.summary(timeout=15)
-        assert summary.text == NOTES
-        assert len(h.engine.background) >= 2  # the preempted try, and the one that finished
+async def test_a_turn_ahead_of_the_notes_has_what_the_user_said(redis_url: str) -> None:
+    """The window moved (by a turn that overflowed it) past messages no notes hold yet."""
+    store = Store.from_url(redis_url)
+    sid = secrets.token_hex(8)
+    try:
+        await store.put_agent("mem-test", AgentConfig(history_max_turns=3))
+        await store.create_session(sid, "mem-test")
+        said = [
+            "I live in Oslo.",
+            "I have a dog called Pepper, she's a beagle.",
+            "Why is the sky blue?",
+        ]
+        for text in said + ["How far is the moon?"]:
+            await store.append(
+                sid,
+                HistoryMessage(role="user", text=text, turn_id="t", created_at=0),
+                HistoryMessage(role="assistant", text="Sure.", turn_id="t", created_at=0),
+            )
+        await store.save_summary(sid, Summary(text="- I live in Oslo.", upto=2, created_at=0))
+        await store.set_window_start(sid, 6)
+        begun = await store.begin_turn(sid, "r1")
+        assert [m.text for m in begun.history] == ["How far is the moon?", "Sure."]
+        system = to_chat(AgentConfig(), begun.history, begun.summary, begun.unsummarized)[0]
+        assert system.content.endswith(  # the notes, then what no notes hold yet: no question
+            f"{NOTES_HEADING}\n- I live in Oslo.\n- I have a dog called Pepper, she's a beagle."
+        )
+        assert (await store.window(sid)).unsummarized == begun.unsummarized
+    finally:
+        await store.close()
 
 
 async def test_what_the_user_is_saying_is_prefilled_while_they_speak(
     nats_url: str, redis_url: str
 ) -> None:
     """A partial transcript has the coming turn's prompt evaluated: the window, then the words."""
-    async with Harness(nats_url, redis_url, NoteTaker(summary_s=0.05)) as h:
+    async with Harness(nats_url, redis_url, Recorder()) as h:
         await h.turn(1, "Hello there.")
         await asyncio.sleep(0.3)
         await bus.publish(

@@ -1,10 +1,17 @@
 """The LLM's history window: bounded by turns and tokens, trimmed in blocks so most turns keep
-the same prompt prefix (and the LLM's cached evaluation of it)."""
+the same prompt prefix (and the LLM's cached evaluation of it); the notes of what left it keep
+the user's statements, in their words, each once, and stay bounded."""
 
 from __future__ import annotations
 
 from services.common.messages import AgentConfig, HistoryMessage
-from services.session.window import plan_window, to_chat
+from services.session.window import (
+    MAX_NOTES_CHARS,
+    merge_notes,
+    plan_window,
+    to_chat,
+    user_statements,
+)
 
 
 def history(turns: int, words: int = 5) -> list[HistoryMessage]:
@@ -62,3 +69,25 @@ def test_chat_messages_start_with_the_system_prompt() -> None:
     chat = to_chat(config, history(2))
     assert chat[0].role == "system" and chat[0].content == "Be brief."
     assert [m.role for m in chat[1:]] == ["user", "assistant", "user", "assistant"]
+
+
+def said(*texts: str) -> list[HistoryMessage]:
+    return [HistoryMessage(role="user", text=t, turn_id="t", created_at=0) for t in texts]
+
+
+def test_the_notes_keep_statements_and_leave_out_questions() -> None:
+    messages = said(
+        "Hi! My name is Dana. Where is Lisbon?",
+        "¿Dónde está mi perro? Se llama Toby.",
+        "Why is the sky blue?",
+    ) + [HistoryMessage(role="assistant", text="You live in Lisbon.", turn_id="t", created_at=0)]
+    assert user_statements(messages) == ["Hi!", "My name is Dana.", "Se llama Toby."]
+
+
+def test_the_notes_hold_each_statement_once_and_drop_the_oldest_past_their_size() -> None:
+    notes = merge_notes("- I live in Oslo.", ["I live in Oslo.", "I play the cello."])
+    assert notes == "- I live in Oslo.\n- I play the cello."
+    many = merge_notes(notes, [f"My friend number {i} is called Sam." for i in range(200)])
+    assert len(many) <= MAX_NOTES_CHARS
+    assert many.endswith("- My friend number 199 is called Sam.")
+    assert "Oslo" not in many

@@ -1,19 +1,22 @@
-"""Memory beyond the LLM window: a rolling summary of what slid out of it, made off the reply path.
+"""Memory beyond the LLM window: what the user said about themselves, kept when turns slide out.
 
 After a turn ends, `Memory.after_turn` plans the window for the next turn with room for a
-typical question. When the window must slide, a background task:
-1. asks an LLM replica for a summary (`purpose: summary`: an idle replica only, which keeps
-   the conversation's prompt cache around it) of the earlier summary plus what the user said
-   in the turns that leave the window: names, facts, preferences, open questions;
-2. stores it beside the history (`va:summary:{sid}`, `Store.save_summary`) and moves the window
-   start, in one step: the next turn's prompt opens with the summary (`window.to_chat`);
-3. asks for a prefill of that new prompt (`purpose: prefill`), so the next turn finds it cached.
-A reply claimed meanwhile preempts the work (services/llm/worker.py); it is retried a little
-later, and a new turn never waits for it. While the user speaks, `prefill` has the coming turn's
-prompt (the window and what the partial transcript says) evaluated the same way, so the turn's
-first token waits only on the words that differ. At most one task per session runs at a time; a turn
-that ends while one runs makes it plan again when done. A turn that must slide before the
-summary is ready (`Turn._prepare`) still slides; the summary catches up from `upto`.
+typical question. When the window must slide:
+1. the user's statements in the turns that leave it (their own words, questions left out:
+   `window.user_statements`) are added to the session's notes (`window.merge_notes`);
+2. the notes are stored as the summary beside the history (`va:summary:{sid}`,
+   `Store.save_summary`) and the window start moves, in one step: the next turn's prompt opens
+   with the notes (`window.to_chat`);
+3. an idle llm replica is asked for a prefill of that new prompt (`purpose: prefill`), so the
+   next turn finds it cached. A reply claimed meanwhile preempts it; a turn never waits for it.
+The notes are the user's words, not a model's summary of them: Qwen2.5-Coder-1.5B, asked to
+note facts, invented some ("The user plays the piano"), lost others ("Next month I'm flying to
+Japan" → "None.") and, rewriting its earlier notes, dropped them or looped (docs/performance.md).
+While the user speaks, `prefill` has the coming turn's prompt (the window and what the partial
+transcript says) evaluated the same way, so the turn's first token waits only on the words that
+differ. At most one task per session runs at a time; a turn that ends while one runs makes it
+plan again when done. A turn that must slide before the notes are made (`Turn._prepare`) still
+slides, with the statements of what left in its prompt all the same.
 """
 
 from __future__ import annotations
@@ -46,49 +49,16 @@ from services.common.messages import (
 
 from .settings import SessionSettings
 from .store import Store
-from .window import plan_window, to_chat
+from .window import merge_notes, plan_window, to_chat, user_statements
 
 log = logging.getLogger(__name__)
 
 # Room kept for the next turn when planning a slide: a question of about this many characters.
 NEXT_TURN_CHARS = 400
-MAX_DROPPED_CHARS = 6000  # the newest part of what leaves the window, if the summary fell behind
-SUMMARY_PROMPT = (
-    "You keep notes about the user of a voice assistant. Write only what the user said about "
-    "themselves and the people and things in their life, as short sentences that start with "
-    "\"The user\". Keep every earlier note unless the user corrected it. Leave out questions "
-    "about general knowledge. Never invent anything. If there is nothing to note, write "
-    "\"Nothing yet.\""
-)
-# One worked example: small models follow an example better than a list of rules.
-EXAMPLE = (
-    "Earlier notes: The user's name is Sam.\n\nWhat the user said next:\n"
-    "- I have two kids and we live in Oslo.\n- What's the tallest mountain in the world?\n"
-    "- I don't like spicy food.\n- Can you remind me to call my mother on Sunday?\n\n"
-    "The updated notes:",
-    "The user's name is Sam. The user has two kids. The user lives in Oslo. The user does not "
-    "like spicy food. The user wants to call their mother on Sunday.",
-)
 
 
 class Preempted(Exception):
     """The LLM replica had a reply to make (busy, or it cancelled this work): try again later."""
-
-
-def summary_messages(previous: str, dropped: list[HistoryMessage]) -> list[ChatMessage]:
-    """The summary's prompt: the earlier notes and what the user said in the turns that leave
-    the window (their own words hold the facts; the replies would only make it longer)."""
-    said = "\n".join(f"- {m.text}" for m in dropped if m.role == "user" and m.text)
-    return [
-        ChatMessage(role="system", content=SUMMARY_PROMPT),
-        ChatMessage(role="user", content=EXAMPLE[0]),
-        ChatMessage(role="assistant", content=EXAMPLE[1]),
-        ChatMessage(
-            role="user",
-            content=f"Earlier notes: {previous or 'Nothing yet.'}\n\nWhat the user said next:\n"
-            f"{said[-MAX_DROPPED_CHARS:]}\n\nThe updated notes:",
-        ),
-    ]
 
 
 class Memory:
@@ -127,12 +97,13 @@ class Memory:
     async def _prefill(self, sid: str, agent: AgentConfig, text: str) -> None:
         """The next turn's prompt, with `text` as the user's words so far ("": up to them)."""
         try:
-            start, summary = await self.store.memory_state(sid)
+            now = await self.store.window(sid)
             user = HistoryMessage(role="user", text=text, turn_id="", created_at=0)
-            window = await self.store.history(sid, start) + [user]
+            window = now.history + [user]
             if plan_window(window, 0, agent):
                 return  # the turn will slide the window: this prompt would not be its prefix
-            await self._generate_once(sid, "prefill", to_chat(agent, window, summary), 1)
+            messages = to_chat(agent, window, now.summary, now.unsummarized)
+            await self._generate_once(sid, "prefill", messages, 1)
         except (Preempted, bus.BusUnavailable):
             pass  # a hint: the turn evaluates its prompt anyway
         except Exception:
@@ -154,7 +125,8 @@ class Memory:
             log.exception("memory of session %s: update failed", sid)
 
     async def update(self, sid: str, agent: AgentConfig) -> bool:
-        """Slide the window and summarize if the next turn would not fit; True if it slid."""
+        """Slide the window, noting what leaves it, if the next turn would not fit; True if it
+        slid."""
         history = await self.store.history(sid)
         start, summary = await self.store.memory_state(sid)
         upto = summary.upto if summary else 0
@@ -162,31 +134,12 @@ class Memory:
         target = min(plan_window(history + [probe], start, agent), len(history))
         if target <= upto:
             return False
-        previous = summary.text if summary else ""
-        text = await self._generate(
-            sid, "summary", summary_messages(previous, history[upto:target]), 200
-        )
-        if not text:
-            return False
-        new = Summary(text=text, upto=target, created_at=time.time())
-        await self.store.save_summary(sid, new)
-        log.info("memory of %s: summary through message %d: %d chars", sid, target, len(text))
+        said = user_statements(history[upto:target])
+        text = merge_notes(summary.text if summary else "", said)
+        await self.store.save_summary(sid, Summary(text=text, upto=target, created_at=time.time()))
+        log.info("memory of %s: notes through message %d: %d chars", sid, target, len(text))
         await self._prefill(sid, agent, "")  # once: a turn that preempts it evaluates it anyway
         return True
-
-    async def _generate(
-        self, sid: str, purpose: str, messages: list[ChatMessage], max_tokens: int
-    ) -> str:
-        """Background generation on an idle LLM replica, retried while replies preempt it."""
-        deadline = time.monotonic() + self.cfg.memory_deadline_s
-        while True:
-            try:
-                return await self._generate_once(sid, purpose, messages, max_tokens)
-            except (Preempted, bus.BusUnavailable) as exc:
-                if time.monotonic() + self.cfg.memory_retry_s > deadline:
-                    log.info("memory of session %s: %s given up (%s)", sid, purpose, exc)
-                    return ""
-                await asyncio.sleep(self.cfg.memory_retry_s)
 
     async def _generate_once(
         self, sid: str, purpose: str, messages: list[ChatMessage], max_tokens: int

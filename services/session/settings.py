@@ -19,7 +19,3 @@ class SessionSettings(ServiceSettings):
     apology_text: str = "Sorry, I can't answer that right now. Please try again in a moment."
     tts_stall_timeout_s: float = 15.0
     playback_timeout_s: float = 120.0
-    # The memory's background summary (services/session/memory.py): retried this often while
-    # replies keep the LLM busy, given up after the deadline (the next turn's end tries again).
-    memory_retry_s: float = 1.0
-    memory_deadline_s: float = 120.0

@@ -47,15 +47,24 @@ AGENT_CACHE_SIZE = 4096
 SESSION_CACHE_TTL_S = 30.0
 SESSION_CACHE_SIZE = 65536
 
+# Entries before the window that no summary holds yet are read too, at most this many (the
+# newest): the prompt keeps the user's own words from them until the summary catches up.
+MAX_UNSUMMARIZED = 24
 # KEYS: session hash, in-flight mark, window start, history, summary. ARGV: reply id, mark TTL
-# (s), "1" to take the mark even while another reply holds it.
+# (s), "1" to take the mark even while another reply holds it, MAX_UNSUMMARIZED.
+# Returns the state, the window start, the history from `from` (the summary's end or the window
+# start, whichever comes first), the summary JSON and `from`.
 BEGIN_TURN = """
 if redis.call('HGET', KEYS[1], 'ended') ~= '0' then return {'ended', 0} end
 local start = tonumber(redis.call('GET', KEYS[3]) or '0')
 local other = redis.call('GET', KEYS[2])
 if other and other ~= ARGV[1] and ARGV[3] ~= '1' then return {'busy', start} end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
-return {'ok', start, redis.call('LRANGE', KEYS[4], start, -1), redis.call('GET', KEYS[5]) or ''}
+local summary = redis.call('GET', KEYS[5]) or ''
+local upto = 0
+if summary ~= '' then upto = tonumber(cjson.decode(summary).upto) end
+local from = math.max(math.min(start, upto), start - tonumber(ARGV[4]))
+return {'ok', start, redis.call('LRANGE', KEYS[4], from, -1), summary, from}
 """
 # KEYS: summary, window start. ARGV: summary JSON, its `upto`. The window never moves back.
 SAVE_SUMMARY = """
@@ -76,6 +85,8 @@ class TurnStart:
     start: int = 0
     history: list[HistoryMessage] = field(default_factory=list)
     summary: Summary | None = None
+    # Entries before `start` that the summary does not hold yet (it is still being made).
+    unsummarized: list[HistoryMessage] = field(default_factory=list)
 
 
 def _k(*parts: str) -> str:
@@ -188,12 +199,15 @@ class Store:
         kinds = ("session", "inflight", "window", "history", "summary")
         keys = [_k(kind, session_id) for kind in kinds]
         state, start, *rest = await self._begin_turn(
-            keys=keys, args=[reply_id, ttl_s, "1" if force else "0"]
+            keys=keys, args=[reply_id, ttl_s, "1" if force else "0", MAX_UNSUMMARIZED]
         )
         if not rest:
             return TurnStart(state, int(start))
-        summary = Summary.model_validate_json(rest[1]) if rest[1] else None
-        return TurnStart(state, int(start), _messages(rest[0]), summary)
+        raw, summary_json, first = rest
+        summary = Summary.model_validate_json(summary_json) if summary_json else None
+        messages = _messages(raw)
+        cut = int(start) - int(first)
+        return TurnStart(state, int(start), messages[cut:], summary, messages[:cut])
 
     async def set_window_start(self, session_id: str, start: int) -> None:
         await self.r.set(_k("window", session_id), str(start))
@@ -202,6 +216,15 @@ class Store:
         """The window start and the summary of what lies before it (None: no summary yet)."""
         start, raw = await self.r.mget(_k("window", session_id), _k("summary", session_id))
         return int(start or 0), Summary.model_validate_json(raw) if raw else None
+
+    async def window(self, session_id: str) -> TurnStart:
+        """What the next turn's prompt is made of, as `begin_turn` reads it (without taking the
+        in-flight mark): the window, the summary and what it does not hold yet."""
+        start, summary = await self.memory_state(session_id)
+        first = max(min(start, summary.upto if summary else 0), start - MAX_UNSUMMARIZED)
+        messages = await self.history(session_id, first)
+        cut = start - first
+        return TurnStart("ok", start, messages[cut:], summary, messages[:cut])
 
     async def save_summary(self, session_id: str, summary: Summary) -> None:
         """Store the summary and move the window start to its end, in one step."""

@@ -278,8 +278,9 @@ class Turn:
         advance = plan_window(window, 0, self.agent)
         if advance:
             await self.store.set_window_start(self.sid, start + advance)
-            window = window[advance:]
-        return to_chat(self.agent, window, begun.summary)
+        return to_chat(
+            self.agent, window[advance:], begun.summary, begun.unsummarized + window[:advance]
+        )
 
     async def _claim_stages(self, messages: list[Any], subs: list[Any]) -> None:
         """Claim a TTS replica and an LLM replica at once. The LLM's first words wait in the

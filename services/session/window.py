@@ -8,6 +8,7 @@ by a whole block (half the window), so most turns extend the same prefix.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from services.common.messages import AgentConfig, ChatMessage, HistoryMessage, Summary
@@ -48,18 +49,53 @@ def plan_window(
     return candidates[-1] if candidates else len(history) - 1
 
 
-SUMMARY_HEADING = "Notes on the earlier part of this conversation:"
+NOTES_HEADING = "What the user said earlier in this conversation:"
+MAX_NOTES_CHARS = 2000  # the notes keep their newest statements within this
+_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+")
+
+
+def user_statements(messages: list[HistoryMessage]) -> list[str]:
+    """The sentences of the user's messages that are not questions: where the user says who
+    they are, what they have, like and plan (a question tells nothing about them)."""
+    found = []
+    for m in messages:
+        if m.role != "user" or not m.text:
+            continue
+        for sentence in _SENTENCE_END.split(m.text.strip()):
+            sentence = sentence.strip()
+            if sentence and not sentence.endswith(("?", "？")):
+                found.append(sentence)
+    return found
+
+
+def merge_notes(previous: str, statements: list[str]) -> str:
+    """The notes (one `- statement` a line) with `statements` added, each once; past
+    `MAX_NOTES_CHARS` the oldest go."""
+    lines = [line for line in previous.splitlines() if line.strip()]
+    for sentence in statements:
+        line = f"- {sentence}"
+        if line not in lines:
+            lines.append(line)
+    while lines and sum(len(line) + 1 for line in lines) > MAX_NOTES_CHARS:
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 def to_chat(
-    config: AgentConfig, window: list[HistoryMessage], summary: Summary | None = None
+    config: AgentConfig,
+    window: list[HistoryMessage],
+    summary: Summary | None = None,
+    unsummarized: list[HistoryMessage] | None = None,
 ) -> list[ChatMessage]:
-    """The LLM's messages: the system prompt (with the summary of what left the window, when
-    there is one: it changes only when the window slides, so the cached prefix survives), then
-    the window."""
+    """The LLM's messages: the system prompt, then the window.
+
+    What left the window opens the prompt as the user's own statements from it (`summary`, the
+    notes made when it slid; it changes only when the window slides, so the cached prefix
+    survives), with those of a part that left before its notes were made (`unsummarized`)."""
     system = config.system_prompt
-    if summary is not None and summary.text:
-        system = f"{system}\n\n{SUMMARY_HEADING} {summary.text}"
+    notes = merge_notes(summary.text if summary else "", user_statements(unsummarized or []))
+    if notes:
+        system = f"{system}\n\n{NOTES_HEADING}\n{notes}"
     messages = [ChatMessage(role="system", content=system)]
     for m in window:
         if m.text:

@@ -1,18 +1,20 @@
-"""Every message that travels on the bus, typed and versioned.
+"""Every message that travels on the bus, typed and versioned, and the words beside them.
 
 Each message carries `type` (its name) and `v` (its schema version); `decode()` is the one way in
 (`base`). The modules, by idea:
 - `events`: client events (`ClientEvent`), exactly what the gateway forwards on the event
   WebSocket, and the client's commands;
-- `errors`: the error answer to a request (`RpcError`);
+- `errors`: every error code (`ErrorCode`) and the error answer to a request (`RpcError`);
 - `claims`, `asr`, `turns`, `llm`, `tts`: claims, streams and control between the services;
-- `agents`: agents and sessions, the session service's RPC and its records.
+- `headers`: what travels in NATS headers (`AudioChunkHeader`, `AsrControl`);
+- `agents`: agents and sessions, the session service's RPC (`RpcMethod`) and its records.
 
 Import from here: `from services.common.messages import X`.
 """
 
 from .agents import (
     DEFAULT_SYSTEM_PROMPT,
+    RPC_REQUESTS,
     AgentConfig,
     AgentRecord,
     Authorize,
@@ -25,9 +27,12 @@ from .agents import (
     MessageList,
     Ok,
     ResumeSession,
+    RpcMethod,
+    RpcRequest,
     SessionGrant,
     SessionInfo,
     Summary,
+    rpc_method,
 )
 from .asr import (
     MAX_HOT_WORDS,
@@ -51,6 +56,7 @@ from .claims import (
     WorkClaimed,
 )
 from .errors import (
+    ErrorCode,
     RpcError,
 )
 from .events import (
@@ -67,6 +73,18 @@ from .events import (
     TurnMetrics,
     UserInterrupt,
     UserText,
+)
+from .headers import (
+    AUDIO,
+    H_CTL,
+    H_RATE,
+    H_REPLY,
+    H_SEGMENT,
+    H_TURN,
+    H_TYPE,
+    AsrControl,
+    AudioChunkHeader,
+    Headers,
 )
 from .llm import (
     ChatMessage,
@@ -103,6 +121,7 @@ __all__ = [
     "Message",
     "decode",
     "field_errors",
+    "ErrorCode",
     "RpcError",
     "AgentStateName",
     "AgentState",
@@ -147,6 +166,16 @@ __all__ = [
     "TTSSegment",
     "TTSDone",
     "TTSOut",
+    "H_TYPE",
+    "H_REPLY",
+    "H_TURN",
+    "H_SEGMENT",
+    "H_RATE",
+    "H_CTL",
+    "AUDIO",
+    "Headers",
+    "AudioChunkHeader",
+    "AsrControl",
     "DEFAULT_SYSTEM_PROMPT",
     "AgentConfig",
     "CreateAgent",
@@ -163,4 +192,8 @@ __all__ = [
     "Summary",
     "MessageList",
     "Ok",
+    "RpcMethod",
+    "RpcRequest",
+    "RPC_REQUESTS",
+    "rpc_method",
 ]

@@ -3,6 +3,7 @@ API's bodies, and the records it keeps."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -131,3 +132,38 @@ class MessageList(Message):
 
 class Ok(Message):
     type: Literal["ok"] = "ok"
+
+
+# -- the methods ------------------------------------------------------------------------------
+class RpcMethod(StrEnum):
+    """The session service's methods: the last token of `va.session.rpc.{method}`."""
+
+    CREATE_AGENT = "create_agent"
+    GET_AGENT = "get_agent"
+    CREATE_SESSION = "create_session"
+    RESUME_SESSION = "resume_session"
+    AUTHORIZE = "authorize"
+    END_SESSION = "end_session"
+    GET_MESSAGES = "get_messages"
+
+
+RpcRequest = (
+    CreateAgent | GetAgent | CreateSession | ResumeSession | Authorize | EndSession | GetMessages
+)
+
+# Each method's request: the caller's subject and the session service's decoder both read it here.
+RPC_REQUESTS: dict[RpcMethod, type[RpcRequest]] = {
+    RpcMethod.CREATE_AGENT: CreateAgent,
+    RpcMethod.GET_AGENT: GetAgent,
+    RpcMethod.CREATE_SESSION: CreateSession,
+    RpcMethod.RESUME_SESSION: ResumeSession,
+    RpcMethod.AUTHORIZE: Authorize,
+    RpcMethod.END_SESSION: EndSession,
+    RpcMethod.GET_MESSAGES: GetMessages,
+}
+_METHODS = {kind: method for method, kind in RPC_REQUESTS.items()}
+
+
+def rpc_method(request: RpcRequest) -> RpcMethod:
+    """The method a request is sent to."""
+    return _METHODS[type(request)]

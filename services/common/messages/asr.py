@@ -1,4 +1,5 @@
-"""The ASR protocol's messages."""
+"""The ASR protocol's messages (the utterance's control words travel as a header:
+`headers.AsrControl`)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ error) so a handler can answer or drop one bad message and keep running.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -32,9 +32,15 @@ class Message(BaseModel):
         return self.model_dump_json().encode()
 
 
+M = TypeVar("M", bound=BaseModel)
+
 _adapters: dict[Any, TypeAdapter[Any]] = {}
 
 
+@overload
+def decode(kind: type[M], data: bytes | str) -> M: ...
+@overload
+def decode(kind: Any, data: bytes | str) -> Any: ...
 def decode(kind: Any, data: bytes | str) -> Any:
     """Decode `data` as `kind` (a model class or an annotated union). Raises BadMessage."""
     adapter = _adapters.get(kind)

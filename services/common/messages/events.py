@@ -1,5 +1,9 @@
 """Client events: exactly what the gateway forwards on the event WebSocket (server -> client),
-also published on `va.events.{sid}`; and the client's commands (client -> server)."""
+also published on `va.events.{sid}`; and the client's commands (client -> server).
+
+The gateway decodes the events it forwards with `ClientEvent` too: it tracks the turn in flight
+from them.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +73,7 @@ class TurnMetrics(Message):
 
 class ErrorEvent(Message):
     type: Literal["error"] = "error"
-    code: str
+    code: str  # an ErrorCode
     message: str
     turn_id: str | None = None
 

@@ -56,7 +56,7 @@ class LLMDone(Message):
 class LLMError(Message):
     type: Literal["llm.error"] = "llm.error"
     reply_id: str
-    code: str
+    code: str  # an ErrorCode
     message: str
 
 

@@ -1,5 +1,5 @@
-"""Synthesis: the claim of one reply's speech, its text in, and its segments out. Audio chunks
-on va.tts.out.{sid} are raw PCM16 mono with headers (see bus.H_*)."""
+"""Synthesis: the claim of one reply's speech, its text in, and its segments out. The audio
+chunks between a segment and the next carry their header (`headers.AudioChunkHeader`)."""
 
 from __future__ import annotations
 

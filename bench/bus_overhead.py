@@ -57,6 +57,9 @@ from typing import Any
 
 import nats
 
+from services.common import subjects
+from services.common.messages import AUDIO, H_REPLY, H_TYPE, AudioChunkHeader
+from services.common.subjects import Kind
 from services.tts.text import ClauseSplitter
 from tests.voice_client import VoiceClient
 
@@ -162,7 +165,7 @@ async def raw_nats(url: str, n: int, idle_n: int) -> dict[str, Any]:
             ("audio", audio, n),
             ("idle", small, idle_n),
         ):
-            headers = {"Va-Type": "audio"} if kind == "audio" else {}
+            headers = {H_TYPE: AUDIO} if kind == "audio" else {}
             for i in range(count):
                 if kind == "idle":
                     await asyncio.sleep(IDLE_S)
@@ -607,14 +610,14 @@ def index_rows(rows: list[list[Any]]) -> dict[str, Any]:
         first[table].setdefault(key, value)
 
     for t, subject, reply, headers, payload, _size in rows:
-        parts = subject.split(".")
-        if parts[0] == "_INBOX":
+        if subject.startswith("_INBOX."):
             put("reply", subject, t)
             continue
-        if parts[0] != "va":
+        at = subjects.parse(subject)
+        if at is None:
             continue
-        if headers and headers.get("Va-Type") == "audio":
-            put("audio0", headers.get("Va-Reply"), t)
+        if AudioChunkHeader.is_audio(headers):
+            put("audio0", headers.get(H_REPLY), t)
             continue
         if payload is None:
             continue
@@ -623,28 +626,28 @@ def index_rows(rows: list[list[Any]]) -> dict[str, Any]:
         except ValueError:
             continue
         mtype = msg.get("type")
-        area = parts[1]
-        if area == "events":
+        kind = at.kind
+        if kind is Kind.EVENTS:
             put("event", (mtype, msg.get("turn_id"), msg.get("state")), t)
-        elif subject == "va.session.turn":
+        elif kind is Kind.SESSION_TURN:
             put("submit", msg.get("turn_id"), (t, reply, msg.get("speech_end_ms")))
-        elif area == "work":
+        elif kind is Kind.WORK_CLAIMED:
             put("claimed", (msg.get("kind"), msg.get("turn_id")), (t, msg.get("reply_id")))
-        elif subject == "va.tts.claim":
+        elif kind is Kind.TTS_CLAIM:
             put("tts_claim", msg.get("turn_id"), (t, reply))
-        elif subject == "va.llm.claim":
+        elif kind is Kind.LLM_CLAIM:
             put("llm_claim", msg.get("turn_id"), (t, reply, msg.get("stream_id")))
-        elif area == "llm" and parts[2] == "out" and mtype == "llm.delta":
-            put("llm_delta", parts[4], t)
-        elif area == "tts" and parts[2] == "in":
-            ix["tts_text"].setdefault(parts[4], []).append(
+        elif kind is Kind.LLM_OUT and mtype == "llm.delta":
+            put("llm_delta", at.id, t)
+        elif kind is Kind.TTS_IN:
+            ix["tts_text"].setdefault(at.id, []).append(
                 (msg.get("seq"), t, msg.get("text", ""), msg.get("final", False))
             )
-        elif area == "tts" and mtype == "tts.segment":
+        elif kind is Kind.TTS_OUT and mtype == "tts.segment":
             put("segment", (msg.get("reply_id"), msg.get("index")), t)
-        elif area == "playback" and mtype == "playback.started":
+        elif kind is Kind.PLAYBACK and mtype == "playback.started":
             put("pb_started", msg.get("reply_id"), (t, msg.get("at_ms")))
-        elif area == "ctl" and mtype == "interrupt":
+        elif kind is Kind.INTERRUPT and mtype == "interrupt":
             put("interrupt", msg.get("turn_id"), (t, msg.get("at_ms")))
     return ix
 

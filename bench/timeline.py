@@ -25,6 +25,10 @@ import json
 import statistics
 from typing import Any
 
+from services.common import subjects
+from services.common.messages import H_CTL, H_REPLY, AsrControl, AudioChunkHeader
+from services.common.subjects import Kind
+
 STEPS = (
     "peek",
     "asr_text",
@@ -61,14 +65,10 @@ def turn_steps(rows: list[list[Any]], turn: dict[str, Any]) -> dict[str, float]:
     # the question may have started a speculative turn of its own, retracted when speech went on)
     peek: tuple[float, str] | None = None
     for row in rows:
-        t, subject = row[0], row[1]
-        if (
-            t0 - 30.0 <= t <= t0 + 1.0
-            and subject.startswith("va.asr.utt.")
-            and subject.endswith("." + tid)
-        ):
-            sid = subject.split(".")[3]
-            if (row[3] or {}).get("Va-Ctl") == "peek":
+        t, at = row[0], subjects.parse(row[1])
+        if t0 - 30.0 <= t <= t0 + 1.0 and at and at.kind is Kind.ASR_UTTERANCE and at.id == tid:
+            sid = at.session_id or ""
+            if (row[3] or {}).get(H_CTL) == AsrControl.PEEK:
                 peek = (t, row[2])
     if peek is not None:
         out["peek"] = peek[0]
@@ -82,25 +82,27 @@ def turn_steps(rows: list[list[Any]], turn: dict[str, Any]) -> dict[str, float]:
         if peek_inbox and subject == peek_inbox and "asr_text" not in out:
             out["asr_text"] = t
             continue
-        if row[4] is None and not (rid and headers.get("Va-Reply") == rid):
+        if row[4] is None and not (rid and headers.get(H_REPLY) == rid):
             continue
         body = _payload(row)
+        at = subjects.parse(subject)
+        kind, session, ident = (at.kind, at.session_id, at.id) if at else (None, None, None)
         key = None
-        if subject == "va.session.turn" and body.get("turn_id") == tid:
+        if kind is Kind.SESSION_TURN and body.get("turn_id") == tid:
             key = "submit"
-        elif subject == "va.llm.claim" and body.get("reply_id") == rid:
+        elif kind is Kind.LLM_CLAIM and body.get("reply_id") == rid:
             key = "llm_claim"
             # the LLM's output subject carries the claim's stream id, not the reply id
             stream = body.get("stream_id") or rid
-        elif stream and subject == f"va.llm.out.{sid}.{stream}":
+        elif stream and kind is Kind.LLM_OUT and (session, ident) == (sid, stream):
             key = "llm_first"
-        elif subject == "va.tts.claim" and body.get("reply_id") == rid:
+        elif kind is Kind.TTS_CLAIM and body.get("reply_id") == rid:
             key = "tts_claim"
-        elif rid and subject.startswith("va.tts.in.") and subject.endswith("." + rid):
+        elif rid and kind is Kind.TTS_IN and ident == rid:
             key = "tts_in"
-        elif subject.startswith("va.tts.out.") and headers.get("Va-Type") == "audio":
-            key = "tts_audio" if headers.get("Va-Reply") == rid else None
-        elif subject.startswith("va.playback.") and body.get("turn_id") == tid:
+        elif kind is Kind.TTS_OUT and AudioChunkHeader.is_audio(headers):
+            key = "tts_audio" if headers.get(H_REPLY) == rid else None
+        elif kind is Kind.PLAYBACK and body.get("turn_id") == tid:
             key = "confirm" if body.get("type") == "turn.confirmed" else None
         if key and key not in out:
             out[key] = t

@@ -24,7 +24,7 @@ import pytest
 import websockets
 
 from services.common import bus, subjects
-from services.common.messages import ClaimAck, TTSRequest, TTSText
+from services.common.messages import AudioChunkHeader, ClaimAck, TTSRequest, TTSText
 from tests.procs import LOG_DIR, free_port
 from tests.test_tts_engines import build_tiny_vits
 
@@ -68,10 +68,9 @@ async def test_coqui_engine_through_the_tts_service(procs, nats_url, tmp_path: P
         await asyncio.wait_for(done.wait(), 60)
     finally:
         await nc.close()
-    segments = [
-        json.loads(d) for h, d in got if h.get(bus.H_TYPE) != "audio" and b'"tts.segment"' in d
-    ]
-    audio = b"".join(d for h, d in got if h.get(bus.H_TYPE) == "audio")
+    is_audio = AudioChunkHeader.is_audio
+    segments = [json.loads(d) for h, d in got if not is_audio(h) and b'"tts.segment"' in d]
+    audio = b"".join(d for h, d in got if is_audio(h))
     final = json.loads(got[-1][1])
     assert final["type"] == "tts.done" and not final["cancelled"] and final["error"] is None
     assert [s["index"] for s in segments] == list(range(len(segments))) and len(segments) >= 2

@@ -31,12 +31,14 @@ from aiortc.mediastreams import MediaStreamError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from services.common import bus, subjects
+from services.common import subjects
 from services.common.messages import (
     AgentConfig,
     AsrClaim,
+    AsrControl,
     AsrEnd,
     AsrResult,
+    AudioChunkHeader,
     ClaimAck,
     Interrupt,
     TTSSegment,
@@ -77,7 +79,7 @@ class FakeReplicas:
         self.nc, self.sid, self.text = nc, sid, text
         self.claims: list[AsrClaim] = []
         self.audio: dict[str, bytearray] = {}
-        self.ctl: list[tuple[str, str, bool]] = []  # (turn, Va-Ctl, reuse_speculative)
+        self.ctl: list[tuple[str, AsrControl, bool]] = []  # (turn, control, reuse_speculative)
         self.turns: list[TurnSubmit] = []
         self.interrupts: list[Interrupt] = []
         self.playback: list[dict[str, Any]] = []
@@ -104,14 +106,16 @@ class FakeReplicas:
         await msg.respond(ClaimAck(worker_id="asr-fake", kind="asr").encode())
 
     async def _utt(self, msg: Msg) -> None:
-        turn_id = msg.subject.rsplit(".", 1)[1]
-        ctl = (msg.headers or {}).get(bus.H_CTL)
+        parsed = subjects.parse(msg.subject)
+        assert parsed is not None and parsed.id is not None
+        turn_id = parsed.id
+        ctl = AsrControl.decode(msg.headers)
         if ctl is None:
             self.audio[turn_id] += msg.data
             return
         self.ctl.append((turn_id, ctl, decode(AsrEnd, msg.data).reuse_speculative))
         if msg.reply:
-            if ctl == "end":
+            if ctl is AsrControl.END:
                 await self.answer_end.wait()
             audio_ms = len(self.audio[turn_id]) / 32
             result = AsrResult(
@@ -145,13 +149,9 @@ class FakeReplicas:
             reply_id=reply_id, turn_id=turn_id, index=0, text=text, sample_rate=16000
         )
         await self.nc.publish(subjects.tts_out(self.sid), segment.encode())
-        headers = {
-            bus.H_TYPE: "audio",
-            bus.H_REPLY: reply_id,
-            bus.H_TURN: turn_id,
-            bus.H_SEGMENT: "0",
-            bus.H_RATE: "16000",
-        }
+        headers = AudioChunkHeader(
+            reply_id=reply_id, turn_id=turn_id, segment=0, sample_rate=16000
+        ).encode()
         await self.nc.publish(subjects.tts_out(self.sid), tone(seconds * 1000), headers=headers)
         await self.nc.flush()
 

@@ -5,9 +5,9 @@ Protocol (see docs/architecture.md):
    answers with `ClaimAck` after subscribing to the utterance's subject, so no frame is lost.
 2. The gateway publishes PCM16 16 kHz frames on `va.asr.utt.{sid}.{tid}`. Every
    `partial_interval_ms` the replica transcribes what it has and publishes `transcript.partial`.
-3. `Va-Ctl: peek` (sent early in the end-of-turn silence) starts a speculative final pass on the
-   audio so far; `Va-Ctl: resume` (the user went on speaking) discards it. The request
-   `Va-Ctl: end` returns the final `AsrResult` and ends the utterance: when its `AsrEnd` says
+3. `Va-Ctl: peek` (`AsrControl.PEEK`, sent early in the end-of-turn silence) starts a
+   speculative final pass on the audio so far; `resume` (the user went on speaking) discards it.
+   The request `end` returns the final `AsrResult` and ends the utterance: when its `AsrEnd` says
    `reuse_speculative`, the speculative pass's text is the answer (nothing but silence came
    after it), which saves most of a Whisper pass from the end-of-turn latency.
 Frames and control share one subscription, so they are handled in the order they were sent.
@@ -34,10 +34,12 @@ from services.common import bus, subjects
 from services.common import telemetry as tm
 from services.common.messages import (
     AsrClaim,
+    AsrControl,
     AsrEnd,
     AsrResult,
     BadMessage,
     ClaimAck,
+    ErrorCode,
     RpcError,
     TranscriptPartial,
     WorkClaimed,
@@ -112,7 +114,7 @@ class AsrWorker(Worker):
         subjects.check_token(claim.session_id)
         subjects.check_token(claim.turn_id)
         if len(self._utts) >= self.cfg.max_concurrent:
-            return RpcError(code="busy", message="asr replica at capacity", status=503)
+            return RpcError(code=ErrorCode.BUSY, message="asr replica at capacity", status=503)
         if claim.hot_words and not self.engine.takes_hot_words and not self._warned_hot_words:
             self._warned_hot_words = True
             log.warning("this ASR engine takes no hot words: the agent's are not used")
@@ -144,8 +146,13 @@ class AsrWorker(Worker):
 
     # -- frames and control -------------------------------------------------------------------
     async def _on_utterance_msg(self, utt: Utterance, msg: Msg) -> None:
-        ctl = (msg.headers or {}).get(bus.H_CTL)
-        if ctl is None:
+        try:
+            ctl = AsrControl.decode(msg.headers)
+            end = None if ctl is None else decode(AsrEnd, msg.data)
+        except BadMessage as exc:
+            await bus.reply(msg, RpcError(code=ErrorCode.BAD_MESSAGE, message=str(exc)))
+            return
+        if end is None:  # no control word: an audio frame
             if utt.ended:
                 return
             if len(utt.audio) + len(msg.data) > self.cfg.max_utterance_s * 32000:
@@ -155,12 +162,7 @@ class AsrWorker(Worker):
                 return
             utt.audio.extend(msg.data)
             return
-        try:
-            end = decode(AsrEnd, msg.data)
-        except BadMessage as exc:
-            await bus.reply(msg, RpcError(code="bad_message", message=str(exc)))
-            return
-        if ctl == "peek":
+        if ctl is AsrControl.PEEK:
             utt.paused = True
             if utt.speculative is None:
                 utt.speculative = asyncio.create_task(
@@ -168,13 +170,13 @@ class AsrWorker(Worker):
                 )
             if msg.reply:
                 self.spawn(self._answer_peek(utt, utt.speculative, msg), "asr-peek")
-        elif ctl == "resume":
+        elif ctl is AsrControl.RESUME:
             utt.paused = False
             utt.speculative = None
-        elif ctl == "end":
+        elif ctl is AsrControl.END:
             utt.ended = True
             self.spawn(self._finish(utt, msg, end), f"asr-final-{utt.claim.turn_id}")
-        elif ctl == "cancel":
+        elif ctl is AsrControl.CANCEL:
             utt.ended = True
             await self._release(utt)
 

@@ -9,12 +9,13 @@ answered the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -22,21 +23,14 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry.context import Context
+from pydantic import Field
 
 from . import telemetry
-from .messages import BadMessage, Message, RpcError, decode
+from .messages import BadMessage, ErrorCode, Message, RpcError, decode
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M")
-
-# Headers of an audio chunk on va.tts.out.{sid}. Chunks are raw PCM16 mono little-endian.
-H_TYPE = "Va-Type"  # "audio" for a chunk; JSON messages carry no header
-H_REPLY = "Va-Reply"
-H_TURN = "Va-Turn"
-H_SEGMENT = "Va-Segment"
-H_RATE = "Va-Rate"
-H_CTL = "Va-Ctl"  # on an utterance subject: "end" marks the AsrEnd request
+R = TypeVar("R", bound=Message)
 
 
 def worker_id(kind: str) -> str:
@@ -96,14 +90,14 @@ async def request(
     nc: NATS,
     subject: str,
     msg: Message,
-    reply_kind: Any,
+    reply_kind: type[R],
     timeout: float = 2.0,
     headers: dict[str, str] | None = None,
     ctx: Context | None = None,
-) -> Any:
+) -> R:
     """Send a request and decode its reply as `reply_kind`. Raises BusUnavailable when nobody
-    answers and RemoteError when the replier answered with an RpcError. The request gets a
-    PRODUCER span (child of `ctx`, or of the current span)."""
+    answers, RemoteError when the replier answered with an RpcError, and BadMessage when the reply
+    is neither. The request gets a PRODUCER span (child of `ctx`, or of the current span)."""
     try:
         with telemetry.send_span(subject, ctx) as span_ctx:
             resp = await nc.request(
@@ -113,10 +107,17 @@ async def request(
         raise BusUnavailable(f"no service answers on {subject}") from exc
     except (TimeoutError, NatsTimeoutError) as exc:
         raise BusUnavailable(f"no answer on {subject} within {timeout:.1f} s") from exc
-    data = resp.data
-    if b'"type":"rpc.error"' in data:
-        raise RemoteError(decode(RpcError, data))
-    return decode(reply_kind, data)
+    answer: R | RpcError = decode(_reply_or_error(reply_kind), resp.data)
+    if isinstance(answer, RpcError):
+        raise RemoteError(answer)
+    return answer
+
+
+@functools.cache
+def _reply_or_error(reply_kind: type[Message]) -> Any:
+    """`reply_kind` or an `RpcError`, told apart by `type` (one union per kind, so `decode`
+    builds its adapter once)."""
+    return Annotated[reply_kind | RpcError, Field(discriminator="type")]
 
 
 async def reply(msg: Msg, answer: Message) -> None:
@@ -139,7 +140,7 @@ def typed_handler(kind: Any, fn: Handler, *, name: str) -> Callable[[Msg], Await
             value = decode(kind, msg.data)
         except BadMessage as exc:
             log.warning("%s: bad message on %s: %s", name, msg.subject, exc)
-            await _answer_error(msg, RpcError(code="bad_message", message=str(exc)))
+            await _answer_error(msg, RpcError(code=ErrorCode.BAD_MESSAGE, message=str(exc)))
             return
         try:
             with telemetry.consume_span(msg, name):
@@ -150,7 +151,9 @@ def typed_handler(kind: Any, fn: Handler, *, name: str) -> Callable[[Msg], Await
             await _answer_error(msg, exc.error)
         except Exception as exc:  # a service never dies on one message
             log.exception("%s: handler failed on %s", name, msg.subject)
-            await _answer_error(msg, RpcError(code="internal", message=str(exc)[:300], status=500))
+            await _answer_error(
+                msg, RpcError(code=ErrorCode.INTERNAL, message=str(exc)[:300], status=500)
+            )
             return
         if answer is not None:
             await reply(msg, answer)

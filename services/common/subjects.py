@@ -19,11 +19,15 @@ Subject map (see docs/architecture.md for who publishes and who subscribes):
     va.events.{sid}                   client events (the WebSocket schema), gateway forwards them
     va.ctl.interrupt.{sid}            interrupts: every LLM, TTS and session replica subscribes
     va.work.claimed.{sid}             observability: which replica claimed which work
+
+`parse` reads a subject back (its kind, session and id): the one place that splits a subject.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from enum import StrEnum
 
 PREFIX = "va"
 
@@ -101,13 +105,88 @@ def work_claimed(session_id: str) -> str:
 WORK_CLAIMED_ALL = f"{PREFIX}.work.claimed.*"
 
 
+# -- reading a subject back --------------------------------------------------------------------
+class Kind(StrEnum):
+    """What a subject is: the tokens after the prefix that name it."""
+
+    ASR_CLAIM = "asr.claim"
+    ASR_UTTERANCE = "asr.utt"
+    SESSION_TURN = "session.turn"
+    SESSION_PREFILL = "session.prefill"
+    SESSION_RPC = "session.rpc"
+    LLM_CLAIM = "llm.claim"
+    LLM_OUT = "llm.out"
+    TTS_CLAIM = "tts.claim"
+    TTS_IN = "tts.in"
+    TTS_OUT = "tts.out"
+    PLAYBACK = "playback"
+    EVENTS = "events"
+    INTERRUPT = "ctl.interrupt"
+    WORK_CLAIMED = "work.claimed"
+
+
+# The tokens after a kind's name: a session id, then an id (turn, stream or reply), or a method.
+_SESSION, _ID, _METHOD = "{session}", "{id}", "{method}"
+_SHAPES: dict[Kind, tuple[str, ...]] = {
+    Kind.ASR_CLAIM: (),
+    Kind.ASR_UTTERANCE: (_SESSION, _ID),
+    Kind.SESSION_TURN: (),
+    Kind.SESSION_PREFILL: (),
+    Kind.SESSION_RPC: (_METHOD,),
+    Kind.LLM_CLAIM: (),
+    Kind.LLM_OUT: (_SESSION, _ID),
+    Kind.TTS_CLAIM: (),
+    Kind.TTS_IN: (_SESSION, _ID),
+    Kind.TTS_OUT: (_SESSION,),
+    Kind.PLAYBACK: (_SESSION,),
+    Kind.EVENTS: (_SESSION,),
+    Kind.INTERRUPT: (_SESSION,),
+    Kind.WORK_CLAIMED: (_SESSION,),
+}
+_BY_NAME = {tuple(kind.value.split(".")): kind for kind in Kind}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A subject read back by `parse`."""
+
+    kind: Kind
+    session_id: str | None = None
+    id: str | None = None  # turn id (asr.utt), stream id (llm.out), reply id (tts.in), method
+
+    @property
+    def template(self) -> str:
+        """Low-cardinality form for span and metric names: ids replaced, methods kept."""
+        shape = [(self.id or "") if t == _METHOD else t for t in _SHAPES[self.kind]]
+        return ".".join([PREFIX, self.kind.value, *shape])
+
+
+def parse(subject: str) -> Subject | None:
+    """What `subject` is; None for one outside the map above (an inbox, a bench subject)."""
+    tokens = subject.split(".")
+    if len(tokens) < 2 or tokens[0] != PREFIX:
+        return None
+    for size in (1, 2):
+        kind = _BY_NAME.get(tuple(tokens[1 : 1 + size]))
+        if kind is not None:
+            break
+    else:
+        return None
+    rest = tokens[1 + size :]
+    shape = _SHAPES[kind]
+    if len(rest) != len(shape) or not all(rest):
+        return None
+    values = dict(zip(shape, rest, strict=True))
+    return Subject(kind, values.get(_SESSION), values.get(_ID) or values.get(_METHOD))
+
+
 def template(subject: str) -> str:
     """Low-cardinality form of a subject for span and metric names (ids replaced)."""
-    parts = subject.split(".")
-    if len(parts) >= 3 and parts[1] in {"asr", "llm", "tts"} and parts[2] in {"utt", "out", "in"}:
-        return ".".join(parts[:3] + ["{session}"] + (["{id}"] if len(parts) > 4 else []))
-    if len(parts) == 3 and parts[1] in {"playback", "events"}:
-        return f"{parts[0]}.{parts[1]}.{{session}}"
-    if len(parts) == 4 and parts[1] in {"ctl", "work"}:
-        return ".".join(parts[:3] + ["{session}"])
-    return subject
+    parsed = parse(subject)
+    return subject if parsed is None else parsed.template
+
+
+def session_of(subject: str) -> str | None:
+    """The session a subject belongs to, if it names one."""
+    parsed = parse(subject)
+    return None if parsed is None else parsed.session_id

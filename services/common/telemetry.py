@@ -95,15 +95,6 @@ def extract(headers: dict[str, str] | None) -> Context:
     return propagate.extract(headers or {})
 
 
-def session_of(subject: str) -> str | None:
-    parts = subject.split(".")
-    if len(parts) >= 4 and parts[1] in {"asr", "llm", "tts"} and parts[2] in {"utt", "out", "in"}:
-        return parts[3]
-    if len(parts) >= 3 and parts[1] in {"playback", "events", "ctl", "work"}:
-        return parts[-1]
-    return None
-
-
 @contextmanager
 def consume_span(msg: Any, handler: str) -> Iterator[None]:
     """Attach the message's trace context and open its CONSUMER span for the handler's run."""
@@ -115,7 +106,7 @@ def consume_span(msg: Any, handler: str) -> Iterator[None]:
             "messaging.destination.name": template,
             "messaging.operation.name": "process",
         }
-        sid = session_of(msg.subject)
+        sid = subjects.session_of(msg.subject)
         if sid:
             attrs[ATTR_SESSION] = sid
         with tracer.start_as_current_span(

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,6 +32,7 @@ from services.common.messages import (
     CreateAgent,
     CreateSession,
     EndSession,
+    ErrorCode,
     ErrorEvent,
     GetAgent,
     GetMessages,
@@ -39,10 +40,12 @@ from services.common.messages import (
     MessageList,
     Ok,
     ResumeSession,
+    RpcRequest,
     SessionGrant,
     SessionInfo,
     UserText,
     decode,
+    rpc_method,
 )
 from services.common.metrics import ACTIVE_SESSIONS
 
@@ -53,6 +56,7 @@ from .settings import GatewaySettings
 log = logging.getLogger(__name__)
 access = logging.getLogger("gateway.access")
 STATIC = Path(__file__).parent / "static"
+R = TypeVar("R", bound=Message)
 
 
 class SessionBody(BaseModel):
@@ -77,31 +81,29 @@ class Hub:
         self.limits = Limits(settings)
         self._lock = asyncio.Lock()
 
-    async def rpc(self, method: str, msg: Message, kind: Any) -> Any:
+    async def rpc(self, req: RpcRequest, kind: type[R]) -> R:
+        """Call the session service's method for `req`; its error becomes the HTTP error."""
         try:
             return await bus.request(
-                self.nc, subjects.session_rpc(method), msg, kind, timeout=self.cfg.rpc_timeout_s
+                self.nc,
+                subjects.session_rpc(rpc_method(req)),
+                req,
+                kind,
+                timeout=self.cfg.rpc_timeout_s,
             )
         except bus.RemoteError as exc:
-            raise HTTPException(
-                exc.error.status, {"code": exc.error.code, "message": exc.error.message}
-            ) from exc
+            raise api_error(exc.error.status, exc.error.code, exc.error.message) from exc
         except bus.BusUnavailable as exc:
-            raise HTTPException(
-                503, {"code": "unavailable", "message": "the session service is not answering"}
+            raise api_error(
+                503, ErrorCode.UNAVAILABLE, "the session service is not answering"
             ) from exc
 
     async def authorize(self, session_id: str, token: str) -> SessionInfo:
         try:
             subjects.check_token(session_id)
         except subjects.InvalidSubjectToken as exc:
-            raise HTTPException(
-                404, {"code": "session_not_found", "message": "no such session"}
-            ) from exc
-        info: SessionInfo = await self.rpc(
-            "authorize", Authorize(session_id=session_id, token=token), SessionInfo
-        )
-        return info
+            raise api_error(404, ErrorCode.SESSION_NOT_FOUND, "no such session") from exc
+        return await self.rpc(Authorize(session_id=session_id, token=token), SessionInfo)
 
     async def live_session(self, info: SessionInfo) -> LiveSession:
         async with self._lock:
@@ -128,14 +130,16 @@ class Hub:
                     await self.drop(sid)
 
 
+def api_error(status: int, code: str, message: str) -> HTTPException:
+    """An HTTP error with the API's body: `{code, message}` (`code`: an ErrorCode, or the one a
+    session replica answered)."""
+    return HTTPException(status, {"code": code, "message": message})
+
+
 def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise HTTPException(
-            401,
-            {
-                "code": "missing_token",
-                "message": "Authorization: Bearer <session token> is required",
-            },
+        raise api_error(
+            401, ErrorCode.MISSING_TOKEN, "Authorization: Bearer <session token> is required"
         )
     return authorization[7:].strip()
 
@@ -167,24 +171,22 @@ def create_app(hub: Hub) -> FastAPI:
         detail = (
             exc.detail
             if isinstance(exc.detail, dict)
-            else {"code": "error", "message": str(exc.detail)}
+            else {"code": ErrorCode.ERROR, "message": str(exc.detail)}
         )
         return JSONResponse(detail, status_code=exc.status_code)
 
     def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
         if cfg.api_keys and x_api_key not in cfg.api_keys:
-            raise HTTPException(
-                401, {"code": "invalid_api_key", "message": "a valid X-API-Key header is required"}
-            )
+            raise api_error(401, ErrorCode.INVALID_API_KEY, "a valid X-API-Key header is required")
 
     @app.post("/v1/agents", dependencies=[Depends(require_api_key)])
     async def create_agent(config: AgentConfig) -> dict[str, str]:
-        record: AgentRecord = await hub.rpc("create_agent", CreateAgent(config=config), AgentRecord)
+        record = await hub.rpc(CreateAgent(config=config), AgentRecord)
         return {"agent_id": record.agent_id}
 
     @app.get("/v1/agents/{agent_id}", dependencies=[Depends(require_api_key)])
     async def get_agent(agent_id: str) -> dict[str, Any]:
-        record: AgentRecord = await hub.rpc("get_agent", GetAgent(agent_id=agent_id), AgentRecord)
+        record = await hub.rpc(GetAgent(agent_id=agent_id), AgentRecord)
         return {
             "agent_id": record.agent_id,
             "config": record.config.model_dump(),
@@ -200,20 +202,14 @@ def create_app(hub: Hub) -> FastAPI:
         body = body or SessionBody()
         client = request.client.host if request.client else "unknown"
         if body.session_id is None and not await hub.limits.new_session(client):
-            raise HTTPException(
-                429, {"code": "rate_limited", "message": "too many new sessions from this address"}
-            )
+            raise api_error(429, ErrorCode.RATE_LIMITED, "too many new sessions from this address")
         if body.session_id is not None:
             token = bearer(authorization)
-            grant: SessionGrant = await hub.rpc(
-                "resume_session",
-                ResumeSession(session_id=body.session_id, token=token),
-                SessionGrant,
+            grant = await hub.rpc(
+                ResumeSession(session_id=body.session_id, token=token), SessionGrant
             )
         else:
-            grant = await hub.rpc(
-                "create_session", CreateSession(agent_id=body.agent_id), SessionGrant
-            )
+            grant = await hub.rpc(CreateSession(agent_id=body.agent_id), SessionGrant)
         return {
             "session_id": grant.session_id,
             "token": grant.token,
@@ -226,7 +222,7 @@ def create_app(hub: Hub) -> FastAPI:
         session_id: str, token: Annotated[str, Depends(bearer)]
     ) -> dict[str, str]:
         await hub.authorize(session_id, token)
-        await hub.rpc("end_session", EndSession(session_id=session_id, token=token), Ok)
+        await hub.rpc(EndSession(session_id=session_id, token=token), Ok)
         live = hub.live.get(session_id)
         if live is not None:
             for ws in list(live.sockets):
@@ -240,9 +236,7 @@ def create_app(hub: Hub) -> FastAPI:
         session_id: str, token: Annotated[str, Depends(bearer)]
     ) -> list[dict[str, Any]]:
         await hub.authorize(session_id, token)
-        result: MessageList = await hub.rpc(
-            "get_messages", GetMessages(session_id=session_id, token=token), MessageList
-        )
+        result = await hub.rpc(GetMessages(session_id=session_id, token=token), MessageList)
         return [m.model_dump() for m in result.messages]
 
     @app.post("/v1/sessions/{session_id}/webrtc")
@@ -251,18 +245,16 @@ def create_app(hub: Hub) -> FastAPI:
     ) -> dict[str, str]:
         info = await hub.authorize(session_id, token)
         if offer.type != "offer":
-            raise HTTPException(400, {"code": "bad_sdp", "message": 'type must be "offer"'})
+            raise api_error(400, ErrorCode.BAD_SDP, 'type must be "offer"')
         if len(offer.sdp) > cfg.max_sdp_bytes:
-            raise HTTPException(413, {"code": "sdp_too_large", "message": "the offer is too large"})
+            raise api_error(413, ErrorCode.SDP_TOO_LARGE, "the offer is too large")
         live = await hub.live_session(info)
         from .webrtc import answer_offer
 
         try:
             sdp, kind = await answer_offer(live, offer.sdp, cfg.ice_servers)
         except ValueError as exc:
-            raise HTTPException(
-                400, {"code": "bad_sdp", "message": f"invalid SDP offer: {exc}"}
-            ) from exc
+            raise api_error(400, ErrorCode.BAD_SDP, f"invalid SDP offer: {exc}") from exc
         return {"sdp": sdp, "type": kind}
 
     @app.websocket("/v1/sessions/{session_id}/events")
@@ -274,7 +266,7 @@ def create_app(hub: Hub) -> FastAPI:
             detail: dict[str, str] = exc.detail if isinstance(exc.detail, dict) else {}
             await ws.send_text(
                 ErrorEvent(
-                    code=detail.get("code", "unauthorized"),
+                    code=detail.get("code", ErrorCode.UNAUTHORIZED),
                     message=detail.get("message", "not allowed"),
                 ).model_dump_json()
             )
@@ -305,27 +297,27 @@ async def _serve_socket(ws: WebSocket, live: LiveSession, cfg: GatewaySettings) 
     while True:
         raw = await ws.receive_text()
         if not await live.limits.message(live.sid):
-            await _ws_error(ws, "rate_limited", "too many messages: slow down")
+            await _ws_error(ws, ErrorCode.RATE_LIMITED, "too many messages: slow down")
             continue
         if len(raw) > cfg.max_ws_message_bytes:
-            await _ws_error(ws, "message_too_large", "the message is too large")
+            await _ws_error(ws, ErrorCode.MESSAGE_TOO_LARGE, "the message is too large")
             continue
         try:
             cmd = decode(ClientCommand, raw)
         except BadMessage as exc:
             if _is_json(raw):
-                await _ws_error(ws, "bad_request", f"invalid message: {exc}")
+                await _ws_error(ws, ErrorCode.BAD_REQUEST, f"invalid message: {exc}")
             else:
-                await _ws_error(ws, "invalid_json", "the message is not valid JSON")
+                await _ws_error(ws, ErrorCode.INVALID_JSON, "the message is not valid JSON")
             continue
         if isinstance(cmd, UserText):
             text = cmd.text.strip()
             if not text:
-                await _ws_error(ws, "bad_request", "text is empty")
+                await _ws_error(ws, ErrorCode.BAD_REQUEST, "text is empty")
                 continue
             if len(text) > cfg.max_text_chars:
                 await _ws_error(
-                    ws, "text_too_long", f"text is over {cfg.max_text_chars} characters"
+                    ws, ErrorCode.TEXT_TOO_LONG, f"text is over {cfg.max_text_chars} characters"
                 )
                 continue
             await live.submit_text(text)
@@ -341,7 +333,7 @@ def _is_json(raw: str) -> bool:
     return True
 
 
-async def _ws_error(ws: WebSocket, code: str, message: str) -> None:
+async def _ws_error(ws: WebSocket, code: ErrorCode, message: str) -> None:
     await ws.send_text(ErrorEvent(code=code, message=message).model_dump_json())
 
 

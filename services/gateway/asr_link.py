@@ -19,8 +19,16 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from services.common import bus, subjects
-from services.common import telemetry as tm
-from services.common.messages import AgentConfig, AsrClaim, AsrEnd, AsrResult, ClaimAck, now_ms
+from services.common.messages import (
+    AgentConfig,
+    AsrClaim,
+    AsrControl,
+    AsrEnd,
+    AsrResult,
+    ClaimAck,
+    ErrorCode,
+    now_ms,
+)
 
 from .settings import GatewaySettings
 
@@ -98,7 +106,7 @@ class AsrLink:
                 # Every replica asked was at capacity: the audio waits in `utt.audio`, so ask
                 # again shortly (an utterance ends within a second or two somewhere), also once
                 # the user has stopped speaking: the answer comes late rather than not at all.
-                busy = isinstance(exc, bus.RemoteError) and exc.error.code == "busy"
+                busy = isinstance(exc, bus.RemoteError) and exc.error.code == ErrorCode.BUSY
                 if busy and time.monotonic() < give_up:
                     await asyncio.sleep(BUSY_RETRY_S)
                     continue
@@ -122,12 +130,10 @@ class AsrLink:
             await self.nc.publish(subject, bytes(utt.audio[utt.sent : utt.sent + SEND_BYTES]))
             utt.sent += SEND_BYTES
 
-    async def control(self, utt: Utterance, ctl: str) -> None:
-        """`peek` (a final pass on the speech so far, partials stop) or `resume`."""
-        await self.nc.publish(
-            self._subject(utt),
-            AsrEnd(speech_end_ms=now_ms()).encode(),
-            headers=tm.inject({bus.H_CTL: ctl}, utt.ctx),
+    async def control(self, utt: Utterance, ctl: AsrControl) -> None:
+        """`PEEK` (a final pass on the speech so far, partials stop) or `RESUME`."""
+        await bus.publish(
+            self.nc, self._subject(utt), AsrEnd(speech_end_ms=now_ms()), ctl.headers(), utt.ctx
         )
 
     async def peek(self, utt: Utterance, speech_end: float) -> AsrResult:
@@ -139,7 +145,7 @@ class AsrLink:
             AsrEnd(speech_end_ms=speech_end),
             AsrResult,
             timeout=self.cfg.asr_timeout_s,
-            headers={bus.H_CTL: "peek"},
+            headers=AsrControl.PEEK.headers(),
             ctx=utt.ctx,
         )
         return result
@@ -163,7 +169,7 @@ class AsrLink:
                     ),
                     AsrResult,
                     timeout=self.cfg.asr_timeout_s,
-                    headers={bus.H_CTL: "end"},
+                    headers=AsrControl.END.headers(),
                     ctx=utt.ctx,
                 )
                 return result
@@ -180,6 +186,6 @@ class AsrLink:
                 AsrEnd(speech_end_ms=now_ms(), reuse_speculative=True),
                 AsrResult,
                 timeout=self.cfg.asr_timeout_s,
-                headers={bus.H_CTL: "end"},
+                headers=AsrControl.END.headers(),
                 ctx=utt.ctx,
             )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Coroutine
@@ -29,13 +28,20 @@ from services.common import telemetry as tm
 from services.common.messages import (
     AgentConfig,
     AgentState,
+    BadMessage,
+    ClientEvent,
+    ErrorCode,
     ErrorEvent,
     Interrupt,
     InterruptReason,
     Message,
+    ReplyDelta,
+    ReplyDone,
     TranscriptFinal,
+    TranscriptPartial,
     TurnAccepted,
     TurnSubmit,
+    decode,
     now_ms,
 )
 
@@ -127,7 +133,9 @@ class LiveSession:
                 self.active_turn = self.active_reply = None
                 await self.emit(
                     ErrorEvent(
-                        code="turn_failed", turn_id=turn, message="the turn stopped responding"
+                        code=ErrorCode.TURN_FAILED,
+                        turn_id=turn,
+                        message="the turn stopped responding",
                     )
                 )
 
@@ -197,28 +205,28 @@ class LiveSession:
     async def _on_event(self, msg: Msg) -> None:
         self.turn_activity = time.monotonic()
         try:
-            event = json.loads(msg.data)
-        except ValueError:
+            event: ClientEvent = decode(ClientEvent, msg.data)
+        except BadMessage as exc:
+            log.warning("session %s: bad client event dropped: %s", self.sid, exc)
             return
-        etype = event.get("type")
-        if etype == "transcript.partial" and self.idle():
-            await self.speculation.prefill(str(event.get("text") or ""))
-        if etype == "reply.done":
-            cut = bool(event.get("interrupted"))
+        text = msg.data.decode()  # forwarded exactly as sent
+        failed = isinstance(event, ErrorEvent) and event.code == ErrorCode.TURN_FAILED
+        if isinstance(event, TranscriptPartial) and self.idle():
+            await self.speculation.prefill(event.text)
+        elif isinstance(event, AgentState):
+            self.last_state = text
+        elif isinstance(event, ReplyDelta):
+            self.active_reply = event.reply_id
+        elif isinstance(event, ReplyDone):
+            cut = event.interrupted
             self.traces.end(
-                event.get("turn_id"), "interrupted" if cut else "done", {tm.ATTR_INTERRUPTED: cut}
+                event.turn_id, "interrupted" if cut else "done", {tm.ATTR_INTERRUPTED: cut}
             )
-        elif etype == "error" and event.get("code") == "turn_failed":
-            self.traces.end(event.get("turn_id"), "failed")
-        if etype == "agent.state":
-            self.last_state = msg.data.decode()
-        if etype == "reply.delta":
-            self.active_reply = event.get("reply_id")
-        elif etype in ("reply.done", "error") and event.get("turn_id") == self.active_turn:
-            if etype == "reply.done" or event.get("code") == "turn_failed":
-                self.active_turn = None
-                self.active_reply = None
-        text = msg.data.decode()
+        elif failed:
+            self.traces.end(event.turn_id, "failed")
+        if (isinstance(event, ReplyDone) or failed) and event.turn_id == self.active_turn:
+            self.active_turn = None
+            self.active_reply = None
         for ws in list(self.sockets):
             try:
                 await ws.send_text(text)
@@ -309,7 +317,7 @@ class LiveSession:
                 self.active_turn = None
             await self.emit(
                 ErrorEvent(
-                    code="turn_failed",
+                    code=ErrorCode.TURN_FAILED,
                     turn_id=submit.turn_id,
                     message=f"the turn could not start: {exc}",
                 )

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from services.common import bus, subjects
 from services.common import telemetry as tm
 from services.common.messages import (
+    AudioChunkHeader,
     BadMessage,
     Interrupt,
     PlaybackDone,
@@ -151,14 +152,13 @@ class ReplyOut(Generic[S]):
 
     # -- from the bus ----------------------------------------------------------------------------
     async def on_tts(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        if headers.get(bus.H_TYPE) == "audio":
-            self.sink.push(
-                headers.get(bus.H_REPLY, ""),
-                int(headers.get(bus.H_SEGMENT, "0")),
-                msg.data,
-                int(headers.get(bus.H_RATE, "22050")),
-            )
+        if AudioChunkHeader.is_audio(msg.headers):
+            try:
+                chunk = AudioChunkHeader.decode(msg.headers)
+            except BadMessage as exc:
+                log.warning("session %s: audio chunk dropped: %s", self.sid, exc)
+                return
+            self.sink.push(chunk.reply_id, chunk.segment, msg.data, chunk.sample_rate)
             return
         try:
             item = decode(TTSOut, msg.data)

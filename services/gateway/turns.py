@@ -17,6 +17,8 @@ from services.common import bus
 from services.common import telemetry as tm
 from services.common.messages import (
     AgentConfig,
+    AsrControl,
+    ErrorCode,
     ErrorEvent,
     InterruptReason,
     Message,
@@ -149,10 +151,10 @@ class Turns:
             self.host.spawn(self.speculation.speculate(spec, pauses, speech_end), "speculate")
         elif isinstance(d, tp.Peek):
             utt.paused()
-            await self.asr.control(utt, "peek")
+            await self.asr.control(utt, AsrControl.PEEK)
         elif isinstance(d, tp.ResumeAsr):
             utt.resumed()
-            await self.asr.control(utt, "resume")
+            await self.asr.control(utt, AsrControl.RESUME)
         elif isinstance(d, tp.Retract) and spec.text is not None:  # not given up meanwhile
             await self.speculation.retract(spec)
 
@@ -184,7 +186,7 @@ class Turns:
             self.traces.end(utt.turn_id, "failed")
             await self.host.emit(
                 ErrorEvent(
-                    code="turn_failed",
+                    code=ErrorCode.TURN_FAILED,
                     turn_id=utt.turn_id,
                     message="speech recognition failed for this turn",
                 )

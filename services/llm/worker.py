@@ -27,6 +27,7 @@ from services.common.messages import (
     AgentConfig,
     ChatMessage,
     ClaimAck,
+    ErrorCode,
     LLMDelta,
     LLMDone,
     LLMError,
@@ -84,9 +85,9 @@ class LlmWorker(ReplyWorker):
         subjects.check_token(req.session_id)
         subjects.check_token(req.stream_id or req.reply_id)
         if len(self.jobs) >= self.cfg.max_queued:
-            return RpcError(code="busy", message="llm replica at capacity", status=503)
+            return RpcError(code=ErrorCode.BUSY, message="llm replica at capacity", status=503)
         if req.purpose != "reply" and len(self.jobs):
-            return RpcError(code="busy", message="llm replica busy", status=503)
+            return RpcError(code=ErrorCode.BUSY, message="llm replica busy", status=503)
         for task in self._background.values():  # a reply goes first; background work waits
             task.cancel()
         job = self.jobs.start(
@@ -154,15 +155,15 @@ class LlmWorker(ReplyWorker):
         except asyncio.CancelledError:
             cancelled = True
         except TimeoutError:
-            await self._error(out, req, "llm_timeout", "the language model took too long")
+            await self._error(out, req, ErrorCode.LLM_TIMEOUT, "the language model took too long")
             return
         except LLMEngineError as exc:
             log.warning("llm engine failed for %s: %s", req.reply_id, exc)
-            await self._error(out, req, "llm_failed", str(exc))
+            await self._error(out, req, ErrorCode.LLM_FAILED, str(exc))
             return
         except Exception as exc:
             log.exception("llm generation failed for %s", req.reply_id)
-            await self._error(out, req, "llm_failed", f"generation failed: {exc}")
+            await self._error(out, req, ErrorCode.LLM_FAILED, f"generation failed: {exc}")
             return
         end = time.perf_counter()
         ttft = (first - t0) * 1000.0 if first is not None else None
@@ -191,7 +192,7 @@ class LlmWorker(ReplyWorker):
         if cancelled:
             raise asyncio.CancelledError
 
-    async def _error(self, out: str, req: LLMRequest, code: str, message: str) -> None:
+    async def _error(self, out: str, req: LLMRequest, code: ErrorCode, message: str) -> None:
         assert self.nc is not None
         ERRORS.labels("llm", code).inc()
         trace.get_current_span().set_status(trace.StatusCode.ERROR, code)

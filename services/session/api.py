@@ -19,6 +19,7 @@ from services.common.messages import (
     CreateAgent,
     CreateSession,
     EndSession,
+    ErrorCode,
     GetAgent,
     GetMessages,
     MessageList,
@@ -33,7 +34,7 @@ from .store import DEFAULT_AGENT_ID, Store
 
 
 class Denied(Exception):
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(self, code: ErrorCode, message: str, status: int) -> None:
         super().__init__(message)
         self.error = RpcError(code=code, message=message, status=status)
 
@@ -65,16 +66,16 @@ class SessionApi:
                 token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sid"]}
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Denied("token_expired", "the session token has expired", 401) from exc
+            raise Denied(ErrorCode.TOKEN_EXPIRED, "the session token has expired", 401) from exc
         except jwt.InvalidTokenError as exc:
-            raise Denied("invalid_token", "the session token is not valid", 401) from exc
+            raise Denied(ErrorCode.INVALID_TOKEN, "the session token is not valid", 401) from exc
         if claims.get("sid") != session_id:
-            raise Denied("forbidden", "the token belongs to another session", 403)
+            raise Denied(ErrorCode.FORBIDDEN, "the token belongs to another session", 403)
         data = await self.store.get_session(session_id)
         if data is None:
-            raise Denied("session_not_found", "no such session", 404)
+            raise Denied(ErrorCode.SESSION_NOT_FOUND, "no such session", 404)
         if data.get("ended") == "1":
-            raise Denied("session_ended", "the session has ended", 410)
+            raise Denied(ErrorCode.SESSION_ENDED, "the session has ended", 410)
         return data
 
     # -- handlers (each returns a Message; Denied becomes an RpcError) -------------------------
@@ -84,13 +85,13 @@ class SessionApi:
     async def get_agent(self, req: GetAgent) -> AgentRecord | RpcError:
         record = await self.store.get_agent(req.agent_id)
         if record is None:
-            return RpcError(code="agent_not_found", message="no such agent", status=404)
+            return RpcError(code=ErrorCode.AGENT_NOT_FOUND, message="no such agent", status=404)
         return record
 
     async def create_session(self, req: CreateSession) -> SessionGrant | RpcError:
         agent_id = req.agent_id or DEFAULT_AGENT_ID
         if await self.store.get_agent(agent_id) is None:
-            return RpcError(code="agent_not_found", message="no such agent", status=404)
+            return RpcError(code=ErrorCode.AGENT_NOT_FOUND, message="no such agent", status=404)
         session_id = secrets.token_hex(12)
         await self.store.create_session(session_id, agent_id)
         token, exp = self.issue(session_id)
@@ -108,7 +109,7 @@ class SessionApi:
         record = await self.store.get_agent(data["agent_id"])
         if record is None:
             return RpcError(
-                code="agent_not_found", message="the session's agent is gone", status=410
+                code=ErrorCode.AGENT_NOT_FOUND, message="the session's agent is gone", status=410
             )
         return SessionInfo(session_id=req.session_id, agent_id=record.agent_id, agent=record.config)
 

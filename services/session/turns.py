@@ -30,8 +30,10 @@ from services.common.aio import get_within
 from services.common.messages import (
     AgentConfig,
     AgentState,
+    AudioChunkHeader,
     BadMessage,
     ClaimAck,
+    ErrorCode,
     ErrorEvent,
     HistoryMessage,
     Interrupt,
@@ -68,6 +70,8 @@ log = logging.getLogger(__name__)
 
 class SessionGone(Exception):
     """The session ended (on any replica) after this replica accepted the turn."""
+
+    reason = "the session has ended"
 
 
 @dataclass
@@ -137,6 +141,10 @@ class Turn:
             return
         await bus.publish(self.nc, subjects.events(self.sid), event)
 
+    async def error(self, code: ErrorCode, message: str) -> None:
+        """Tell the client what went wrong with this turn (an `error` event)."""
+        await self.emit(ErrorEvent(code=code, message=message, turn_id=self.tid))
+
     async def _confirm(self, confirmed: TurnConfirmed) -> None:
         self.confirmed = True
         if confirmed.end_of_turn_ms is not None:
@@ -162,7 +170,7 @@ class Turn:
         tagged with its stream id, so an abandoned attempt's late output is recognised."""
 
         async def cb(msg: Msg) -> None:
-            if (msg.headers or {}).get(bus.H_TYPE) == "audio":
+            if AudioChunkHeader.is_audio(msg.headers):
                 return
             try:
                 value = decode(kind, msg.data)
@@ -207,8 +215,8 @@ class Turn:
                 span.set_attribute(tm.ATTR_INTERRUPTED, self.st.interrupted)
                 TURNS.labels("session", outcome).inc()
                 if self.st.failed:
-                    span.set_status(trace.StatusCode.ERROR, "turn_failed")
-                    ERRORS.labels("session", "turn_failed").inc()
+                    span.set_status(trace.StatusCode.ERROR, ErrorCode.TURN_FAILED)
+                    ERRORS.labels("session", ErrorCode.TURN_FAILED).inc()
                 for stage, value in self.st.metrics.items():
                     if value is not None and stage.endswith("_ms"):
                         STAGE_SECONDS.labels("session", stage[:-3]).observe(value / 1000)
@@ -237,7 +245,7 @@ class Turn:
             self.st.interrupted = True
             raise
         except SessionGone:
-            self.st.failed = "the session has ended"
+            self.st.failed = SessionGone.reason
         except Exception as exc:
             log.exception("turn %s failed", self.tid)
             self.st.failed = self.st.failed or f"the reply could not be produced: {exc}"
@@ -314,12 +322,8 @@ class Turn:
         except (bus.BusUnavailable, bus.RemoteError) as exc:
             log.warning("turn %s: no tts: %s", self.tid, exc)
             self.voice = False
-            await self.emit(
-                ErrorEvent(
-                    code="tts_unavailable",
-                    turn_id=self.tid,
-                    message="speech output is unavailable; replying in text",
-                )
+            await self.error(
+                ErrorCode.TTS_UNAVAILABLE, "speech output is unavailable; replying in text"
             )
 
     async def _claim_llm(self, messages: list[Any], subs: list[Any]) -> None:
@@ -399,7 +403,7 @@ class Turn:
         self.st.text.append(text)
         self.st.llm_done = True
         self.st.apologized = True
-        await self.emit(ErrorEvent(code="llm_unavailable", message=reason, turn_id=self.tid))
+        await self.error(ErrorCode.LLM_UNAVAILABLE, reason)
         if len(self.st.text) == 1 and not self.voice:
             await self.emit(AgentState(state="speaking", turn_id=self.tid))
         await self.emit(ReplyDelta(turn_id=self.tid, reply_id=self.rid, text=text))
@@ -445,7 +449,7 @@ class Turn:
         elif isinstance(item, TTSDone) and item.reply_id == self.rid:
             st.tts_done = True
             if item.error and not item.cancelled:
-                await self.emit(ErrorEvent(code="tts_failed", message=item.error, turn_id=self.tid))
+                await self.error(ErrorCode.TTS_FAILED, item.error)
         elif isinstance(item, TurnConfirmed) and item.turn_id == self.tid:
             await self._confirm(item)
         elif isinstance(item, PlaybackStarted) and item.reply_id == self.rid:
@@ -510,7 +514,7 @@ class Turn:
             await self.store.clear_inflight(self.sid, self.rid)
             return
         if self.gone:  # ended elsewhere before the turn began: no history to write
-            await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))
+            await self.error(ErrorCode.TURN_FAILED, st.failed or SessionGone.reason)
             await self.emit(AgentState(state="listening", turn_id=self.tid))
             return
         if not self.confirmed:  # the gateway vanished before confirming: release what we have
@@ -541,7 +545,7 @@ class Turn:
         self.written = True
         await self.store.clear_inflight(self.sid, self.rid)
         if st.failed is not None:
-            await self.emit(ErrorEvent(code="turn_failed", message=st.failed, turn_id=self.tid))
+            await self.error(ErrorCode.TURN_FAILED, st.failed)
         if full or not st.failed:
             await self.emit(
                 ReplyDone(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -21,17 +22,15 @@ from nats.aio.subscription import Subscription
 from services.common import bus, subjects
 from services.common.jobs import JobTable
 from services.common.messages import (
+    RPC_REQUESTS,
     AgentConfig,
-    Authorize,
     BadMessage,
-    CreateAgent,
-    CreateSession,
     EndSession,
-    GetAgent,
-    GetMessages,
+    ErrorCode,
     Interrupt,
-    ResumeSession,
+    Message,
     RpcError,
+    RpcMethod,
     TurnAccepted,
     TurnPrefill,
     TurnSubmit,
@@ -69,14 +68,15 @@ class SessionWorker(Worker):
         secret = self.cfg.token_secret or await self.store.signing_secret()
         self.api = SessionApi(self.store, secret, self.cfg.token_ttl_s)
         api = self.api
-        self.rpc: dict[str, tuple[Any, Any]] = {
-            "create_agent": (CreateAgent, api.create_agent),
-            "get_agent": (GetAgent, api.get_agent),
-            "create_session": (CreateSession, api.create_session),
-            "resume_session": (ResumeSession, api.resume_session),
-            "authorize": (Authorize, api.session_info),
-            "end_session": (EndSession, self._end_session),
-            "get_messages": (GetMessages, api.get_messages),
+        # Each method's handler; its request type is the shared table's (RPC_REQUESTS).
+        self.rpc: dict[RpcMethod, Callable[[Any], Awaitable[Message]]] = {
+            RpcMethod.CREATE_AGENT: api.create_agent,
+            RpcMethod.GET_AGENT: api.get_agent,
+            RpcMethod.CREATE_SESSION: api.create_session,
+            RpcMethod.RESUME_SESSION: api.resume_session,
+            RpcMethod.AUTHORIZE: api.session_info,
+            RpcMethod.END_SESSION: self._end_session,
+            RpcMethod.GET_MESSAGES: api.get_messages,
         }
         await nc.subscribe(
             subjects.INTERRUPT_ALL,
@@ -122,21 +122,25 @@ class SessionWorker(Worker):
 
     # -- rpc -----------------------------------------------------------------------------------
     async def _on_rpc(self, msg: Msg) -> None:
-        method = msg.subject.rsplit(".", 1)[-1]
-        entry = self.rpc.get(method)
+        parsed = subjects.parse(msg.subject)
+        method = (parsed.id if parsed is not None else None) or ""
         try:
-            if entry is None:
-                answer: Any = RpcError(code="unknown_method", message=method, status=404)
+            if method not in self.rpc:
+                answer: Message = RpcError(
+                    code=ErrorCode.UNKNOWN_METHOD, message=method, status=404
+                )
             else:
-                kind, handler = entry
-                answer = await handler(decode(kind, msg.data))
+                known = RpcMethod(method)
+                answer = await self.rpc[known](decode(RPC_REQUESTS[known], msg.data))
         except BadMessage as exc:
-            answer = RpcError(code="bad_request", message=str(exc), status=422)
+            answer = RpcError(code=ErrorCode.BAD_REQUEST, message=str(exc), status=422)
         except Denied as exc:
             answer = exc.error
         except Exception as exc:
             log.exception("rpc %s failed", method)
-            answer = RpcError(code="internal", message=f"session service error: {exc}", status=500)
+            answer = RpcError(
+                code=ErrorCode.INTERNAL, message=f"session service error: {exc}", status=500
+            )
         await bus.reply(msg, answer)
 
     async def _end_session(self, req: EndSession) -> Any:
@@ -156,11 +160,13 @@ class SessionWorker(Worker):
         subjects.check_token(submit.turn_id)
         data = await self.store.active_session(submit.session_id)
         if data is None:
-            return RpcError(code="session_not_found", message="no such active session", status=404)
+            return RpcError(
+                code=ErrorCode.SESSION_NOT_FOUND, message="no such active session", status=404
+            )
         record = await self.store.get_agent(data["agent_id"])
         if record is None:
             return RpcError(
-                code="agent_not_found", message="the session's agent is gone", status=410
+                code=ErrorCode.AGENT_NOT_FOUND, message="the session's agent is gone", status=410
             )
         reply_id = bus.new_id()
         turn = Turn(

@@ -5,7 +5,7 @@
 - Text arrives as `tts.text` pieces (the LLM's deltas, forwarded by the session). A clause
   splitter hands the first clause to the engine while the LLM is still writing.
 - Output on `va.tts.out.{sid}`: per clause a `tts.segment` (its text, index and sample rate),
-  then raw PCM16 chunks (headers Va-Type: audio, Va-Reply, Va-Segment, Va-Rate), and finally
+  then raw PCM16 chunks (each with its `AudioChunkHeader`: reply, turn, segment, rate), and finally
   `tts.done`.
 - `va.ctl.interrupt.*` (every replica): cancels the matching synthesis within 100 ms; no audio
   is published after that.
@@ -27,8 +27,10 @@ from services.common import bus, subjects
 from services.common import telemetry as tm
 from services.common.aio import get_within
 from services.common.messages import (
+    AudioChunkHeader,
     BadMessage,
     ClaimAck,
+    ErrorCode,
     RpcError,
     TTSDone,
     TTSRequest,
@@ -92,7 +94,7 @@ class TtsWorker(ReplyWorker):
         subjects.check_token(req.session_id)
         subjects.check_token(req.reply_id)
         if len(self.jobs) >= self.cfg.max_concurrent:
-            return RpcError(code="busy", message="tts replica at capacity", status=503)
+            return RpcError(code=ErrorCode.BUSY, message="tts replica at capacity", status=503)
         texts: asyncio.Queue[object] = asyncio.Queue()
 
         async def on_text(m: Msg) -> None:
@@ -196,13 +198,12 @@ class TtsWorker(ReplyWorker):
         self, req: TTSRequest, out: str, index: int, clause: str, stats: _SynthStats
     ) -> None:
         assert self.nc is not None
-        headers = {
-            bus.H_TYPE: "audio",
-            bus.H_REPLY: req.reply_id,
-            bus.H_TURN: req.turn_id,
-            bus.H_SEGMENT: str(index),
-            bus.H_RATE: str(self.engine.sample_rate),
-        }
+        headers = AudioChunkHeader(
+            reply_id=req.reply_id,
+            turn_id=req.turn_id,
+            segment=index,
+            sample_rate=self.engine.sample_rate,
+        ).encode()
         t0 = time.perf_counter()
         announced = False
         leading = index == 0  # the reply's first audio starts at its first sound

@@ -1,0 +1,169 @@
+"""Agents and sessions: the session service's RPC (`va.session.rpc.{method}`), also the HTTP
+API's bodies, and the records it keeps."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .asr import MAX_HOT_WORDS, HotWord, fits_prompt
+from .base import Message
+from .llm import LLMParams
+
+# Replies are spoken: short, plain words, the user's own language (tuned on the quality
+# benchmark's tune split only: bench/quality.py).
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in "
+    "one or two short sentences of plain speech: no lists, markdown, code or emoji. Answer the "
+    "question directly and correctly. Always reply in the same language as the user's last "
+    "message. If you are not sure, say so."
+)
+
+
+class AgentConfig(BaseModel):
+    """A registered agent: serves any number of sessions."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("assistant", min_length=1, max_length=100)
+    system_prompt: str = Field(
+        DEFAULT_SYSTEM_PROMPT,
+        min_length=1,
+        max_length=8000,
+    )
+    llm: LLMParams = Field(default_factory=LLMParams)
+    voice: str | None = Field(None, max_length=200, description="TTS voice name; None: default")
+    language: str | None = Field(None, max_length=10, description="ASR language; None: default")
+    hot_words: Annotated[list[HotWord], AfterValidator(fits_prompt)] = Field(
+        default_factory=list,
+        max_length=MAX_HOT_WORDS,
+        description="words and names speech recognition should favour (Whisper's prompt)",
+    )
+    end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
+    interruptions: bool = True
+    min_interruption_ms: int = Field(150, ge=0, le=3000)
+    history_max_turns: int = Field(24, ge=1, le=500)
+    history_token_budget: int = Field(1024, ge=64, le=32000)
+
+
+class CreateAgent(Message):
+    type: Literal["rpc.create_agent"] = "rpc.create_agent"
+    config: AgentConfig
+
+
+class AgentRecord(Message):
+    type: Literal["agent"] = "agent"
+    agent_id: str
+    config: AgentConfig
+    created_at: float
+
+
+class GetAgent(Message):
+    type: Literal["rpc.get_agent"] = "rpc.get_agent"
+    agent_id: str
+
+
+class CreateSession(Message):
+    type: Literal["rpc.create_session"] = "rpc.create_session"
+    agent_id: str | None = None
+
+
+class ResumeSession(Message):
+    type: Literal["rpc.resume_session"] = "rpc.resume_session"
+    session_id: str
+    token: str
+
+
+class SessionGrant(Message):
+    type: Literal["session.grant"] = "session.grant"
+    session_id: str
+    token: str
+    expires_at: float  # unix seconds
+    agent_id: str
+
+
+class Authorize(Message):
+    type: Literal["rpc.authorize"] = "rpc.authorize"
+    session_id: str
+    token: str
+
+
+class SessionInfo(Message):
+    type: Literal["session.info"] = "session.info"
+    session_id: str
+    agent_id: str
+    agent: AgentConfig
+
+
+class EndSession(Message):
+    type: Literal["rpc.end_session"] = "rpc.end_session"
+    session_id: str
+    token: str
+
+
+class GetMessages(Message):
+    type: Literal["rpc.get_messages"] = "rpc.get_messages"
+    session_id: str
+    token: str
+
+
+class HistoryMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    text: str
+    turn_id: str
+    interrupted: bool = False
+    created_at: float
+
+
+class Summary(BaseModel):
+    """What slid out of a session's LLM window, summarized (services/session/memory.py):
+    history entries [0, upto) are in `text`."""
+
+    text: str
+    upto: int
+    created_at: float
+
+
+class MessageList(Message):
+    type: Literal["messages"] = "messages"
+    messages: list[HistoryMessage]
+
+
+class Ok(Message):
+    type: Literal["ok"] = "ok"
+
+
+# -- the methods ------------------------------------------------------------------------------
+class RpcMethod(StrEnum):
+    """The session service's methods: the last token of `va.session.rpc.{method}`."""
+
+    CREATE_AGENT = "create_agent"
+    GET_AGENT = "get_agent"
+    CREATE_SESSION = "create_session"
+    RESUME_SESSION = "resume_session"
+    AUTHORIZE = "authorize"
+    END_SESSION = "end_session"
+    GET_MESSAGES = "get_messages"
+
+
+RpcRequest = (
+    CreateAgent | GetAgent | CreateSession | ResumeSession | Authorize | EndSession | GetMessages
+)
+
+# Each method's request: the caller's subject and the session service's decoder both read it here.
+RPC_REQUESTS: dict[RpcMethod, type[RpcRequest]] = {
+    RpcMethod.CREATE_AGENT: CreateAgent,
+    RpcMethod.GET_AGENT: GetAgent,
+    RpcMethod.CREATE_SESSION: CreateSession,
+    RpcMethod.RESUME_SESSION: ResumeSession,
+    RpcMethod.AUTHORIZE: Authorize,
+    RpcMethod.END_SESSION: EndSession,
+    RpcMethod.GET_MESSAGES: GetMessages,
+}
+_METHODS = {kind: method for method, kind in RPC_REQUESTS.items()}
+
+
+def rpc_method(request: RpcRequest) -> RpcMethod:
+    """The method a request is sent to."""
+    return _METHODS[type(request)]

@@ -261,8 +261,12 @@ def transcribe_independent(pcm: np.ndarray, rate: int) -> str:
 
 
 def normalize_words(text: str) -> list[str]:
-    """Lower case, punctuation (apostrophes too) removed, split on whitespace."""
-    return re.sub(r"[^\w\s]", "", text.lower().replace("-", " ")).split()
+    """Lower case, punctuation (apostrophes too) removed, numbers as words ("10" and "ten" are
+    the same words said), split on whitespace."""
+    from num2words import num2words
+
+    text = re.sub(r"\d+", lambda m: f" {num2words(int(m.group()))} ", text.lower())
+    return re.sub(r"[^\w\s]", "", text.replace("-", " ")).split()
 
 
 def word_overlap(reference: str, hypothesis: str) -> float:

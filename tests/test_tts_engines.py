@@ -289,6 +289,14 @@ def test_splitter_first_clause_may_end_before_a_phrase(
         assert " ".join(out) == clean_for_speech(text)
 
 
+def test_the_first_clause_ends_as_soon_as_the_word_that_opens_a_phrase_arrives() -> None:
+    """The LLM's next token is not awaited: the cut before "is" is a word boundary anyway."""
+    splitter = ClauseSplitter(first_phrase_words=3)
+    tokens = ["The", " capital", " of", " France", " is"]
+    assert [splitter.feed(t) for t in tokens][-1] == ["The capital of France"]
+    assert splitter.feed(" Paris.") == [] and splitter.flush() == ["is Paris."]
+
+
 def test_splitter_breaks_long_sentences_at_commas() -> None:
     long = "The first clause is short. " + ("word " * 30 + "and, ") * 3 + "the end."
     out = [c for _, c in split(long, step=5, max_chars=200)]

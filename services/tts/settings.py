@@ -16,8 +16,9 @@ class TtsSettings(ServiceSettings):
     coqui_model: str | None = None
     coqui_config: str | None = None
     # The first clause of a reply may end before a phrase-opening word once this many words
-    # precede it (services/tts/text.py); 0: only at punctuation.
-    first_phrase_words: int = Field(3, ge=0, le=50)
+    # precede it (services/tts/text.py); 0: only at punctuation. 2 against 3 with the 1.5B
+    # model: voice to voice p50 1180 → 1011 ms (docs/performance.md).
+    first_phrase_words: int = Field(2, ge=0, le=50)
     # onnxruntime threads of one Piper run; 0: one per core (services/tts/engines/piper.py).
     onnx_threads: int = Field(1, ge=0, le=64)
     max_concurrent: int = 16

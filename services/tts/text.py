@@ -62,9 +62,12 @@ _PHRASE_OPENERS = (
     "or so which that who whose where when while if is are was were has have had can could will "
     "would should may might must"
 )
-# Whitespace before a complete opener (followed by whitespace: "in " but not yet "in" or "ins"),
-# or before an opening bracket (an aside: "100 degrees Celsius | (212 degrees Fahrenheit)").
-_PHRASE_CUT = re.compile(rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})\s|\()", re.IGNORECASE)
+# Whitespace before an opener, as soon as the opener has arrived ("in", even if "inside" is
+# coming: the cut is at a word boundary either way, and waiting for the next word would cost a
+# token of the LLM), or before an opening bracket (an aside: "100 degrees Celsius | (212 ...").
+_PHRASE_CUT = re.compile(
+    rf"\s+(?=(?:{'|'.join(_PHRASE_OPENERS.split())})(?:\s|$)|\()", re.IGNORECASE
+)
 
 
 def clean_for_speech(text: str) -> str:

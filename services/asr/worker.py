@@ -32,6 +32,7 @@ from opentelemetry.context import Context
 
 from services.common import bus, subjects
 from services.common import telemetry as tm
+from services.common.claiming import ClaimingWorker
 from services.common.messages import (
     AsrClaim,
     AsrControl,
@@ -42,11 +43,9 @@ from services.common.messages import (
     ErrorCode,
     RpcError,
     TranscriptPartial,
-    WorkClaimed,
     decode,
 )
 from services.common.metrics import IN_FLIGHT, STAGE_SECONDS
-from services.common.service import Worker
 
 from . import guard
 from .engine import ASREngine
@@ -70,7 +69,10 @@ class Utterance:
     deadline: float = 0.0
 
 
-class AsrWorker(Worker):
+class AsrWorker(ClaimingWorker):
+    """An utterance is not a job (no task holds it: the gateway's frames feed it until its
+    `end`): the replica keeps its own table of them, counts its capacity by it and drains by it."""
+
     kind = "asr"
 
     def __init__(self, settings: AsrSettings, engine: ASREngine) -> None:
@@ -79,25 +81,14 @@ class AsrWorker(Worker):
         self.engine = engine
         self._partial_lock = asyncio.Lock()
         self._utts: dict[str, Utterance] = {}
-        self._claim_sub: Subscription | None = None
         self._warned_hot_words = False
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
         # Warm the model (first pass is slower), off the event loop.
         await asyncio.to_thread(self.engine.transcribe, np.zeros(16000, dtype=np.float32), "en")
-        self._claim_sub = await nc.subscribe(
-            subjects.ASR_CLAIM,
-            queue=subjects.QUEUE_ASR,
-            cb=bus.typed_handler(AsrClaim, self._on_claim, name="asr.claim"),
-        )
+        await self.claim(nc, subjects.ASR_CLAIM, subjects.QUEUE_ASR, AsrClaim, self._on_claim)
         self.spawn(self._reaper(), "asr-reaper")
-
-    async def stop_accepting(self) -> None:
-        if self._claim_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._claim_sub.unsubscribe()
-            self._claim_sub = None
 
     async def drain(self, timeout: float) -> None:
         await self.stop_accepting()
@@ -132,17 +123,7 @@ class AsrWorker(Worker):
         )
         if claim.partials:
             utt.partial_task = self.spawn(self._partials(utt), f"asr-partials-{key}")
-        await bus.publish(
-            self.nc,
-            subjects.work_claimed(claim.session_id),
-            WorkClaimed(
-                kind="asr",
-                worker_id=self.worker_id,
-                session_id=claim.session_id,
-                turn_id=claim.turn_id,
-            ),
-        )
-        return ClaimAck(worker_id=self.worker_id, kind="asr")
+        return await self.claimed(claim.session_id, claim.turn_id)
 
     # -- frames and control -------------------------------------------------------------------
     async def _on_utterance_msg(self, utt: Utterance, msg: Msg) -> None:

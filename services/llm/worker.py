@@ -59,7 +59,7 @@ class LlmWorker(ReplyWorker):
         await self.engine.load()
         if self.cfg.warmup:
             await self._warm_up()
-        await self.subscribe(nc, subjects.LLM_CLAIM, subjects.QUEUE_LLM, LLMRequest, self._on_claim)
+        await self.claim(nc, subjects.LLM_CLAIM, subjects.QUEUE_LLM, LLMRequest, self._on_claim)
 
     async def _warm_up(self) -> None:
         """One short generation on the default agent's prompt: the first real turn then finds

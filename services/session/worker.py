@@ -4,23 +4,21 @@
 - `va.session.prefill` (queue group "session"): a `TurnPrefill` hint (services/session/memory.py).
 - `va.session.turn` (queue group "session"): a `TurnSubmit`; the replica answers
   `TurnAccepted` and runs the turn (services/session/turns.py).
-- `va.ctl.interrupt.*` (every replica): hands an interrupt to the turn it concerns.
+- `va.ctl.interrupt.*` (every replica, subscribed first): hands an interrupt to the turn it
+  concerns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from services.common import bus, subjects
-from services.common.jobs import JobTable
 from services.common.messages import (
     RPC_REQUESTS,
     AgentConfig,
@@ -34,10 +32,9 @@ from services.common.messages import (
     TurnAccepted,
     TurnPrefill,
     TurnSubmit,
-    WorkClaimed,
     decode,
 )
-from services.common.service import Worker
+from services.common.replies import ReplyWorker
 
 from .api import Denied, SessionApi
 from .memory import Memory
@@ -48,16 +45,14 @@ from .turns import Turn
 log = logging.getLogger(__name__)
 
 
-class SessionWorker(Worker):
+class SessionWorker(ReplyWorker):
     kind = "session"
 
     def __init__(self, settings: SessionSettings, store: Store) -> None:
         super().__init__(settings)
         self.cfg = settings
         self.store = store
-        self.jobs = JobTable()
         self.turns: dict[str, Turn] = {}
-        self._subs: list[Subscription] = []
         self.api: SessionApi | None = None
         self.memory: Memory | None = None
 
@@ -78,42 +73,26 @@ class SessionWorker(Worker):
             RpcMethod.END_SESSION: self._end_session,
             RpcMethod.GET_MESSAGES: api.get_messages,
         }
-        await nc.subscribe(
-            subjects.INTERRUPT_ALL,
-            cb=bus.typed_handler(Interrupt, self._on_interrupt, name="session.interrupt"),
+        await self.accept(nc, subjects.SESSION_RPC_ALL, subjects.QUEUE_SESSION_RPC, self._on_rpc)
+        await self.claim(
+            nc,
+            subjects.SESSION_PREFILL,
+            subjects.QUEUE_SESSION,
+            TurnPrefill,
+            self._on_prefill,
+            name="prefill",
         )
-        self._subs.append(
-            await nc.subscribe(
-                subjects.SESSION_RPC_ALL, queue=subjects.QUEUE_SESSION_RPC, cb=self._on_rpc
-            )
-        )
-        self._subs.append(
-            await nc.subscribe(
-                subjects.SESSION_PREFILL,
-                queue=subjects.QUEUE_SESSION,
-                cb=bus.typed_handler(TurnPrefill, self._on_prefill, name="session.prefill"),
-            )
-        )
-        self._subs.append(
-            await nc.subscribe(
-                subjects.SESSION_TURN,
-                queue=subjects.QUEUE_SESSION,
-                cb=bus.typed_handler(TurnSubmit, self._on_turn, name="session.turn"),
-            )
+        await self.claim(
+            nc,
+            subjects.SESSION_TURN,
+            subjects.QUEUE_SESSION,
+            TurnSubmit,
+            self._on_turn,
+            name="turn",
         )
 
     def ready(self) -> bool:
         return super().ready() and self.api is not None
-
-    async def stop_accepting(self) -> None:
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._subs.clear()
-
-    async def drain(self, timeout: float) -> None:
-        await self.stop_accepting()
-        await self.jobs.wait_all(timeout)
 
     async def close(self) -> None:
         if self.memory is not None:
@@ -190,17 +169,7 @@ class SessionWorker(Worker):
             turn.abandon()
             job.task.cancel()
             raise
-        await bus.publish(
-            self.nc,
-            subjects.work_claimed(submit.session_id),
-            WorkClaimed(
-                kind="session",
-                worker_id=self.worker_id,
-                session_id=submit.session_id,
-                turn_id=submit.turn_id,
-                reply_id=reply_id,
-            ),
-        )
+        await self.announce(submit.session_id, submit.turn_id, reply_id)
         return TurnAccepted(turn_id=submit.turn_id, reply_id=reply_id, worker_id=self.worker_id)
 
     async def _on_prefill(self, req: TurnPrefill, msg: Msg) -> None:
@@ -218,6 +187,8 @@ class SessionWorker(Worker):
             self.memory.after_turn(turn.sid, turn.agent)
 
     async def _on_interrupt(self, intr: Interrupt, msg: Msg) -> None:
+        """An interrupt goes to the turn it names, which ends itself: no job is cancelled here
+        (a `failure` one the session sent itself)."""
         if intr.reason == "session_end":
             self.store.forget_session(intr.session_id)
         for turn in list(self.turns.values()):

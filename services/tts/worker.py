@@ -84,7 +84,7 @@ class TtsWorker(ReplyWorker):
         # (bench/run.sh soak) instead of creeping up as longer sentences come.
         async for _ in self.engine.synthesize(WARMUP_TEXT):
             pass
-        await self.subscribe(nc, subjects.TTS_CLAIM, subjects.QUEUE_TTS, TTSRequest, self._on_claim)
+        await self.claim(nc, subjects.TTS_CLAIM, subjects.QUEUE_TTS, TTSRequest, self._on_claim)
 
     async def close(self) -> None:
         await self.engine.aclose()

@@ -54,6 +54,7 @@ from .base import (
 from .claims import (
     ClaimAck,
     WorkClaimed,
+    WorkKind,
 )
 from .errors import (
     ErrorCode,
@@ -138,6 +139,7 @@ __all__ = [
     "ClientCommand",
     "ClaimAck",
     "WorkClaimed",
+    "WorkKind",
     "MAX_HOT_WORDS",
     "MAX_HOT_WORDS_CHARS",
     "HotWord",

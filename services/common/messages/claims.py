@@ -6,6 +6,8 @@ from typing import Literal
 
 from .base import Message
 
+WorkKind = Literal["asr", "llm", "tts", "session"]  # the stages that take work by claim
+
 
 class ClaimAck(Message):
     """Reply to any claim request: the worker that took the job."""
@@ -19,7 +21,7 @@ class WorkClaimed(Message):
     """Published for observability (and the fault tests) when a replica takes a job."""
 
     type: Literal["work.claimed"] = "work.claimed"
-    kind: Literal["asr", "llm", "tts", "session"]
+    kind: WorkKind
     worker_id: str
     session_id: str
     turn_id: str

@@ -30,8 +30,11 @@ class ClaimingWorker(Worker):
     async def accept(
         self, nc: NATS, subject: str, queue: str, cb: Callable[[Msg], Awaitable[None]]
     ) -> None:
-        """Take `subject`'s messages in queue group `queue` until `stop_accepting`."""
+        """Take `subject`'s messages in queue group `queue` until `stop_accepting`: from the
+        moment this returns (the server has the subscription: a request sent next on another
+        connection finds it)."""
         self._claim_subs.append(await nc.subscribe(subject, queue=queue, cb=cb))
+        await nc.flush()
 
     async def claim(
         self,

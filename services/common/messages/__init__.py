@@ -60,7 +60,6 @@ from .errors import (
     RpcError,
 )
 from .events import (
-    MAX_TEXT_CHARS,
     AgentState,
     AgentStateName,
     ClientCommand,
@@ -132,7 +131,6 @@ __all__ = [
     "TurnMetrics",
     "ErrorEvent",
     "ClientEvent",
-    "MAX_TEXT_CHARS",
     "UserText",
     "UserInterrupt",
     "ClientCommand",

@@ -38,7 +38,6 @@ class FakeLLMEngine(LLMEngine):
         self.error = error
         self.error_after = error_after
         self.requests: deque[list[ChatMessage]] = deque(maxlen=100)  # the latest
-        self.pieces_sent = 0
         self.cancelled = 0  # streams stopped by the consumer before their end
 
     def pieces(self, max_tokens: int | None = None) -> list[str]:
@@ -54,7 +53,6 @@ class FakeLLMEngine(LLMEngine):
                 if self.error is not None and i >= self.error_after:
                     raise self.error
                 await asyncio.sleep(self.delay_s)  # a cancellation point even when 0
-                self.pieces_sent += 1
                 yield piece
             if self.error is not None:
                 raise self.error

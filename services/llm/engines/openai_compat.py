@@ -49,9 +49,7 @@ class OpenAICompatEngine(LLMEngine):
     def __init__(
         self, base_url: str, api_key: str | None, model: str, timeout_s: float = 30.0
     ) -> None:
-        self.base_url = base_url
         self.model = model
-        self.timeout_s = timeout_s
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or "no-key",

@@ -189,7 +189,7 @@ async def test_text_turn_and_bad_socket_messages(http, stack) -> None:  # type: 
             ("{not json", "invalid_json"),
             (json.dumps({"type": "user.text", "text": ""}), "bad_request"),
             (json.dumps({"type": "user.text", "text": "   "}), "bad_request"),
-            (json.dumps({"type": "user.text", "text": "x" * 4001}), "bad_request"),
+            (json.dumps({"type": "user.text", "text": "x" * 4001}), "text_too_long"),
             (json.dumps({"type": "dance"}), "bad_request"),
             ("x" * 20_000, "message_too_large"),
         ]:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.messages import ChatMessage, LLMParams
-from services.llm.engine import LLMEngine, LLMEngineError
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 from services.llm.engines import FakeLLMEngine
 
 pytest.importorskip("llama_cpp")
@@ -39,12 +38,18 @@ except ModelNotFound as exc:
 
 DECODE_CANCEL_MS = 50.0
 PROMPT_CANCEL_MS = 150.0  # the target is 50 ms; generous because the 2-core machine is shared
-GREEDY = LLMParams(temperature=0.0, max_tokens=32)
-LONG = LLMParams(temperature=0.0, max_tokens=1000)
 
 
-def ask(question: str, system: str = "Answer in one short sentence.") -> list[ChatMessage]:
-    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=question)]
+def greedy(max_tokens: int) -> GenParams:
+    return GenParams(temperature=0.0, top_p=0.9, max_tokens=max_tokens)
+
+
+GREEDY = greedy(32)
+LONG = greedy(1000)
+
+
+def ask(question: str, system: str = "Answer in one short sentence.") -> list[ChatTurn]:
+    return [ChatTurn(role="system", content=system), ChatTurn(role="user", content=question)]
 
 
 COUNT = ask("Count from 1 to 400, separated by commas.", system="You are a helpful assistant.")
@@ -58,8 +63,8 @@ def long_history(n_facts: int) -> str:
 
 async def first_token_and_text(
     engine: LLMEngine,
-    messages: list[ChatMessage],
-    params: LLMParams = GREEDY,
+    messages: list[ChatTurn],
+    params: GenParams = GREEDY,
     background: bool = False,
 ) -> tuple[float, str]:
     start = time.perf_counter()
@@ -74,7 +79,7 @@ async def first_token_and_text(
 
 
 async def cancel_after(
-    engine: LLMEngine, messages: list[ChatMessage], *, pieces: int = 0, delay_s: float = 0.0
+    engine: LLMEngine, messages: list[ChatTurn], *, pieces: int = 0, delay_s: float = 0.0
 ) -> tuple[float, int, int]:
     """Start a stream, cancel its consumer after `pieces` pieces (or `delay_s`), and return
     (ms from cancel to the consumer task finished, pieces at cancel, pieces 100 ms later)."""
@@ -151,11 +156,11 @@ async def test_llama_cancel_during_prompt_processing(llama: LlamaCppEngine) -> N
 
 async def test_llama_reuses_the_cached_prefix(llama: LlamaCppEngine) -> None:
     turn1 = ask("What color is item 3?", system=long_history(40))
-    cold, reply = await first_token_and_text(llama, turn1, LLMParams(temperature=0, max_tokens=12))
+    cold, reply = await first_token_and_text(llama, turn1, greedy(12))
     turn2 = [
         *turn1,
-        ChatMessage(role="assistant", content=reply),
-        ChatMessage(role="user", content="And item 4?"),
+        ChatTurn(role="assistant", content=reply),
+        ChatTurn(role="user", content="And item 4?"),
     ]
     cached, text = await first_token_and_text(llama, turn2)
     print(f"\nllama.cpp first token: cold {cold * 1e3:.0f} ms, cached prefix {cached * 1e3:.0f} ms")
@@ -200,7 +205,7 @@ async def test_llama_preempted_background_work_goes_on_where_it_stopped(
 async def test_llama_second_stream_waits_for_the_first(llama: LlamaCppEngine) -> None:
     events: list[tuple[str, float]] = []
 
-    async def run(tag: str, messages: list[ChatMessage]) -> str:
+    async def run(tag: str, messages: list[ChatTurn]) -> str:
         pieces = []
         async for piece in llama.stream(messages, GREEDY):
             events.append((tag, time.perf_counter()))
@@ -307,7 +312,7 @@ async def test_openai_http_error_is_an_engine_error(llama_server: str) -> None:
 # -- fake ---------------------------------------------------------------------------------------
 async def test_fake_streams_word_by_word_and_honours_max_tokens() -> None:
     engine = FakeLLMEngine("one two three four")
-    pieces = [p async for p in engine.stream(ask("Hi"), LLMParams(max_tokens=3))]
+    pieces = [p async for p in engine.stream(ask("Hi"), greedy(3))]
     assert pieces == ["one", " two", " three"]
     assert engine.requests[0][-1].content == "Hi"
 

@@ -6,7 +6,8 @@ Protocol (see docs/architecture.md):
 2. The gateway publishes PCM16 16 kHz frames on `va.asr.utt.{sid}.{tid}`. Every
    `partial_interval_ms` the replica transcribes what it has and publishes `transcript.partial`.
 3. `Va-Ctl: peek` (`AsrControl.PEEK`, sent early in the end-of-turn silence) starts a
-   speculative final pass on the audio so far; `resume` (the user went on speaking) discards it.
+   speculative final pass on the audio so far; `resume` (the user went on speaking) cancels it
+   (a peek still waiting for it is answered `speech_resumed`).
    The request `end` returns the final `AsrResult` and ends the utterance: when its `AsrEnd` says
    `reuse_speculative`, the speculative pass's text is the answer (nothing but silence came
    after it), which saves most of a Whisper pass from the end-of-turn latency.
@@ -52,6 +53,13 @@ from .engine import ASREngine
 from .settings import AsrSettings
 
 log = logging.getLogger(__name__)
+
+
+async def _outcome(task: asyncio.Task[tuple[str, float]]) -> tuple[str, float] | None:
+    """A pass's text and time; None when it was dropped (cancelled). Waited for with
+    `asyncio.wait`, so the pass's cancel is never taken for the waiter's own."""
+    await asyncio.wait([task])
+    return None if task.cancelled() else task.result()
 
 
 @dataclass
@@ -146,14 +154,15 @@ class AsrWorker(ClaimingWorker):
         if ctl is AsrControl.PEEK:
             utt.paused = True
             if utt.speculative is None:
-                utt.speculative = asyncio.create_task(
-                    self._transcribe(utt, "speculative", tm.extract(msg.headers))
+                utt.speculative = self.spawn(
+                    self._transcribe(utt, "speculative", tm.extract(msg.headers)),
+                    f"asr-speculative-{utt.claim.turn_id}",
                 )
             if msg.reply:
                 self.spawn(self._answer_peek(utt, utt.speculative, msg), "asr-peek")
         elif ctl is AsrControl.RESUME:
             utt.paused = False
-            utt.speculative = None
+            self._drop_speculative(utt)
         elif ctl is AsrControl.END:
             utt.ended = True
             self.spawn(self._finish(utt, msg, end), f"asr-final-{utt.claim.turn_id}")
@@ -193,22 +202,35 @@ class AsrWorker(ClaimingWorker):
             STAGE_SECONDS.labels("asr", kind).observe(ms / 1000)
         return text, ms
 
+    def _drop_speculative(self, utt: Utterance) -> None:
+        """The speculative pass no longer covers the speech (the user spoke on, or the utterance
+        is gone): it is cancelled, not left running unseen. Its thread ends on its own; what it
+        hears is dropped."""
+        if utt.speculative is not None:
+            utt.speculative.cancel()
+            utt.speculative = None
+
     async def _answer_peek(
         self, utt: Utterance, task: asyncio.Task[tuple[str, float]], msg: Msg
     ) -> None:
         n = len(utt.audio)
-        text, ms = await task
-        await bus.reply(msg, self._result(utt, text, ms, n))
+        heard = await _outcome(task)
+        if heard is None:
+            dropped = "the speculative pass was dropped: the user spoke on"
+            await bus.reply(msg, RpcError(code=ErrorCode.SPEECH_RESUMED, message=dropped))
+            return
+        await bus.reply(msg, self._result(utt, *heard, n))
 
     async def _finish(self, utt: Utterance, msg: Msg, end: AsrEnd) -> None:
         try:
             if utt.partial_task is not None:
                 utt.partial_task.cancel()
             n = len(utt.audio)
-            if end.reuse_speculative and utt.speculative is not None:
-                text, ms = await utt.speculative  # only silence came after it
-            else:
-                text, ms = await self._transcribe(utt, "final", tm.extract(msg.headers))
+            spec = utt.speculative if end.reuse_speculative else None
+            heard = None if spec is None else await _outcome(spec)  # only silence came after it
+            if heard is None:
+                heard = await self._transcribe(utt, "final", tm.extract(msg.headers))
+            text, ms = heard
             await bus.reply(msg, self._result(utt, text, ms, n))
         finally:
             await self._release(utt)
@@ -223,6 +245,7 @@ class AsrWorker(ClaimingWorker):
         )
 
     async def _release(self, utt: Utterance) -> None:
+        self._drop_speculative(utt)
         self._utts.pop(utt.claim.turn_id, None)
         IN_FLIGHT.labels("asr").set(len(self._utts))
         if utt.sub is not None:

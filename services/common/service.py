@@ -15,7 +15,7 @@ import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -27,6 +27,7 @@ from .metrics import watch_tasks
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Worker(ABC):
@@ -38,7 +39,7 @@ class Worker(ABC):
         self.settings = settings
         self.worker_id = settings.worker_id or bus.worker_id(self.kind)
         self.nc: NATS | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @abstractmethod
     async def start(self, nc: NATS) -> None:
@@ -50,7 +51,7 @@ class Worker(ABC):
     def ready(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
-    def spawn(self, coro, name: str) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """Run tracked work; `drain` waits for it."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)

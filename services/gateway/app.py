@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 access = logging.getLogger("gateway.access")
 STATIC = Path(__file__).parent / "static"
 R = TypeVar("R", bound=Message)
+# Idle sessions are looked for this often at most (a shorter idle_session_s: 4 times in it), so
+# one is closed within a quarter of its idle time after it is due.
+REAP_EVERY_S = 30.0
 
 
 class SessionBody(BaseModel):
@@ -122,11 +125,14 @@ class Hub:
             await live.close()
 
     async def reap_idle(self) -> None:
+        """Close the live sessions that have had no event socket and no media for
+        `idle_session_s` (the session itself stays: a client coming back gets a new one)."""
+        idle_s = self.cfg.idle_session_s
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(min(REAP_EVERY_S, idle_s / 4))
             now = time.monotonic()
             for sid, live in list(self.live.items()):
-                if not live.sockets and not live.has_voice and now - live.last_seen > 60:
+                if not live.sockets and not live.has_voice and now - live.last_seen > idle_s:
                     await self.drop(sid)
 
 

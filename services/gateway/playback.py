@@ -137,8 +137,6 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self._wake = asyncio.Event()  # audio to play may be there: ends an idle wait
-        self.frames_sent = 0
-        self.audio_frames_sent = 0
 
     # -- control (event loop) ------------------------------------------------------------------
     def begin(self, reply_id: str, turn_id: str, held: bool = False) -> ReplyPlayback:
@@ -255,7 +253,6 @@ class ReplyAudioTrack(MediaStreamTrack):
             break
         pts = self._pts
         self._pts += FRAME
-        self.frames_sent += 1
         if not self.opus:
             return pcm_frame(data, pts)
         if packet is None and data is SILENCE:
@@ -310,7 +307,6 @@ class ReplyAudioTrack(MediaStreamTrack):
         if not pb.started:
             pb.started = True
             self._starting = pb
-        self.audio_frames_sent += 1
         if len(chunk) < FRAME_BYTES:
             chunk += bytes(FRAME_BYTES - len(chunk))
         if not pb.refill_soon:  # after this frame is sent, and what it set going

@@ -3,10 +3,13 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from services.common.settings import ServiceSettings
+
+# A typed message around its text: `{"type":"user.text","text":""}`.
+USER_TEXT_ENVELOPE = len('{"type":"user.text","text":""}')
 
 
 class GatewaySettings(ServiceSettings):
@@ -18,7 +21,9 @@ class GatewaySettings(ServiceSettings):
     # "username": "u", "credential": "p"}]'. None by default (host candidates only).
     ice_servers: list[dict[str, object]] = Field(default_factory=list)
     # limits
-    max_text_chars: int = 4000
+    # The longest typed text (characters, trimmed); longer is answered `text_too_long`. The only
+    # limit on a text's length, so it must fit in an event-socket message (checked below).
+    max_text_chars: int = Field(4000, ge=1)
     max_sdp_bytes: int = 20_000
     max_ws_message_bytes: int = 16_384
     max_audio_bytes_per_frame: int = 16_000  # PCM16 16 kHz after resampling: 0.5 s
@@ -53,7 +58,19 @@ class GatewaySettings(ServiceSettings):
     # A turn in flight with no event and no reply audio for this long failed somewhere
     # (e.g. its session replica died): the client gets turn_failed for it.
     turn_stall_timeout_s: float = 30.0
-    idle_session_s: float = 600.0  # a live session with no socket and no media is closed
+    # A live session (this replica's part: peer connection, event subscriptions) with no event
+    # socket and no media for this long is closed; the session itself stays open.
+    idle_session_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _text_fits_a_message(self) -> GatewaySettings:
+        if self.max_text_chars + USER_TEXT_ENVELOPE > self.max_ws_message_bytes:
+            raise ValueError(
+                f"max_text_chars ({self.max_text_chars}) + {USER_TEXT_ENVELOPE} must not exceed "
+                f"max_ws_message_bytes ({self.max_ws_message_bytes}): a typed text must fit in "
+                "an event-socket message"
+            )
+        return self
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

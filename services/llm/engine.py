@@ -2,14 +2,35 @@
 
 `stream()` is an async generator. Closing it (or cancelling the task that iterates it) stops
 generation: the embedded llama.cpp engine aborts prompt processing and decoding within ~50 ms.
+
+Engines take their own small types, `ChatTurn` and `GenParams` (as LiveKit's engines take a
+`ChatContext`), never the bus's messages: the llm worker converts an `LLMRequest` into them, so
+an engine neither knows nor changes with the wire format.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
 
-from services.common.messages import ChatMessage, LLMParams
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One message of the prompt: who says it and what."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenParams:
+    """How to sample a reply, and its length in tokens at most."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
 
 
 class LLMEngineError(RuntimeError):
@@ -29,7 +50,7 @@ class LLMEngine(ABC):
 
     @abstractmethod
     def stream(
-        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
+        self, messages: list[ChatTurn], params: GenParams, background: bool = False
     ) -> AsyncIterator[str]:
         """Yield text pieces of the reply as they are generated. `background`: work off the
         reply path (a summary) that must not evict the conversation from the engine's prompt

@@ -38,11 +38,25 @@ from services.common.messages import (
 from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECONDS
 from services.common.replies import ReplyWorker
 
-from .engine import LLMEngine, LLMEngineError
+from .engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 from .guard import LoopGuard
 from .settings import LlmSettings
 
 log = logging.getLogger(__name__)
+
+
+def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
+    """A request's messages as the engine takes them."""
+    return [ChatTurn(role=m.role, content=m.content) for m in messages]
+
+
+def gen_params(params: LLMParams, max_tokens: int | None = None) -> GenParams:
+    """A request's sampling parameters as the engine takes them (`max_tokens` overrides)."""
+    return GenParams(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_tokens=params.max_tokens if max_tokens is None else max_tokens,
+    )
 
 
 class LlmWorker(ReplyWorker):
@@ -65,12 +79,13 @@ class LlmWorker(ReplyWorker):
         """One short generation on the default agent's prompt: the first real turn then finds
         the runtime initialised and the system prompt's evaluation cached."""
         messages = [
-            ChatMessage(role="system", content=AgentConfig().system_prompt),
-            ChatMessage(role="user", content="Hello."),
+            ChatTurn(role="system", content=AgentConfig().system_prompt),
+            ChatTurn(role="user", content="Hello."),
         ]
+        params = gen_params(LLMParams(temperature=0.0), max_tokens=4)
         t0 = time.perf_counter()
         try:
-            stream = self.engine.stream(messages, LLMParams(max_tokens=4, temperature=0.0))
+            stream = self.engine.stream(messages, params)
             async for _ in stream:
                 pass
         except LLMEngineError as exc:
@@ -127,13 +142,12 @@ class LlmWorker(ReplyWorker):
         first: float | None = None
         cancelled = False
         guard = LoopGuard()
-        params = req.params
-        if req.purpose == "prefill":
-            params = params.model_copy(update={"max_tokens": 1})
+        # A prefill only evaluates the prompt: one token, and it says nothing.
+        params = gen_params(req.params, max_tokens=1 if req.purpose == "prefill" else None)
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
                 stream = self.engine.stream(
-                    req.messages, params, background=req.purpose == "summary"
+                    chat_turns(req.messages), params, background=req.purpose == "summary"
                 )
                 try:
                     async for piece in stream:

@@ -87,7 +87,6 @@ class TurnState:
     metrics: dict[str, float | None] = field(default_factory=dict)
     tts_seq: int = 0
     llm_attempts: int = 0
-    apologized: bool = False
 
 
 class Turn:
@@ -352,7 +351,6 @@ class Turn:
                     timeout=self.cfg.claim_timeout_s,
                 )
                 self.llm_stream = stream_id
-                self.t_llm = now_ms()
                 return
             except (bus.BusUnavailable, bus.RemoteError) as exc:
                 last = exc
@@ -402,7 +400,6 @@ class Turn:
         text += self.cfg.apology_text
         self.st.text.append(text)
         self.st.llm_done = True
-        self.st.apologized = True
         await self.error(ErrorCode.LLM_UNAVAILABLE, reason)
         if len(self.st.text) == 1 and not self.voice:
             await self.emit(AgentState(state="speaking", turn_id=self.tid))

@@ -18,12 +18,10 @@ class FakeASREngine(ASREngine):
     def __init__(self, text: str = "hello", silence_rms: float = 0.003) -> None:
         self.text = text
         self.silence_rms = silence_rms
-        self.calls = 0
 
     def transcribe(
         self, audio: np.ndarray, language: str | None = None, hot_words: Sequence[str] = ()
     ) -> str:
-        self.calls += 1
         if audio.size == 0:
             return ""
         rms = float(np.sqrt(np.mean(np.square(audio.astype(np.float32)))))

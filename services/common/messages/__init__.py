@@ -61,7 +61,6 @@ from .errors import (
     RpcError,
 )
 from .events import (
-    MAX_TEXT_CHARS,
     AgentState,
     AgentStateName,
     ClientCommand,
@@ -133,7 +132,6 @@ __all__ = [
     "TurnMetrics",
     "ErrorEvent",
     "ClientEvent",
-    "MAX_TEXT_CHARS",
     "UserText",
     "UserInterrupt",
     "ClientCommand",

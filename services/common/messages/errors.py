@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     INVALID_TOKEN = "invalid_token"
     FORBIDDEN = "forbidden"  # a token of another session
+    # -- an utterance on its asr replica ----------------------------------------------------------
+    SPEECH_RESUMED = "speech_resumed"  # a peek's pass was dropped: the user spoke on
     # -- the LLM's stream -----------------------------------------------------------------------
     LLM_TIMEOUT = "llm_timeout"
     LLM_FAILED = "llm_failed"

@@ -90,13 +90,12 @@ ClientEvent = Annotated[
 ]
 
 # Client -> server on the WebSocket.
-MAX_TEXT_CHARS = 4000
-
-
 class UserText(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["user.text"]
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    # No upper bound here: the gateway's `max_text_chars` setting is the one limit (an over-long
+    # text is answered `text_too_long`), and the event socket's message size bounds it too.
+    text: str = Field(min_length=1)
 
 
 class UserInterrupt(BaseModel):

@@ -11,8 +11,7 @@ import re
 from collections import deque
 from collections.abc import AsyncGenerator
 
-from services.common.messages import ChatMessage, LLMParams
-from services.llm.engine import LLMEngine, LLMEngineError
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 
 
 class FakeLLMEngine(LLMEngine):
@@ -37,8 +36,7 @@ class FakeLLMEngine(LLMEngine):
         self.delay_s = delay_s
         self.error = error
         self.error_after = error_after
-        self.requests: deque[list[ChatMessage]] = deque(maxlen=100)  # the latest
-        self.pieces_sent = 0
+        self.requests: deque[list[ChatTurn]] = deque(maxlen=100)  # the latest
         self.cancelled = 0  # streams stopped by the consumer before their end
 
     def pieces(self, max_tokens: int | None = None) -> list[str]:
@@ -46,7 +44,7 @@ class FakeLLMEngine(LLMEngine):
         return words if max_tokens is None else words[:max_tokens]
 
     async def stream(
-        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
+        self, messages: list[ChatTurn], params: GenParams, background: bool = False
     ) -> AsyncGenerator[str, None]:
         self.requests.append(list(messages))
         try:
@@ -54,7 +52,6 @@ class FakeLLMEngine(LLMEngine):
                 if self.error is not None and i >= self.error_after:
                     raise self.error
                 await asyncio.sleep(self.delay_s)  # a cancellation point even when 0
-                self.pieces_sent += 1
                 yield piece
             if self.error is not None:
                 raise self.error

@@ -32,8 +32,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
-from services.common.messages import ChatMessage, LLMParams
-from services.llm.engine import LLMEngine, LLMEngineError
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -168,7 +167,7 @@ class LlamaCppEngine(LLMEngine):
 
     # -- generation -----------------------------------------------------------------------------
     async def stream(
-        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
+        self, messages: list[ChatTurn], params: GenParams, background: bool = False
     ) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -208,8 +207,8 @@ class LlamaCppEngine(LLMEngine):
 
     def _generate(
         self,
-        messages: list[ChatMessage],
-        params: LLMParams,
+        messages: list[ChatTurn],
+        params: GenParams,
         emit: Callable[[object], None],
         background: bool = False,
     ) -> None:

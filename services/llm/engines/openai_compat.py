@@ -15,8 +15,7 @@ from typing import Any
 
 import openai
 
-from services.common.messages import ChatMessage, LLMParams
-from services.llm.engine import LLMEngine, LLMEngineError
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 
 _RETRYABLE_STATUS = {408, 409, 429}
 _CLOSE_TIMEOUT_S = 1.0  # closing a response is local; never let it hold a cancel up
@@ -49,9 +48,7 @@ class OpenAICompatEngine(LLMEngine):
     def __init__(
         self, base_url: str, api_key: str | None, model: str, timeout_s: float = 30.0
     ) -> None:
-        self.base_url = base_url
         self.model = model
-        self.timeout_s = timeout_s
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or "no-key",
@@ -67,10 +64,10 @@ class OpenAICompatEngine(LLMEngine):
             raise _translate(exc, produced=False) from exc
 
     async def stream(
-        self, messages: list[ChatMessage], params: LLMParams, background: bool = False
+        self, messages: list[ChatTurn], params: GenParams, background: bool = False
     ) -> AsyncGenerator[str, None]:
         produced = False
-        # Only system/user/assistant exist in ChatMessage: never "developer" (see module doc).
+        # Only system/user/assistant exist in ChatTurn: never "developer" (see module doc).
         wire: Any = [{"role": m.role, "content": m.content} for m in messages]
         try:
             response: Any = await self._client.chat.completions.create(

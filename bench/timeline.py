@@ -11,7 +11,7 @@ finds, by turn and reply id, the first message of each step:
     tts_claim   session -> TTS: `va.tts.claim` (both claims leave together)
     llm_first   LLM -> session: the first `va.llm.out` delta
     tts_in      session -> TTS: the first clause on `va.tts.in`
-    tts_audio   TTS -> gateway: the first audio chunk on `va.tts.out`
+    tts_audio   TTS -> gateway: the first audio chunk on `va.tts.out.{sid}.audio`
     confirm     gateway -> session: `turn.confirmed` (the end-of-turn silence is over)
     received    the client: the first audible reply frame (from the benchmark, not the bus)
 

@@ -47,7 +47,7 @@ async def test_coqui_engine_through_the_tts_service(procs, nats_url, tmp_path: P
             if b'"tts.done"' in msg.data:
                 done.set()
 
-        await nc.subscribe(subjects.tts_out("coquitest"), cb=on_out)
+        await nc.subscribe(subjects.tts_out_all("coquitest"), cb=on_out)
         ack = await bus.request(
             nc,
             subjects.TTS_CLAIM,

@@ -29,8 +29,8 @@ def test_steps_are_found_by_turn_and_reply_and_other_turns_are_ignored() -> None
         _row(t0 + 0.28, "va.tts.claim", {"reply_id": "R"}),
         _row(t0 + 0.33, "va.llm.out.S.STREAM", {"type": "llm.delta"}),
         _row(t0 + 0.35, "va.tts.in.S.R", {"type": "tts.text"}),
-        _row(t0 + 0.40, "va.tts.out.S", None, **{"Va-Type": "audio", "Va-Reply": "OLD"}),
-        _row(t0 + 0.45, "va.tts.out.S", None, **{"Va-Type": "audio", "Va-Reply": "R"}),
+        _row(t0 + 0.40, "va.tts.out.S.audio", None, **{"Va-Type": "audio", "Va-Reply": "OLD"}),
+        _row(t0 + 0.45, "va.tts.out.S.audio", None, **{"Va-Type": "audio", "Va-Reply": "R"}),
         _row(t0 + 0.58, "va.playback.S", {"type": "turn.confirmed", "turn_id": "T"}),
     ]
     turn = {"turn_id": "T", "reply_id": "R", "t_end_wall": t0, "t_received_wall": t0 + 0.62}

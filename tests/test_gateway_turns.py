@@ -148,11 +148,15 @@ class FakeReplicas:
         segment = TTSSegment(
             reply_id=reply_id, turn_id=turn_id, index=0, text=text, sample_rate=16000
         )
-        await self.nc.publish(subjects.tts_out(self.sid), segment.encode())
+        await self.nc.publish(subjects.tts_out(self.sid, subjects.TtsPart.CTL), segment.encode())
         headers = AudioChunkHeader(
             reply_id=reply_id, turn_id=turn_id, segment=0, sample_rate=16000
         ).encode()
-        await self.nc.publish(subjects.tts_out(self.sid), tone(seconds * 1000), headers=headers)
+        await self.nc.publish(
+            subjects.tts_out(self.sid, subjects.TtsPart.AUDIO),
+            tone(seconds * 1000),
+            headers=headers,
+        )
         await self.nc.flush()
 
 

@@ -116,7 +116,20 @@ def test_asr_control_words_round_trip_in_their_wire_form() -> None:
         (subjects.llm_out("S", "X"), Kind.LLM_OUT, "S", "X", "va.llm.out.{session}.{id}"),
         (subjects.TTS_CLAIM, Kind.TTS_CLAIM, None, None, "va.tts.claim"),
         (subjects.tts_in("S", "R"), Kind.TTS_IN, "S", "R", "va.tts.in.{session}.{id}"),
-        (subjects.tts_out("S"), Kind.TTS_OUT, "S", None, "va.tts.out.{session}"),
+        (
+            subjects.tts_out("S", subjects.TtsPart.CTL),
+            Kind.TTS_OUT,
+            "S",
+            "ctl",
+            "va.tts.out.{session}.ctl",
+        ),
+        (
+            subjects.tts_out("S", subjects.TtsPart.AUDIO),
+            Kind.TTS_OUT,
+            "S",
+            "audio",
+            "va.tts.out.{session}.audio",
+        ),
         (subjects.playback("S"), Kind.PLAYBACK, "S", None, "va.playback.{session}"),
         (subjects.events("S"), Kind.EVENTS, "S", None, "va.events.{session}"),
         (subjects.interrupt("S"), Kind.INTERRUPT, "S", None, "va.ctl.interrupt.{session}"),
@@ -139,6 +152,7 @@ def test_every_subject_parses_back_to_what_built_it(
         "va",
         "va.nothing.S",
         "va.asr.utt.S",  # the turn is missing
+        "va.tts.out.S",  # the part is missing
         "va.tts.out.S.extra",
         "va.events..",
         "va.events.",

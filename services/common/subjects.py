@@ -14,7 +14,8 @@ Subject map (see docs/architecture.md for who publishes and who subscribes):
     va.llm.out.{sid}.{rid}            LLM deltas / done / error for one reply
     va.tts.claim                      request, queue group "tts": claim one reply synthesis
     va.tts.in.{sid}.{rid}             text for TTS of one reply (clauses), then a final marker
-    va.tts.out.{sid}                  TTS segments, audio chunks and done markers for the gateway
+    va.tts.out.{sid}.ctl              TTS segments and done markers (gateway and session)
+    va.tts.out.{sid}.audio            TTS audio chunks (the gateway only)
     va.playback.{sid}                 gateway -> session: playback started / done of a reply
     va.events.{sid}                   client events (the WebSocket schema), gateway forwards them
     va.ctl.interrupt.{sid}            interrupts: every LLM, TTS and session replica subscribes
@@ -79,8 +80,20 @@ def tts_in(session_id: str, reply_id: str) -> str:
     return f"{PREFIX}.tts.in.{session_id}.{reply_id}"
 
 
-def tts_out(session_id: str) -> str:
-    return f"{PREFIX}.tts.out.{session_id}"
+class TtsPart(StrEnum):
+    """The two halves of a session's TTS output: the session needs only the control half."""
+
+    CTL = "ctl"  # tts.segment, tts.done
+    AUDIO = "audio"  # raw PCM16 chunks with an AudioChunkHeader
+
+
+def tts_out(session_id: str, part: TtsPart) -> str:
+    return f"{PREFIX}.tts.out.{session_id}.{part}"
+
+
+def tts_out_all(session_id: str) -> str:
+    """Both halves on one subscription, so segments, audio and done arrive in publish order."""
+    return f"{PREFIX}.tts.out.{session_id}.*"
 
 
 def playback(session_id: str) -> str:
@@ -125,8 +138,9 @@ class Kind(StrEnum):
     WORK_CLAIMED = "work.claimed"
 
 
-# The tokens after a kind's name: a session id, then an id (turn, stream or reply), or a method.
-_SESSION, _ID, _METHOD = "{session}", "{id}", "{method}"
+# The tokens after a kind's name: a session id, then an id (turn, stream or reply), a method, or
+# a part (kept, like a method, in the low-cardinality template).
+_SESSION, _ID, _METHOD, _PART = "{session}", "{id}", "{method}", "{part}"
 _SHAPES: dict[Kind, tuple[str, ...]] = {
     Kind.ASR_CLAIM: (),
     Kind.ASR_UTTERANCE: (_SESSION, _ID),
@@ -137,7 +151,7 @@ _SHAPES: dict[Kind, tuple[str, ...]] = {
     Kind.LLM_OUT: (_SESSION, _ID),
     Kind.TTS_CLAIM: (),
     Kind.TTS_IN: (_SESSION, _ID),
-    Kind.TTS_OUT: (_SESSION,),
+    Kind.TTS_OUT: (_SESSION, _PART),
     Kind.PLAYBACK: (_SESSION,),
     Kind.EVENTS: (_SESSION,),
     Kind.INTERRUPT: (_SESSION,),
@@ -152,12 +166,13 @@ class Subject:
 
     kind: Kind
     session_id: str | None = None
-    id: str | None = None  # turn id (asr.utt), stream id (llm.out), reply id (tts.in), method
+    id: str | None = None  # turn id (asr.utt), stream id (llm.out), reply id (tts.in), method,
+    # or part (tts.out)
 
     @property
     def template(self) -> str:
         """Low-cardinality form for span and metric names: ids replaced, methods kept."""
-        shape = [(self.id or "") if t == _METHOD else t for t in _SHAPES[self.kind]]
+        shape = [(self.id or "") if t in (_METHOD, _PART) else t for t in _SHAPES[self.kind]]
         return ".".join([PREFIX, self.kind.value, *shape])
 
 
@@ -177,7 +192,11 @@ def parse(subject: str) -> Subject | None:
     if len(rest) != len(shape) or not all(rest):
         return None
     values = dict(zip(shape, rest, strict=True))
-    return Subject(kind, values.get(_SESSION), values.get(_ID) or values.get(_METHOD))
+    if _PART in values and values[_PART] not in set(TtsPart):
+        return None
+    return Subject(
+        kind, values.get(_SESSION), values.get(_ID) or values.get(_METHOD) or values.get(_PART)
+    )
 
 
 def template(subject: str) -> str:

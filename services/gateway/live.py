@@ -107,7 +107,7 @@ class LiveSession:
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         self._subs.append(await self.nc.subscribe(subjects.events(self.sid), cb=self._on_event))
-        self._subs.append(await self.nc.subscribe(subjects.tts_out(self.sid), cb=self._on_tts))
+        self._subs.append(await self.nc.subscribe(subjects.tts_out_all(self.sid), cb=self._on_tts))
         self._subs.append(
             await self.nc.subscribe(subjects.interrupt(self.sid), cb=self.out.on_interrupt)
         )

@@ -1,28 +1,15 @@
-"""Reply audio toward the browser: a paced 48 kHz WebRTC track with pause, resume and stop,
-and an account of what was actually played.
+"""Reply audio toward the browser: a paced 48 kHz WebRTC track with pause, resume and stop, and
+an account of what was actually played.
 
-TTS audio arrives per segment (one clause or sentence, with its text). The track sends 20 ms
-frames in real time while a reply plays, and silence for `HANGOVER_S` after it; then, with
-`suppress_silence` (the default), nothing but one frame of silence every `KEEPALIVE_S`: an idle
-session costs no Opus encoding, encryption or packets 50 times a second. The frames skipped still
-advance the RTP clock, so the next frame carries its true timestamp and a receiver plays the
-gap as silence, as with Opus DTX. The hangover pushes a reply's last frames through the
-receiver's jitter buffer before the stream goes quiet. Played samples are counted per segment, so
-after an interruption `spoken_text()` gives the segments played in full plus the cut segment's
-words in proportion to its audio played.
-
-Reply audio is converted shortly before it plays: TTS chunks wait as they came (in pieces of at
-most `BATCH_S`), and whenever fewer than `LOOKAHEAD_FRAMES` frames are ready, the next batch is
-resampled to 48 kHz and, with `opus` set (the gateway sets it when Opus was negotiated), encoded
-to mono Opus at `OPUS_BITRATE`, one encoder per reply (`audio.py` does both). The track then
-hands aiortc ready packets, one per frame it plays, and a constant silence packet for the frames
-of silence: aiortc would otherwise resample every frame to stereo and encode it at 96 kb/s
-through a thread-pool hop per frame (measured here: 3-4 times the time per frame of
-`opus_encoder`), which was the largest part of the gateway's work per talking session.
-Converting as it plays, not as it arrives, spreads the work evenly over the reply (a TTS sends a
-clause's audio at once) and spends none on the part an interruption cuts. It runs on the event
-loop: a worker thread was tried and kept the loop busier (waiting for the GIL) than the
-encoding itself.
+TTS audio arrives per segment (a clause, with its text). The track sends 20 ms frames in real
+time while a reply plays, silence for `HANGOVER_S` after it, then (with `suppress_silence`) one
+frame of silence every `KEEPALIVE_S`; skipped frames still advance the RTP clock, as with Opus
+DTX. Audio is converted shortly before it plays, `BATCH_S` at a time whenever fewer than
+`LOOKAHEAD_FRAMES` are ready: resampled to 48 kHz and, where Opus was negotiated, encoded here
+(`audio.py`), so aiortc sends ready packets. Played samples are counted per segment: after an
+interruption `spoken_text()` gives the segments played in full plus the cut segment's words in
+proportion to its audio played. Why it converts on the event loop, as it plays:
+docs/performance.md ("Why the code does what it does").
 """
 
 from __future__ import annotations

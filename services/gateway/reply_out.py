@@ -1,11 +1,12 @@
 """Reply audio from the TTS to a sink, and the playback reports to the session.
 
-`ReplyOut` takes the TTS's output for the session (`va.tts.out.{sid}`: segments, audio chunks,
-done) and plays each reply on its sink: today the WebRTC track (`playback.ReplyAudioTrack`); any
-object with the `ReplySink` methods will do. It publishes `PlaybackStarted` as a reply's first
-frame goes out and `PlaybackDone` with the text actually heard when the reply has played, was
-stopped, or had nobody to hear it. It remembers the replies stopped here (their late audio is
-dropped) and holds the audio of a speculative turn until the turn is released.
+`ReplyOut` takes the TTS's output for the session (`va.tts.out.{sid}.*`: segments, audio chunks
+and done, in the order they were sent) and plays each reply on its sink: today the WebRTC track
+(`playback.ReplyAudioTrack`); any object with the `ReplySink` methods will do. It publishes
+`PlaybackStarted` as a reply's first frame goes out and `PlaybackDone` with the text actually
+heard when the reply has played, was stopped, or had nobody to hear it. It remembers the
+replies stopped here (their late audio is dropped) and holds the audio of a speculative turn
+until the turn is released.
 """
 
 from __future__ import annotations

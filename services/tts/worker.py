@@ -4,9 +4,10 @@
   subject `va.tts.in.{sid}.{rid}` and then answers `ClaimAck`, so no text is lost.
 - Text arrives as `tts.text` pieces (the LLM's deltas, forwarded by the session). A clause
   splitter hands the first clause to the engine while the LLM is still writing.
-- Output on `va.tts.out.{sid}`: per clause a `tts.segment` (its text, index and sample rate),
-  then raw PCM16 chunks (each with its `AudioChunkHeader`: reply, turn, segment, rate), and finally
-  `tts.done`.
+- Output: per clause a `tts.segment` (its text, index and sample rate) on `va.tts.out.{sid}.ctl`,
+  then raw PCM16 chunks (each with its `AudioChunkHeader`: reply, turn, segment, rate) on
+  `va.tts.out.{sid}.audio`, and finally `tts.done` on `.ctl`. The gateway hears both halves on one
+  subscription (in publish order); the session only the control half.
 - `va.ctl.interrupt.*` (every replica): cancels the matching synthesis within 100 ms; no audio
   is published after that.
 """
@@ -144,7 +145,7 @@ class TtsWorker(ReplyWorker):
         stats: _SynthStats,
     ) -> None:
         assert self.nc is not None
-        out = subjects.tts_out(req.session_id)
+        out = subjects.tts_out(req.session_id, subjects.TtsPart.CTL)
         splitter = ClauseSplitter(first_phrase_words=self.cfg.first_phrase_words)
         index = 0
         cancelled = False
@@ -198,6 +199,7 @@ class TtsWorker(ReplyWorker):
         self, req: TTSRequest, out: str, index: int, clause: str, stats: _SynthStats
     ) -> None:
         assert self.nc is not None
+        audio_out = subjects.tts_out(req.session_id, subjects.TtsPart.AUDIO)
         headers = AudioChunkHeader(
             reply_id=req.reply_id,
             turn_id=req.turn_id,
@@ -234,7 +236,7 @@ class TtsWorker(ReplyWorker):
                             first_audio_ms=first_ms,
                         ),
                     )
-                await self.nc.publish(out, chunk, headers=headers)
+                await self.nc.publish(audio_out, chunk, headers=headers)
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             stats.synth_s += time.perf_counter() - t0

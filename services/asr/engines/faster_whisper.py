@@ -1,41 +1,17 @@
 """faster-whisper (CTranslate2) engine: the default ASR.
 
-Settings: beam search of 5 (`bench/run.sh asr`, 80 utterances, 2026-12-04: word error rate 2.6
-against 3.2 % clean, 9.1 against 9.9 % in noise, 12.3 against 14.9 % through the browser's
-processing in noise, for 149 against 111 ms a pass p50, and no later voice to voice: 1380 against
-1412 ms p50 side by side, as a short question's pass decodes few tokens); an explicit
-language avoids detection, which doubles the cost; VAD runs upstream in the gateway, so no VAD
-filter here.
-
-The encoder window. Whisper was trained on 30 s windows and faster-whisper pads every input to
-30 s (3000 feature frames of zeros after the speech), so a pass costs about the same for 1 s or
-3 s of audio: ~0.4 s on this machine, nearly all of it the encoder over padding. CTranslate2's
-encoder takes shorter inputs; on a short window Whisper's text stays the same as long as enough
-padding follows the speech (with under ~1 s of it, tiny.en starts repeating itself). So each
-pass keeps faster-whisper's whole decoding (temperature fallback, compression-ratio and
-no-speech checks) and only the encoder input is cut, to the speech plus `pad_s` of padding and
-at least `min_window_s`: 12 s by default, where 44 spoken clips gave the same word error rate
-as the full window (8.2 against 9.1 %) at a third of the time (bench/asr_window.py). 10 s was the
-default until a clip looped at 10 s on an AMD EPYC host (below); under 10 s tiny.en loops on many
-clips. `min_window_s=30` restores the full window.
-
-Decoding is bounded by the audio's length. A pass whose text repeats itself (tiny.en loops on
-some short-window passes: seen on an AMD EPYC host, where one clip of 44 took 1.7-6.5 s a pass)
-decodes to Whisper's length limit (224 tokens), fails the compression-ratio check and is decoded
-again at each fallback temperature: seconds of CPU, and the user waiting for them. Speech
-carries about three Whisper tokens a second (five when fast), so a pass's `max_new_tokens` is
-`TOKENS_MIN` plus `TOKENS_PER_S` per second of audio (CTranslate2 stops at about half of it, as
-at half of Whisper's 448: a 1.8 s question's loop stops at 28 tokens). The loop is still long
-enough there for the compression-ratio check to see it (with a tighter cap its text passed the
-check and came out as "Tell me a story and I'll tell you I'll tell you ..."), and the next
-temperature reads the audio again, as before, within the same bound. A text that still repeats
-itself (services/asr/guard.py) is decoded once more on the full 30 s window, the input Whisper was
-trained on; what repeats after that the guard takes out.
-
-Hot words go in as Whisper's prompt (faster-whisper's `hotwords`): names it would misspell come
-out right ("Zorvix" -> "Zorvex", "Ted Yousan" -> "Tadeusz"), but the prompt also makes it read
-noise as those words, so a segment that is likely no speech (`no_speech_prob` > 0.6) and says only
-prompt words is dropped.
+- Beam search of 5, an explicit language (detection doubles the cost), no VAD filter (the
+  gateway's VAD runs upstream).
+- The encoder input is cut to the speech plus `pad_s` of padding and at least `min_window_s`
+  (12 s), not Whisper's full 30 s: a third of the time for the same words. Below ~10 s tiny.en
+  starts repeating itself; `min_window_s=30` restores the full window.
+- A pass's `max_new_tokens` grows with the audio's length (`TOKENS_MIN` + `TOKENS_PER_S` a
+  second), so a decoder loop costs a bounded time; a text that still repeats itself
+  (services/asr/guard.py) is decoded again on the full 30 s window.
+- Hot words go in as Whisper's prompt (`hotwords`); a segment that is likely no speech
+  (`no_speech_prob` > 0.6) and says only prompt words is dropped, since the prompt makes noise
+  read as those words.
+Figures behind each choice: docs/performance.md ("ASR").
 """
 
 from __future__ import annotations

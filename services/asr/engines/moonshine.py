@@ -1,30 +1,14 @@
-"""Moonshine base (English, MIT) through `moonshine-cpp`: a second ASR engine.
+"""Moonshine base (English, MIT) through `moonshine-cpp`: the second ASR engine
+(`VA_ENGINE=moonshine`).
 
-The wheel carries libmoonshine, its own onnxruntime 1.22.1 and the base-en model, so it runs
-offline. Its Python wrapper's `transcribe` is broken (it uses `ctypes.c_float_p`, which does not
-exist), so this engine loads the model with the wrapper and calls the C function itself.
-
-Speed: slow here, ~7-20x faster-whisper. Median of 5 passes on this 2-CPU Xeon (Piper speech):
-1.4 s of speech 1.05 s, 3.5 s 3.2 s, 6.6 s 4.4 s, against 0.15, 0.18 and 0.20 s for faster-whisper
-(tiny.en, `cpu_threads=2`). The encoder is cheap (~0.1 s for 3.5 s); each decoded token costs
-~150 ms because the bundled decoder (.ort) turns its int8 32768x416 token embedding back into
-float (Cast, Mul, Transpose) on every step, which neither this library nor onnxruntime folds
-away. Every pass runs in the calling thread alone: the library sets onnxruntime's intra-op
-threads to 1, with no way to change it (OMP_NUM_THREADS is not read).
-
-Threads. A pass reads the model (two onnxruntime sessions and the tokenizer) and keeps its own
-tensors, and onnxruntime's `Run` is thread-safe, so passes from several threads run at once, each
-on its own core: two threads x 12 passes gave the same text as one at a time, and two passes took
-1.25 s at once against 2.2 s one after the other. What is not safe is the library's global table
-of models: loading or freeing a model while a pass runs may move it. A process-wide gate lets
-passes share it and gives loading and freeing it alone.
-
-No prompt: Moonshine takes no hot words (`takes_hot_words` is False), and no language but
-English. It gave no text for 10 s of zeros, 2 s of white noise (std 0.001 to 0.3), pink and
-brown noise, a cough or a tone; it sometimes wraps a sentence in quotation marks, dropped here.
-
-An error inside the library's pass is a C++ exception nothing catches: the process aborts. One
-cause is known, audio under 895 samples (56 ms), so shorter audio is padded to `MIN_SAMPLES`.
+The wheel carries libmoonshine, its own onnxruntime and the base-en model, so it runs offline.
+Its Python wrapper's `transcribe` is broken (`ctypes.c_float_p` does not exist), so this engine
+loads the model with the wrapper and calls the C function itself. Each pass runs single-threaded
+in the calling thread; passes from several threads run at once, but loading or freeing a model
+must run alone (the library's global model table), which a process-wide gate ensures. No hot
+words, English only. A pass on under 895 samples aborts the process inside the library, so
+shorter audio is padded to `MIN_SAMPLES`. It is ~15x slower a pass than tiny.en here
+(docs/performance.md, "ASR").
 """
 
 from __future__ import annotations

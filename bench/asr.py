@@ -2,6 +2,7 @@
 
     bench/run.sh asr                                   # about 15 minutes
     .venv/bin/python -m bench.asr --engines faster-whisper,moonshine --voices piper,kokoro:af_heart
+    .venv/bin/python -m bench.asr --engines faster-whisper,faster-whisper:whisper_model=tiny.en
 
 Utterances: SENTENCES (what people ask an assistant; no digits, which engines write either way)
 in each voice of VOICES: Piper joe and espeak-ng en-us (the voices the tests use), espeak-ng
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.asr", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--engines",
-        default="faster-whisper,moonshine",
+        default="faster-whisper,faster-whisper:whisper_model=tiny.en,moonshine",
         help="ASR engines, comma-separated, each with settings if wanted "
         "(faster-whisper:beam_size=5)",
     )

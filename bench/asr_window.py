@@ -76,16 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pads", type=floats, default=[3.0, 1.0], help="padding after speech, s")
     p.add_argument("--repeats", type=int, default=3, help="passes per clip and setting (3)")
     p.add_argument("--cpu-threads", type=int, default=2, help="as the ASR service (2)")
+    p.add_argument("--model", default="tiny.en", help="a model of services/asr/models.py")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
     from services.asr.engines.faster_whisper import FasterWhisperEngine
+    from services.asr.models import model_path
 
     run = BenchRun.begin("asr_window", say)
     say(f"[setup] synthesizing clips (cached in tests/artifacts/); load {load_text()}")
     data = clips()
     settings = [(30.0, 3.0)] + [(w, pad) for w in args.windows if w < 30 for pad in args.pads]
-    engine = FasterWhisperEngine(cpu_threads=args.cpu_threads, num_workers=1)
+    engine = FasterWhisperEngine(
+        model_path(args.model), cpu_threads=args.cpu_threads, num_workers=1
+    )
     engine.transcribe(data[0][2])  # warm-up
     rows: list[dict[str, Any]] = []
     reference: dict[int, str] = {}

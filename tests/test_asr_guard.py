@@ -17,6 +17,7 @@ import pytest
 
 from services.asr import guard
 from services.asr.engines.faster_whisper import FasterWhisperEngine
+from services.asr.models import DEFAULT_MODEL, model_path
 from tests.audio import noise_wav, read_wav, speak_wav
 
 
@@ -54,7 +55,7 @@ def test_repeated_names_the_run() -> None:
 
 @pytest.fixture(scope="module")
 def asr() -> FasterWhisperEngine:
-    return FasterWhisperEngine(cpu_threads=2)
+    return FasterWhisperEngine(model_path(DEFAULT_MODEL), cpu_threads=2)
 
 
 def _f32(path: object) -> np.ndarray:

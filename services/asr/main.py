@@ -21,14 +21,16 @@ def build_engine(settings: AsrSettings) -> ASREngine:
 
         return MoonshineEngine(default_language=settings.language)
     from .engines.faster_whisper import FasterWhisperEngine
+    from .models import MODELS, model_path
 
+    window = settings.min_window_s or MODELS[settings.whisper_model].min_window_s
     return FasterWhisperEngine(
-        model_dir=settings.model_dir,
+        model_dir=settings.model_dir or model_path(settings.whisper_model),
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
         beam_size=settings.beam_size,
         default_language=settings.language,
-        min_window_s=settings.min_window_s,
+        min_window_s=window,
         pad_s=settings.window_pad_s,
     )
 

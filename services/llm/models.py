@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.models_dir import models_dir
+
 
 class ModelNotFound(RuntimeError):
     """The model named by a setting is not on this machine; the message says how to fetch it."""
@@ -73,15 +75,6 @@ PROFILES: dict[str, ModelProfile] = {
     )
 }
 DEFAULT_PROFILE = "qwen2.5-coder-1.5b"
-
-
-def models_dir() -> Path:
-    """Where fetched model files live (created by the fetch, never inside the repository)."""
-    configured = os.environ.get("VA_MODELS_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "voice-assistant" / "models"
 
 
 def profile_path(profile: ModelProfile) -> Path | None:

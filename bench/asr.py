@@ -28,7 +28,6 @@ and asr-latest.json, bench/results/asr-latest.png.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.audio import (
+from harness.audio import (
     ARTIFACTS,
     active_bounds_ms,
     cough_wav,
@@ -49,14 +48,16 @@ from tests.audio import (
     speak_wav,
     write_wav,
 )
+from harness.local_stack import load_text
+from harness.paths import shown
 
 from . import report
 from .browser_capture import RATE as BROWSER_RATE
 from .browser_capture import align, capture
-from .local_stack import BenchRun, load_text, say, shown
+from .machine import BenchRun
+from .runner import arg_parser, say
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 WORK = ARTIFACTS / "bench-asr"
 RATE = 16000
 PREROLL_MS, TAIL_MS = 300, 500  # as the gateway's turn detector cuts an utterance
@@ -423,7 +424,7 @@ def draw(results: dict[str, dict[str, Any]], title: str, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.asr", description=__doc__.split("\n\n")[0])
+    p = arg_parser("asr", __doc__)
     p.add_argument(
         "--engines",
         default="faster-whisper,moonshine",
@@ -432,7 +433,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--voices", default=",".join(VOICES), help="voices, comma-separated")
     p.add_argument("--no-browser", action="store_true", help="skip the two browser conditions")
-    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     voices = [v for v in args.voices.split(",") if v]
     run = BenchRun.begin("asr", say)

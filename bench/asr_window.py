@@ -17,7 +17,6 @@ bench/results/asr_window-latest.png.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -26,15 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from tests.audio import noise_wav, read_wav, resample, speak_wav
+from harness.audio import noise_wav, read_wav, resample, speak_wav
+from harness.local_stack import load_text
+from harness.paths import shown
 
 from . import report
 from .asr import wer
-from .local_stack import BenchRun, load_text, say, shown
+from .machine import BenchRun
+from .runner import arg_parser, say
 from .scenarios import INTERRUPTIONS, QUESTIONS, STORY_PROMPTS
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 LONG = (
     "I would like to know what the weather is going to be like tomorrow afternoon in Paris, "
     "and whether I should bring an umbrella and a warm coat when I go out for dinner."
@@ -69,14 +70,11 @@ def clips() -> list[tuple[str, str, np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.asr_window", description=__doc__.split("\n\n")[0]
-    )
+    p = arg_parser("asr_window", __doc__)
     p.add_argument("--windows", type=floats, default=[30.0, 12.0, 10.0, 6.0], help="min windows, s")
     p.add_argument("--pads", type=floats, default=[3.0, 1.0], help="padding after speech, s")
     p.add_argument("--repeats", type=int, default=3, help="passes per clip and setting (3)")
     p.add_argument("--cpu-threads", type=int, default=2, help="as the ASR service (2)")
-    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
     from services.asr.engines.faster_whisper import FasterWhisperEngine

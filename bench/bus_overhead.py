@@ -57,32 +57,23 @@ from typing import Any
 
 import nats
 
+from harness.local_stack import FAKE_ENGINES, LOAD_GATEWAY_ENV, LocalStack, load_text
+from harness.paths import shown
+from harness.voice_client import VoiceClient
 from services.common import subjects
 from services.common.messages import AUDIO, H_REPLY, H_TYPE, AudioChunkHeader
 from services.common.subjects import Kind
 from services.tts.text import ClauseSplitter
-from tests.voice_client import VoiceClient
 
 from . import pyspy, report
-from .local_stack import (
-    FAKE_ENGINES,
-    LOAD_GATEWAY_ENV,
-    BenchRun,
-    Helper,
-    LocalStack,
-    arg_parser,
-    cancel_on_signals,
-    load_text,
-    say,
-    shown,
-    signals_ignored,
-    stopped_on_signals,
-)
+from .helper import Helper
+from .machine import BenchRun
 from .nats_tap import read as read_tap
+from .runner import arg_parser, say
 from .scenarios import PLAIN, QUESTIONS, register_agent
+from .signals import cancel_on_signals, signals_ignored, stopped_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 TARGET_P50_MS = 1.0
 TARGET_P99_MS = 10.0
 
@@ -115,7 +106,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " each spends its busy time per turn (adds load: figures of such a run are not the clean"
         " ones)",
     )
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
 
 

@@ -46,22 +46,15 @@ from typing import Any
 
 import psutil
 
-from tests.audio import word_overlap
+from harness.audio import word_overlap
+from harness.local_stack import LocalStack, load_text
+from harness.paths import shown
 
 from . import peer_report
-from .local_stack import (
-    LocalStack,
-    arg_parser,
-    cancel_on_signals,
-    load_text,
-    machine_info,
-    say,
-    shown,
-    signals_ignored,
-    stopped_on_signals,
-)
+from .machine import machine_info
 from .pipecat_client import PipecatSessions, pipecat_barge_in_turn, pipecat_voice_turn
 from .pipecat_stack import PipecatStack
+from .runner import arg_parser, say
 from .scenarios import (
     BARGE_DELAYS,
     INTERRUPTIONS,
@@ -76,9 +69,9 @@ from .scenarios import (
     register_agent,
     voice_turn,
 )
+from .signals import cancel_on_signals, signals_ignored, stopped_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 FAILURE = REPO / "bench" / "peer" / "pipecat-failure.txt"
 SYSTEMS = ("ours", "pipecat")
 
@@ -90,7 +83,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--turns-per-session", type=int, default=5, help="voice turns a session (5)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured voice turns per system (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
 
 

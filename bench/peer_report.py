@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .local_stack import shown
+from harness.paths import shown
+
 from .report import summarize, values
 
 # (key, group, label, compared): compared rows get a ratio; the others explain the figures.

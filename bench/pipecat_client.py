@@ -24,8 +24,8 @@ import httpx
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from harness.voice_client import VoiceClient
 from services.gateway.webrtc import set_jitter_prefetch
-from tests.voice_client import VoiceClient
 
 from .scenarios import Clip, _audible_now, _ms, reply_audio_stop
 

@@ -25,24 +25,19 @@ import httpx
 import psutil
 import redis
 
+from harness.local_stack import LOAD_GATEWAY_ENV, LocalStack
+from harness.services import ServiceProcs
+from harness.voice_client import VoiceClient
 from services.llm import fetch
 from services.llm.models import PROFILES
-from tests.procs import REPO, ServiceProcs
-from tests.voice_client import VoiceClient
 
-from .local_stack import (
-    LOAD_GATEWAY_ENV,
-    BenchRun,
-    LocalStack,
-    arg_parser,
-    say,
-    stopped_on_signals,
-)
+from .machine import BenchRun
 from .quality_checks import judge
 from .report import percentiles, write_json
+from .runner import arg_parser, say
+from .signals import stopped_on_signals
 
 SET = Path(__file__).with_name("quality_set.json")
-OUT = REPO / "bench" / "results"
 ORDER = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 CATEGORIES = ("facts", "arithmetic", "advice", "yesno", "followup", "memory", "language")
 
@@ -251,11 +246,22 @@ def draw(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     for i, p in enumerate(profiles):
         s = results[p]["first_delta_ms"]
         t = results[p]["first_delta_after_slide_ms"]
-        bx.errorbar([i - 0.1], [s["p50"] or 0], yerr=[[0], [(s["p95"] or 0) - (s["p50"] or 0)]],
-                    fmt="o", color="C0", label="all turns p50-p95" if i == 0 else None)
+        bx.errorbar(
+            [i - 0.1],
+            [s["p50"] or 0],
+            yerr=[[0], [(s["p95"] or 0) - (s["p50"] or 0)]],
+            fmt="o",
+            color="C0",
+            label="all turns p50-p95" if i == 0 else None,
+        )
         if t["n"]:
-            bx.plot([i + 0.1], [t["max"]], "x", color="C3",
-                    label="after a slide: max" if i == 0 else None)
+            bx.plot(
+                [i + 0.1],
+                [t["max"]],
+                "x",
+                color="C3",
+                label="after a slide: max" if i == 0 else None,
+            )
     bx.set_xticks(range(len(profiles)), profiles, rotation=20, fontsize=8)
     bx.set_ylabel("typed text -> first reply.delta (ms)")
     bx.legend(fontsize=8)
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         fetch.fetch(profile)
     with stopped_on_signals():
         run = BenchRun.begin("quality", say)
-        log_dir = OUT / "logs" / f"quality-{run.stamp}"
+        log_dir = args.out / "logs" / f"quality-{run.stamp}"
         log_dir.mkdir(parents=True, exist_ok=True)
         interrupted = False
         rows: dict[str, list[dict[str, Any]]] = {}
@@ -325,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         say("")
         say(run.headline("Quality benchmark", interrupted))
         say(table(results, rows))
-        for p in write_json(record, OUT, run.stamp, name="quality"):
+        for p in write_json(record, args.out, run.stamp, name="quality"):
             say(f"[result] {p}")
-        png = OUT / "quality-latest.png"
+        png = args.out / "quality-latest.png"
         draw(results, run.plot_title("Quality"), png)
         say(f"[result] {png}")
     return 0

@@ -58,25 +58,18 @@ from typing import Any
 
 import numpy as np
 
+from harness.local_stack import FAKE_ENGINES, LOAD_GATEWAY_ENV, LocalStack, load_text
+from harness.paths import shown
+
 from . import pyspy, report
-from .local_stack import (
-    FAKE_ENGINES,
-    LOAD_GATEWAY_ENV,
-    BenchRun,
-    Helper,
-    LocalStack,
-    arg_parser,
-    load_text,
-    say,
-    shown,
-    signals_ignored,
-    stopped_on_signals,
-)
+from .helper import Helper
+from .machine import BenchRun
 from .monitor import Monitor
+from .runner import arg_parser, say
 from .scenarios import PLAIN, QUESTIONS, clip, register_agent
+from .signals import signals_ignored, stopped_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 GAP_TARGET_MS = 60.0
 TARGET_SESSIONS = 20
 GRACE_S = 30.0  # a level's turns under way at its end may finish within this
@@ -135,7 +128,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="gateway processes, behind nginx when more than one (1)",
     )
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
 
 

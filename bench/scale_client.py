@@ -50,7 +50,7 @@ import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from tests.voice_client import AUDIBLE_RMS, FRAME, RATE, Pacer, VoiceClient, to_48k
+from harness.voice_client import AUDIBLE_RMS, FRAME, RATE, Pacer, VoiceClient, to_48k
 
 from . import wire_clock
 from .scenarios import clip

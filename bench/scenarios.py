@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.audio import active_bounds_ms, read_wav, speak_wav
-from tests.voice_client import VoiceClient
+from harness.audio import active_bounds_ms, read_wav, speak_wav
+from harness.voice_client import VoiceClient
 
 QUESTIONS = (
     "What is the capital of France?",

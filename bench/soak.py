@@ -53,27 +53,19 @@ import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.voice_client import VoiceClient
+from harness.local_stack import FAKE_ENGINES, LOAD_GATEWAY_ENV, LocalStack, load_text
+from harness.paths import shown
+from harness.voice_client import VoiceClient
 
 from . import report
-from .local_stack import (
-    FAKE_ENGINES,
-    LOAD_GATEWAY_ENV,
-    BenchRun,
-    Helper,
-    LocalStack,
-    arg_parser,
-    load_text,
-    say,
-    shown,
-    signals_ignored,
-    stopped_on_signals,
-)
+from .helper import Helper
+from .machine import BenchRun
 from .monitor import Monitor
+from .runner import arg_parser, say
 from .scenarios import PLAIN, QUESTIONS, clip, register_agent
+from .signals import signals_ignored, stopped_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 KINDS = ("gateway", "session", "asr", "llm", "tts")
 RSS_GROWTH_TARGET_PCT = 10.0
 # Redis keys each ended session keeps (its record, history and window); anything else is a leak.
@@ -99,7 +91,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-fake", action="store_true")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
 
 

@@ -42,24 +42,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.audio import word_overlap
+from harness.local_stack import LocalStack
+from harness.paths import shown
 from services.llm import fetch
 from services.llm.models import DEFAULT_PROFILE
-from tests.audio import word_overlap
 
 from . import report, timeline
 from .asr import engine_settings
-from .local_stack import (
-    BenchRun,
-    Helper,
-    LocalStack,
-    arg_parser,
-    cancel_on_signals,
-    say,
-    shown,
-    signals_ignored,
-    stopped_on_signals,
-)
+from .helper import Helper
+from .machine import BenchRun
 from .nats_tap import read as read_tap
+from .runner import arg_parser, say
 from .scenarios import (
     BARGE_DELAYS,
     INTERRUPTIONS,
@@ -74,9 +68,9 @@ from .scenarios import (
     text_turn,
     voice_turn,
 )
+from .signals import cancel_on_signals, signals_ignored, stopped_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,7 +89,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--warmup", type=int, default=1, help="unmeasured turns of each kind first (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     p.add_argument(
         "--profiles",
         default=DEFAULT_PROFILE,

@@ -16,6 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.audio import (
+    active_bounds_ms,
+    concat_wavs_with_silence,
+    cough_wav,
+    noise_wav,
+    read_wav,
+    speak_wav,
+    transcribe_independent,
+    word_overlap,
+)
 from services.asr.engines.fake import FakeASREngine
 from services.asr.engines.faster_whisper import FasterWhisperEngine, prepare_joined_model
 from services.gateway.vad import (
@@ -29,16 +39,6 @@ from services.gateway.vad import (
     SpeechStart,
     TurnDetector,
     TurnEvent,
-)
-from tests.audio import (
-    active_bounds_ms,
-    concat_wavs_with_silence,
-    cough_wav,
-    noise_wav,
-    read_wav,
-    speak_wav,
-    transcribe_independent,
-    word_overlap,
 )
 
 QUESTION = "What is the capital of France?"

@@ -22,9 +22,33 @@ from .scale_figures import summarize_level
 from .scenarios import QUESTIONS
 
 GRACE_S = 30.0  # a level's turns under way at its end may finish within this
-
-
 TEXTS = QUESTIONS[:5]
+
+
+def client_counts(sessions: int, per_proc: int) -> list[int]:
+    """`sessions` users spread evenly over processes of `per_proc` at most."""
+    procs = math.ceil(sessions / max(1, per_proc))
+    return [sessions // procs + (1 if i < sessions % procs else 0) for i in range(procs)]
+
+
+def start_clients(
+    counts: list[int], spec: dict[str, Any], seed: int, stem: Path
+) -> list[tuple[Helper, Path]]:
+    """One client process (bench/scale_client.py) per count, each given `spec` with its number
+    of sessions and its own seed; each with the file it writes its results to."""
+    workers = []
+    for i, count in enumerate(counts):
+        spec_file = stem.with_name(f"{stem.name}-{i}.json")
+        out_file = stem.with_name(f"{stem.name}-{i}-out.json")
+        spec_file.write_text(json.dumps(spec | {"sessions": count, "seed": seed * 100 + i}))
+        helper = Helper(
+            f"clients {i + 1}/{len(counts)}",
+            ["bench.scale_client", str(spec_file), str(out_file)],
+            say,
+            stdin=True,
+        )
+        workers.append((helper, out_file))
+    return workers
 
 
 class Level:
@@ -55,37 +79,24 @@ class Level:
         return [h.proc.pid for h, _ in self.workers if h.proc.poll() is None]
 
     def run(self, monitor: Monitor) -> dict[str, Any]:
-        per = max(1, self.args.sessions_per_proc)
-        procs = math.ceil(self.n / per)
-        counts = [self.n // procs + (1 if i < self.n % procs else 0) for i in range(procs)]
+        counts = client_counts(self.n, self.args.sessions_per_proc)
         t_connect = time.time()
         say(
-            f"[{self.part} {self.n}] connecting {self.n} session(s) in {procs} client "
+            f"[{self.part} {self.n}] connecting {self.n} session(s) in {len(counts)} client "
             f"process(es) (load {load_text()})"
         )
-        first_offset = 6.0 if self.part == "fake" else 9.0
-        for i, count in enumerate(counts):
-            spec = {
-                "base_url": self.stack.base_url,
-                "agent_id": self.agent_id,
-                "sessions": count,
-                "texts": list(TEXTS),
-                "seed": self.args.seed * 100 + i,
-                "pause_s": [0.5, 1.5],
-                "first_offset_s": first_offset,
-                "grace_s": GRACE_S,
-                "dtx": self.args.dtx,
-            }
-            spec_file = self.work / f"{self.part}-{self.n}-{i}.json"
-            out_file = self.work / f"{self.part}-{self.n}-{i}-out.json"
-            spec_file.write_text(json.dumps(spec))
-            helper = Helper(
-                f"clients {i + 1}/{procs}",
-                ["bench.scale_client", str(spec_file), str(out_file)],
-                say,
-                stdin=True,
-            )
-            self.workers.append((helper, out_file))
+        spec = {
+            "base_url": self.stack.base_url,
+            "agent_id": self.agent_id,
+            "texts": list(TEXTS),
+            "pause_s": [0.5, 1.5],
+            "first_offset_s": 6.0 if self.part == "fake" else 9.0,
+            "grace_s": GRACE_S,
+            "dtx": self.args.dtx,
+        }
+        self.workers = start_clients(
+            counts, spec, self.args.seed, self.work / f"{self.part}-{self.n}"
+        )
         for helper, _ in self.workers:
             helper.wait_ready(60 + 5 * self.n)
         connect_s = round(time.time() - t_connect, 1)

@@ -79,7 +79,7 @@ class Benchmark:
     ) -> None:
         """`name`: the module under bench/ (the record's "benchmark" and its file names);
         `webrtc`: the command to suggest when not inside scripts/netns-run; `logs`: the log
-        folder's name under <out>/logs/ ("{stamp}" is the run's), None for no log folder."""
+        folder's name under <out>/logs/ ("{stamp}" is the run's), None for none kept."""
         self.name = name
         self.args = args
         self._webrtc = webrtc
@@ -114,9 +114,10 @@ class Benchmark:
             self._exit.__exit__(exc_type, exc, tb)
 
     @property
-    def log_dir(self) -> Path | None:
+    def log_dir(self) -> Path:
+        """<out>/logs/<logs>/; without `logs`, a folder in the work folder (thrown away)."""
         if self._logs is None:
-            return None
+            return self.work / "logs"
         return Path(self.args.out) / "logs" / self._logs.format(stamp=self.run.stamp)
 
     # -- what runs, and what is stopped afterwards ---------------------------------------------
@@ -124,10 +125,10 @@ class Benchmark:
         """`stop()` when `measuring` ends (the last registered first)."""
         self._cleanups.append(stop)
 
-    def local_stack(self, **kw: Any) -> LocalStack:
-        """A LocalStack in the work folder, logging to the log folder; stopped at the end."""
-        log_dir = self.log_dir or self.work / "logs"
-        stack = LocalStack(self.work, log_dir, say, **kw)
+    def local_stack(self, logs: str = "", **kw: Any) -> LocalStack:
+        """A LocalStack in the work folder, logging to the log folder (its `logs` subfolder when
+        given); stopped at the end."""
+        stack = LocalStack(self.work, self.log_dir / logs, say, **kw)
         self.on_cleanup(stack.stop)
         return stack
 
@@ -164,7 +165,8 @@ class Benchmark:
     # -- results --------------------------------------------------------------------------------
     def record(self, **fields: Any) -> dict[str, Any]:
         """The results record: BenchRun's head (machine, config, command, ...), then `fields`."""
-        return self.run.record(self.args, self.interrupted, self.log_dir, **fields)
+        log_dir = self.log_dir if self._logs is not None else None
+        return self.run.record(self.args, self.interrupted, log_dir, **fields)
 
     def headline(self, title: str, extra: str = "") -> str:
         return self.run.headline(title, self.interrupted, extra)

@@ -1,7 +1,8 @@
-"""A client of bench/pipecat_bot.py that hears and speaks exactly as tests/voice_client.VoiceClient
-does for this assistant (the same SpeakerTrack, the same recorder, the same two-frame jitter
-buffer, like a browser), and the Pipecat counterparts of bench/scenarios.py's voice and barge-in
-turns, measured the same way from the audio sent and received.
+"""A client of bench/pipecat_bot.py that hears and speaks exactly as
+harness/voice_client.VoiceClient does for this assistant (the same SpeakerTrack, the same
+recorder, the same two-frame jitter buffer, like a browser), and the Pipecat counterparts of
+bench/scenarios.py's voice and barge-in turns, measured the same way from the audio sent and
+received.
 
 The assistant has an event WebSocket; Pipecat's bot has none here, so the turns are paced by the
 events bench/pipecat_bot.py writes to <events-dir>/<pc_id>.jsonl (times on CLOCK_MONOTONIC, the

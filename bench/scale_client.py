@@ -1,6 +1,6 @@
 """One process of simulated voice users for bench/scale.py: several VoiceClient sessions (each
 with its own WebRTC peer) that speak a question, wait for the whole spoken reply, pause, and
-speak again. The clients are lighter than tests/voice_client's (see `EncodedSpeaker`,
+speak again. The clients are lighter than harness/voice_client's (see `EncodedSpeaker`,
 `LightClient`): pre-encoded microphone packets, received audio reduced to arrival times.
 
     python -m bench.scale_client SPEC.json OUT.json
@@ -86,7 +86,7 @@ def audible(pcm: np.ndarray) -> bool:
     return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > AUDIBLE_RMS
 
 
-# -- a lighter client than tests/voice_client's -------------------------------------------------
+# -- a lighter client than harness/voice_client's -----------------------------------------------
 # The simulated users share the two cores with the services they measure, so they do as little
 # as a client can: the microphone sends Opus packets encoded once at start-up (aiortc sends an
 # av.Packet from a track as it is, without its per-frame encode in a thread), and received audio
@@ -117,8 +117,8 @@ def encode_clip(text: str, pcm: np.ndarray, rate: int) -> EncodedClip:
 
 class EncodedSpeaker(MediaStreamTrack):
     """Microphone stand-in sending pre-encoded Opus packets, paced at 20 ms (with `dtx`, silence
-    as Opus DTX: see tests/voice_client.Pacer); the same interface as
-    tests/voice_client.SpeakerTrack (`done`, `last_audible_sent`, `first_audible_sent`)."""
+    as Opus DTX: see harness/voice_client.Pacer); the same interface as
+    harness/voice_client.SpeakerTrack (`done`, `last_audible_sent`, `first_audible_sent`)."""
 
     kind = "audio"
 

@@ -1,4 +1,4 @@
-"""The three kinds of measured turn, driven through tests/voice_client.VoiceClient over real
+"""The three kinds of measured turn, driven through harness/voice_client.VoiceClient over real
 WebRTC: a spoken question, a barge-in over a long spoken reply, and a typed question.
 
 All client-side times are `time.monotonic()` seconds of this process: the speaker track stamps

@@ -102,13 +102,18 @@ class Sessions:
         self.used = 0
         self.opened = 0
 
+    async def open(self) -> VoiceClient:
+        """A new session, its events and its media."""
+        client = VoiceClient(self.base_url)
+        await client.create_session(self.agent_id)
+        await client.connect_events()
+        await client.connect_media()
+        return client
+
     async def next(self) -> VoiceClient:
         if self.client is None or self.used >= self.per_session:
             await self.close()
-            client = VoiceClient(self.base_url)
-            await client.create_session(self.agent_id)
-            await client.connect_events()
-            await client.connect_media()
+            client = await self.open()
             await asyncio.sleep(0.3)  # the reply track's first frames
             self.client, self.used = client, 0
             self.opened += 1

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 import time
@@ -43,10 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from harness.audio import word_overlap
-from harness.local_stack import LocalStack
+from harness.local_stack import LocalStack, cpu_s, machine_busy_s
 from harness.paths import REPO, shown
 
 from . import peer_report
@@ -157,24 +154,13 @@ class CpuMeter:
     def __init__(self, ours: LocalStack, peer: PipecatStack) -> None:
         self.ours, self.peer = ours, peer
 
-    def _pids_ours(self) -> list[int]:
-        return list(self.ours.pids().values())
-
     def now(self) -> dict[str, float]:
-        t = psutil.cpu_times()
-        out = {"busy": t.user + t.nice + t.system + t.irq + t.softirq}
-        for name, pids in (
-            ("ours", self._pids_ours()),
-            ("pipecat", self.peer.pids()),
-            ("client", [os.getpid()]),
-        ):
-            s = 0.0
-            for pid in pids:
-                with contextlib.suppress(psutil.Error):
-                    pt = psutil.Process(pid).cpu_times()
-                    s += pt.user + pt.system
-            out[name] = s
-        return out
+        return {
+            "busy": machine_busy_s(),
+            "ours": cpu_s(list(self.ours.pids().values())),
+            "pipecat": cpu_s(self.peer.pids()),
+            "client": cpu_s([os.getpid()]),
+        }
 
 
 class Bench:

@@ -27,6 +27,22 @@ FAKE_ENGINES: dict[str, dict[str, str]] = {k: {"VA_ENGINE": "fake"} for k in ("a
 LOAD_GATEWAY_ENV = {"VA_SESSION_CREATE_RATE": "100000/minute", "VA_WS_MESSAGE_RATE": "1000/second"}
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (guest time is inside user)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq)
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) these processes have used so far (gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def load_text() -> str:
     """The load averages, as printed in progress lines."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -197,12 +213,4 @@ class LocalStack:
         """(CPU seconds the whole machine has been busy, CPU seconds of this benchmark: its own
         process, the services, NATS and Redis), both since boot; the difference over a turn is
         what other programs took from it."""
-        t = psutil.cpu_times()
-        busy = t.user + t.nice + t.system + t.irq + t.softirq  # guest time is inside user
-        pids = [os.getpid(), *self.pids().values()]
-        ours = 0.0
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                pt = psutil.Process(pid).cpu_times()
-                ours += pt.user + pt.system
-        return busy, ours
+        return machine_busy_s(), cpu_s([os.getpid(), *self.pids().values()])

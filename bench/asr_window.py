@@ -26,15 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from tests.audio import noise_wav, read_wav, resample, speak_wav
+from harness.audio import noise_wav, read_wav, resample, speak_wav
+from harness.local_stack import load_text
 
 from . import report
 from .asr import wer
-from .local_stack import BenchRun, load_text, say, shown
+from .runner import Benchmark, arg_parser, say
 from .scenarios import INTERRUPTIONS, QUESTIONS, STORY_PROMPTS
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 LONG = (
     "I would like to know what the weather is going to be like tomorrow afternoon in Paris, "
     "and whether I should bring an umbrella and a warm coat when I go out for dinner."
@@ -69,21 +68,22 @@ def clips() -> list[tuple[str, str, np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.asr_window", description=__doc__.split("\n\n")[0]
-    )
+    p = arg_parser("asr_window", __doc__)
     p.add_argument("--windows", type=floats, default=[30.0, 12.0, 10.0, 6.0], help="min windows, s")
     p.add_argument("--pads", type=floats, default=[3.0, 1.0], help="padding after speech, s")
     p.add_argument("--repeats", type=int, default=3, help="passes per clip and setting (3)")
     p.add_argument("--cpu-threads", type=int, default=2, help="as the ASR service (2)")
     p.add_argument("--model", default="tiny.en", help="a model of services/asr/models.py")
-    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    with Benchmark("asr_window", args, logs=None) as bench:
+        return measure(args, bench)
 
+
+def measure(args: argparse.Namespace, bench: Benchmark) -> int:
+    """Every clip through the --model Whisper at each window setting, --repeats times."""
     from services.asr.engines.faster_whisper import FasterWhisperEngine
     from services.asr.models import model_path
 
-    run = BenchRun.begin("asr_window", say)
     say(f"[setup] synthesizing clips (cached in tests/artifacts/); load {load_text()}")
     data = clips()
     settings = [(30.0, 3.0)] + [(w, pad) for w in args.windows if w < 30 for pad in args.pads]
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'p95 ms':>7} {'max ms':>7}"
     )
     say("")
-    record = run.record(args, False, settings=rows)
-    say(run.headline("asr window", extra=f", {len(data)} clips x {args.repeats}"))
+    record = bench.record(settings=rows)
+    say(bench.headline("asr window", f", {len(data)} clips x {args.repeats}"))
     say(head)
     say("-" * len(head))
     for r in rows:
@@ -149,13 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['clips_differing_from_30s']:>6} {r['ms']['p50']:>7.0f} {r['ms']['p95']:>7.0f} "
             f"{r['ms']['max']:>7.0f}"
         )
-    for path in report.write_json(record, args.out, run.stamp, name="asr_window"):
-        say(f"wrote {shown(path)}")
-    try:
-        png = draw(rows, run.plot_title("Whisper tiny.en pass time by encoder window"), args.out)
-        say(f"wrote {shown(png)}")
-    except ImportError as exc:
-        say(f"no plot ({exc})")
+    bench.publish(record)
+    bench.plot(
+        lambda title: draw(rows, title, args.out), "Whisper tiny.en pass time by encoder window"
+    )
     return 0
 
 

@@ -5,10 +5,10 @@
     scripts/netns-run .venv/bin/python -m bench.peer_pipecat --turns 10 --barge-ins 5
 
 Starts both systems inside the network namespace: the assistant (nats-server, redis-server, the
-five services; bench/local_stack.py) and the peer (SmolLM2 behind `python -m llama_cpp.server`,
+five services; harness/local_stack.py) and the peer (SmolLM2 behind `python -m llama_cpp.server`,
 bench/pipecat_bot.py in its own venv; bench/pipecat_stack.py), on the same model files. Then
-speaks bench/scenarios.py's questions (Piper WAVs from tests/audio.speak_wav, trimmed to their
-audible part) over WebRTC to each, with the same aiortc client code (tests/voice_client's
+speaks bench/scenarios.py's questions (Piper WAVs from harness/audio.speak_wav, trimmed to their
+audible part) over WebRTC to each, with the same aiortc client code (harness/voice_client's
 SpeakerTrack and recorder, two-frame jitter buffer), and measures from the audio alone:
 
 - voice to voice: last audible frame of the question sent -> first audible reply frame received;
@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -44,24 +42,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from tests.audio import word_overlap
+from harness.audio import word_overlap
+from harness.local_stack import LocalStack, cpu_s, machine_busy_s
+from harness.paths import REPO, shown
 
 from . import peer_report
-from .local_stack import (
-    LocalStack,
-    arg_parser,
-    cancel_on_signals,
-    load_text,
-    machine_info,
-    say,
-    shown,
-    signals_ignored,
-    stopped_on_signals,
-)
 from .pipecat_client import PipecatSessions, pipecat_barge_in_turn, pipecat_voice_turn
 from .pipecat_stack import PipecatStack
+from .runner import Benchmark, arg_parser, say
 from .scenarios import (
     BARGE_DELAYS,
     INTERRUPTIONS,
@@ -77,8 +65,6 @@ from .scenarios import (
     voice_turn,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 FAILURE = REPO / "bench" / "peer" / "pipecat-failure.txt"
 SYSTEMS = ("ours", "pipecat")
 
@@ -90,7 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--turns-per-session", type=int, default=5, help="voice turns a session (5)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured voice turns per system (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     return p.parse_args(argv)
 
 
@@ -169,25 +154,13 @@ class CpuMeter:
     def __init__(self, ours: LocalStack, peer: PipecatStack) -> None:
         self.ours, self.peer = ours, peer
 
-    def _pids_ours(self) -> list[int]:
-        pids = [sp.pid for sp in self.ours.by_kind.values()]
-        return pids + [proc.pid for _, proc in self.ours.servers]
-
     def now(self) -> dict[str, float]:
-        t = psutil.cpu_times()
-        out = {"busy": t.user + t.nice + t.system + t.irq + t.softirq}
-        for name, pids in (
-            ("ours", self._pids_ours()),
-            ("pipecat", self.peer.pids()),
-            ("client", [os.getpid()]),
-        ):
-            s = 0.0
-            for pid in pids:
-                with contextlib.suppress(psutil.Error):
-                    pt = psutil.Process(pid).cpu_times()
-                    s += pt.user + pt.system
-            out[name] = s
-        return out
+        return {
+            "busy": machine_busy_s(),
+            "ours": cpu_s(list(self.ours.pids().values())),
+            "pipecat": cpu_s(self.peer.pids()),
+            "client": cpu_s([os.getpid()]),
+        }
 
 
 class Bench:
@@ -373,51 +346,25 @@ def write_failure(stage: str, exc: BaseException, peer: PipecatStack) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.environ.get("VA_NETNS") != "1":
-        say("note: not inside scripts/netns-run; WebRTC may not connect (use bench/peer.sh)")
-    started = datetime.now(UTC).astimezone()
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    machine = machine_info() | {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-    dirty = " + uncommitted changes" if machine["git_dirty"] else ""
-    say(
-        f"[setup] {machine['cpu_model']} x{machine['nproc']}, load {load_text()}, commit "
-        f"{str(machine['git_commit'])[:10]}{dirty}"
-    )
-    log_dir = args.out / "logs" / f"peer-{stamp}"
-    rc = 0
-    with tempfile.TemporaryDirectory(prefix="va-peer-") as tmp, stopped_on_signals():
-        ours = LocalStack(Path(tmp), log_dir / "ours", say)
-        peer = PipecatStack(log_dir / "pipecat", Path(tmp) / "pipecat-events", say)
+    with Benchmark("peer_pipecat", args, webrtc="bench/peer.sh", logs="peer-{stamp}") as run:
+        ours = run.local_stack("ours")
+        peer = PipecatStack(run.log_dir / "pipecat", run.work / "pipecat-events", say)
+        run.on_cleanup(peer.stop)
         bench = Bench(args, CpuMeter(ours, peer))
-        interrupted = False
         stage = "starting Pipecat"
-        try:
+        with run.measuring():
             say("[setup] starting Pipecat (llama_cpp.server + bench/pipecat_bot.py)")
             peer.start()
             stage = "starting the assistant"
             say("[setup] starting the assistant (nats, redis, five services)")
             ours.start()
             stage = "measuring"
-            stopped_by = asyncio.run(cancel_on_signals(measure(bench, ours.base_url, peer)))
-            if stopped_by is not None:
-                raise KeyboardInterrupt(stopped_by)
-        except KeyboardInterrupt as exc:
-            interrupted, rc = True, 130
-            say(f"\ninterrupted ({str(exc) or 'Ctrl-C'}): stopping everything")
-        except Exception as exc:
-            interrupted, rc = True, 1
-            say(f"\nbenchmark failed: {type(exc).__name__}: {exc}")
-            if stage == "starting Pipecat":
-                say(f"wrote {shown(write_failure(stage, exc, peer))}")
-        finally:
-            with signals_ignored():
-                peer.stop()
-                ours.stop()
+            run.run_async(measure(bench, ours.base_url, peer))
+        if run.error is not None and stage == "starting Pipecat":
+            say(f"wrote {shown(write_failure(stage, run.error, peer))}")
         if any(v for s in bench.turns.values() for v in s.values()):
-            peer_report.write(
-                bench, machine, started, stamp, log_dir, interrupted, say, peer.versions
-            )
-    return rc
+            peer_report.write(bench, run, peer.versions)
+    return run.rc
 
 
 if __name__ == "__main__":

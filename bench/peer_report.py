@@ -7,16 +7,11 @@ linear interpolation); with 10 samples p95 lies between the 9th and the 10th val
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .local_stack import shown
 from .report import summarize, values
+from .runner import Benchmark, say
 
 # (key, group, label, compared): compared rows get a ratio; the others explain the figures.
 ROWS: tuple[tuple[str, str, str, bool], ...] = (
@@ -154,61 +149,30 @@ def table(stats: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write(
-    bench: Any,
-    machine: dict[str, Any],
-    started: datetime,
-    stamp: str,
-    log_dir: Path,
-    interrupted: bool,
-    say: Callable[[str], None],
-    peer_versions: dict[str, str] | None = None,
-) -> None:
-    args = bench.args
+def write(bench: Any, run: Benchmark, peer_versions: dict[str, str] | None = None) -> None:
+    """The record (peer-<stamp>.json, peer-latest.json), the table and the plot of a run."""
     stats = summary(bench.turns)
-    load_after = [round(x, 2) for x in os.getloadavg()]
-    machine = machine | {"loadavg_after": load_after}
-    record = {
-        "benchmark": "peer_pipecat",
-        "date": started.isoformat(timespec="seconds"),
-        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "complete": not interrupted,
-        "command": [sys.executable, "-m", "bench.peer_pipecat", *sys.argv[1:]],
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "peer": peer_versions or {},
-        "machine": machine,
-        "logs": shown(log_dir),
-        "summary": stats,
-        "anomalies": bench.anomalies,
-        "turns": bench.turns,
-        "warmup": bench.warmup,
-        "skipped": bench.skipped,
-    }
-    say("")
-    say(
-        f"ours vs pipecat, {record['date']}, commit {str(machine['git_commit'])[:10]}"
-        f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['cpu_model']} x{machine['nproc']}"
-        f", load {machine['loadavg_before']} -> {load_after}"
-        f"{'  [INTERRUPTED: partial]' if interrupted else ''}"
+    peer = peer_versions or {}
+    record = run.record(
+        peer=peer,
+        summary=stats,
+        anomalies=bench.anomalies,
+        turns=bench.turns,
+        warmup=bench.warmup,
+        skipped=bench.skipped,
     )
+    say("")
+    say(run.headline("ours vs pipecat"))
     say(table(stats))
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2, default=str) + "\n"
-    for path in (args.out / f"peer-{stamp}.json", args.out / "peer-latest.json"):
-        path.write_text(text)
-        say(f"wrote {shown(path)}")
-    try:
+    run.publish(record, "peer")
+
+    def plot_png(title: str) -> Path:
         from .peer_plot import draw
 
-        title = (
-            f"this assistant vs Pipecat {record['peer'].get('pipecat-ai', '')}, same models, "
-            f"WebRTC - {record['date']} - {str(machine['git_commit'])[:10]} - "
-            f"{machine['cpu_model']} x{machine['nproc']} - load {machine['loadavg_before'][0]:.1f}"
-            f" -> {load_after[0]:.1f}"
-        )
-        say(f"wrote {shown(draw(bench.turns, stats, title, args.out / 'peer-latest.png'))}")
-    except ImportError as exc:
-        say(f"no plot ({exc}): pip install -e '.[bench]'")
+        return draw(bench.turns, stats, title, run.args.out / "peer-latest.png")
+
+    versus = f"this assistant vs Pipecat {peer.get('pipecat-ai', '')}, same models, WebRTC"
+    run.plot(plot_png, versus)
     if bench.anomalies:
         say(f"\n{len(bench.anomalies)} anomalies (all of them in the JSON):")
         for a in bench.anomalies:

@@ -1,7 +1,8 @@
-"""A client of bench/pipecat_bot.py that hears and speaks exactly as tests/voice_client.VoiceClient
-does for this assistant (the same SpeakerTrack, the same recorder, the same two-frame jitter
-buffer, like a browser), and the Pipecat counterparts of bench/scenarios.py's voice and barge-in
-turns, measured the same way from the audio sent and received.
+"""A client of bench/pipecat_bot.py that hears and speaks exactly as
+harness/voice_client.VoiceClient does for this assistant (the same SpeakerTrack, the same
+recorder, the same two-frame jitter buffer, like a browser), and the Pipecat counterparts of
+bench/scenarios.py's voice and barge-in turns, measured the same way from the audio sent and
+received.
 
 The assistant has an event WebSocket; Pipecat's bot has none here, so the turns are paced by the
 events bench/pipecat_bot.py writes to <events-dir>/<pc_id>.jsonl (times on CLOCK_MONOTONIC, the
@@ -24,10 +25,10 @@ import httpx
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from harness.voice_client import VoiceClient
 from services.gateway.webrtc import set_jitter_prefetch
-from tests.voice_client import VoiceClient
 
-from .scenarios import Clip, _audible_now, _ms, reply_audio_stop
+from .scenarios import Clip, Sessions, _audible_now, _ms, reply_audio_stop
 
 BOT = ("bot.start", "bot.stop")
 RTVI_CLIENT_READY = {
@@ -157,42 +158,23 @@ class PipecatClient(VoiceClient):
         ]
 
 
-class PipecatSessions:
+class PipecatSessions(Sessions):
     """The Pipecat side of bench/scenarios.Sessions: a connection (a bot pipeline, with its own
     conversation) every `per_session` turns."""
 
     def __init__(self, base_url: str, events_dir: Path, agent: dict[str, Any], per: int) -> None:
-        self.base_url = base_url
+        super().__init__(base_url, "", per)
         self.events_dir = events_dir
         self.agent = agent
-        self.per_session = max(1, per)
-        self.client: PipecatClient | None = None
-        self.used = 0
-        self.opened = 0
 
-    async def next(self) -> PipecatClient:
-        if self.client is None or self.used >= self.per_session:
-            await self.close()
-            client = PipecatClient(self.base_url, events_dir=self.events_dir)
-            try:
-                await client.connect(self.agent)
-            except BaseException:
-                await client.close()
-                raise
-            await asyncio.sleep(0.3)  # as for the assistant: the reply track's first frames
-            self.client, self.used = client, 0
-            self.opened += 1
-        self.used += 1
-        return self.client
-
-    async def discard(self) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self.client is not None:
-            client, self.client = self.client, None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.close(), 5.0)
+    async def open(self) -> PipecatClient:
+        client = PipecatClient(self.base_url, events_dir=self.events_dir)
+        try:
+            await client.connect(self.agent)
+        except BaseException:
+            await client.close()
+            raise
+        return client
 
 
 def _since(t: float | None, t0: float | None) -> float | None:

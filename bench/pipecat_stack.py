@@ -23,9 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.procs import REPO, free_port, infra
-
-from .local_stack import shown
+from harness.paths import REPO, shown
+from harness.servers import free_port, infra
 
 PIPECAT_VENV = REPO / "bench" / ".venv-pipecat"
 BOT = REPO / "bench" / "pipecat_bot.py"

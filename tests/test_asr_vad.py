@@ -17,6 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.audio import (
+    active_bounds_ms,
+    concat_wavs_with_silence,
+    cough_wav,
+    noise_wav,
+    read_wav,
+    speak_wav,
+    transcribe_independent,
+    word_overlap,
+)
 from services.asr.engines.fake import FakeASREngine
 from services.asr.engines.faster_whisper import FasterWhisperEngine
 from services.asr.models import (
@@ -38,16 +48,6 @@ from services.gateway.vad import (
     SpeechStart,
     TurnDetector,
     TurnEvent,
-)
-from tests.audio import (
-    active_bounds_ms,
-    concat_wavs_with_silence,
-    cough_wav,
-    noise_wav,
-    read_wav,
-    speak_wav,
-    transcribe_independent,
-    word_overlap,
 )
 
 QUESTION = "What is the capital of France?"

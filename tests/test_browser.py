@@ -35,8 +35,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.audio import ARTIFACTS, active_bounds_ms, concat_wavs_with_silence, read_wav, speak_wav
-from tests.stack import start_stack
+from harness.audio import ARTIFACTS, active_bounds_ms, concat_wavs_with_silence, read_wav, speak_wav
+from harness.services import start_stack
 
 if TYPE_CHECKING:
     from playwright.async_api import Page

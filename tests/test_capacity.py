@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.stack import start_stack
+from harness.services import start_stack
 from tests.test_voice_e2e import PLAIN, clip, voice_client
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]

@@ -1,10 +1,10 @@
 """No dead state in the services: what they write, something reads.
 
 Invariants protected: every attribute a service sets on its own objects (`self.name = ...`,
-`self.part.name = ...`, `+=`) is read somewhere, in services/, tests/, bench/ or scripts/ (by
-name: one reader anywhere keeps it); every field of a service's settings class is read by the
-services themselves (a setting only a test reads changes nothing). A field written and never read
-is a measurement nobody reports or a setting nobody applies: `Turn.t_llm`, or
+`self.part.name = ...`, `+=`) is read somewhere, in services/, harness/, tests/, bench/ or
+scripts/ (by name: one reader anywhere keeps it); every field of a service's settings class is
+read by the services themselves (a setting only a test reads changes nothing). A field written
+and never read is a measurement nobody reports or a setting nobody applies: `Turn.t_llm`, or
 `GatewaySettings.idle_session_s` while the gateway closed idle sessions after a fixed 60 s.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = REPO / "services"
-READERS = [SERVICES, REPO / "tests", REPO / "bench", REPO / "scripts"]
+READERS = [SERVICES, REPO / "harness", REPO / "tests", REPO / "bench", REPO / "scripts"]
 SETTINGS_BASES = {"ServiceSettings", "BaseSettings"}
 
 

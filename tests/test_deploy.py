@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.servers import infra
 from tests.deploy_lib import (
     DOCKER,
     K8S,
@@ -49,7 +50,6 @@ from tests.deploy_lib import (
     read_pins,
     render,
 )
-from tests.procs import infra
 
 OVERLAYS = ["base", "overlays/dev", "overlays/production", "overlays/production-keda"]
 # Oldest and newest Kubernetes versions the manifests are checked against.

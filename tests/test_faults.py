@@ -17,11 +17,11 @@ from typing import Any
 import nats
 import pytest
 
-from tests.audio import active_bounds_ms, read_wav, speak_wav
-from tests.stack import start_stack
+from harness.audio import active_bounds_ms, read_wav, speak_wav
+from harness.services import start_stack
+from harness.voice_client import VoiceClient
 from tests.test_restarts import history, reconnect
 from tests.test_voice_e2e import PLAIN, STORYTELLER, voice_client
-from tests.voice_client import VoiceClient
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 

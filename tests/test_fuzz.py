@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
+from harness.services import start_stack
 from services.common import messages as m
-from tests.stack import start_stack
 
 API_KEY = "fuzz-key"
 

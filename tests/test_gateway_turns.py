@@ -31,6 +31,7 @@ from aiortc.mediastreams import MediaStreamError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from harness.audio import read_wav, speak_wav
 from services.common import subjects
 from services.common.messages import (
     AgentConfig,
@@ -50,7 +51,6 @@ from services.gateway.limits import Limits
 from services.gateway.live import LiveSession
 from services.gateway.settings import GatewaySettings
 from services.gateway.vad import SileroVADStream
-from tests.audio import read_wav, speak_wav
 
 pytestmark = pytest.mark.asyncio
 

@@ -20,7 +20,10 @@ from urllib.parse import urlsplit
 import nats
 import pytest
 import redis.asyncio as aioredis
-from procs import REPO, ServiceError, ServiceProcs, free_port
+
+from harness.paths import REPO
+from harness.servers import free_port
+from harness.services import ServiceError, ServiceProcs
 
 NETNS_RUN = REPO / "scripts" / "netns-run"
 FAKE_SERVICE = [sys.executable, str(Path(__file__).with_name("fake_service.py"))]

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import websockets
 
+from harness.services import start_stack
 from services.gateway.limits import Limits
 from services.gateway.settings import GatewaySettings
-from tests.stack import start_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.procs import free_port
-from tests.stack import Stack
+from harness.servers import free_port
+from harness.services import Stack
 from tests.test_voice_e2e import voice_client
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]

@@ -18,8 +18,9 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
-from tests.procs import LOG_DIR, ServiceProcs, free_port, infra
-from tests.stack import KINDS, Stack
+from harness.paths import LOG_DIR
+from harness.servers import free_port, infra
+from harness.services import KINDS, ServiceProcs, Stack
 from tests.test_voice_e2e import PLAIN, clip, voice_client
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]

@@ -1,4 +1,5 @@
-"""The code base stays clean: ruff (style, bugbear, async rules) and mypy on the services."""
+"""The code base stays clean: ruff (style, bugbear, async rules) everywhere, and mypy on the
+services and on the harness that tests and benchmarks share."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "services", "tests", "bench", "scripts")
+    result = run("ruff", "check", "services", "harness", "tests", "bench", "scripts")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy() -> None:
-    result = run("mypy", "services")
+    result = run("mypy", "services", "harness")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.stack import start_stack
+from harness.services import start_stack
 from tests.test_faults import Claims
 from tests.test_voice_e2e import PLAIN, STORYTELLER, clip, voice_client
 

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.procs import LOG_DIR, ServiceProcs, free_port, infra
-from tests.stack import KINDS, Stack
+from harness.paths import LOG_DIR
+from harness.servers import free_port, infra
+from harness.services import KINDS, ServiceProcs, Stack
+from harness.voice_client import VoiceClient
 from tests.test_voice_e2e import STORYTELLER, clip, voice_client
-from tests.voice_client import VoiceClient
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 

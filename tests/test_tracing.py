@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.procs import free_port
-from tests.stack import start_stack
+from harness.servers import free_port
+from harness.services import start_stack
 from tests.test_voice_e2e import PLAIN, STORYTELLER, clip, voice_client
 
 pytestmark = pytest.mark.webrtc

@@ -19,8 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from services.llm.models import DEFAULT_PROFILE
-from tests.audio import (
+from harness.audio import (
     active_bounds_ms,
     cough_wav,
     noise_wav,
@@ -30,8 +29,9 @@ from tests.audio import (
     transcribe_independent,
     word_overlap,
 )
-from tests.stack import start_stack
-from tests.voice_client import SpeakerTrack, VoiceClient
+from harness.services import start_stack
+from harness.voice_client import SpeakerTrack, VoiceClient
+from services.llm.models import DEFAULT_PROFILE
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.asyncio(loop_scope="module")]
 

@@ -1,102 +1,35 @@
-"""Test helpers that run real processes: free ports, throwaway NATS/Redis servers, and services.
+"""The services as real processes, as tests and benchmarks run them.
 
 `ServiceProcs.start("llm", env={...})` runs `python -m services.llm` the way scripts/run.sh does
-(VA_NATS_URL, VA_REDIS_URL, VA_HTTP_PORT set), logs to tests/artifacts/logs/, and returns once
-GET /readyz answers 200 — or fails with the tail of the log if the process dies or is not ready in
-time. `stop_all()` (the fixtures call it at teardown) sends SIGTERM, then SIGKILL after 10 s.
-
-The NATS/Redis start-up and probes come from scripts/infra.py, shared with the run command.
+(VA_NATS_URL, VA_REDIS_URL, VA_HTTP_PORT set), logs to tests/artifacts/logs/ (or the log folder
+given), and returns once GET /readyz answers 200 — or fails with the tail of the log if the
+process dies or is not ready in time. `stop_all()` sends SIGTERM, then SIGKILL after 10 s.
+`start_stack` starts the five (replicas as asked), each waited for in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "tests" / "artifacts"
-LOG_DIR = ARTIFACTS / "logs"
+from .paths import LOG_DIR, REPO
+from .servers import free_port, infra, log_tail, stop_process
 
-
-def _load_infra() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("va_infra", REPO / "scripts" / "infra.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["va_infra"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-infra = _load_infra()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice; tiny race, fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    return str(infra.log_tail(path, lines))
+# The order the five are started in (a stack waits for each; the benchmarks' for all together).
+KINDS = ("session", "llm", "asr", "tts", "gateway")
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80] or "test"
-
-
-# --- throwaway servers -------------------------------------------------------------------------
-
-
-@dataclass
-class LocalServer:
-    """A nats-server or redis-server started for this test run."""
-
-    name: str
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_local_nats(data_dir: Path, log_dir: Path = LOG_DIR) -> LocalServer:
-    port = free_port()
-    url = f"nats://127.0.0.1:{port}"
-    log = log_dir / "nats-server.log"
-    proc = infra.start_nats("127.0.0.1", port, data_dir / "jetstream", log)
-    infra.wait_until(lambda: infra.nats_info(url) is not None, "nats-server", 30, proc, log)
-    return LocalServer("nats-server", url, proc, log)
-
-
-def start_local_redis(data_dir: Path, log_dir: Path = LOG_DIR) -> LocalServer:
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    log = log_dir / "redis-server.log"
-    proc = infra.start_redis("127.0.0.1", port, data_dir / "redis", log, persistent=False)
-    infra.wait_until(lambda: infra.redis_answers(url), "redis-server", 30, proc, log)
-    return LocalServer("redis-server", url, proc, log)
-
-
-# --- services ----------------------------------------------------------------------------------
 
 
 class ServiceError(AssertionError):
@@ -138,15 +71,7 @@ class ServiceProc:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL (to its whole process group) after `timeout` s."""
-        if self.proc.poll() is None:
-            self.kill(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 # The model of the tests' llm services: SmolLM2 answers badly but fast, and most tests check
@@ -253,3 +178,45 @@ class ServiceProcs:
                     os.killpg(sp.proc.pid, signal.SIGKILL)
                 sp.proc.wait()
         self.procs.clear()
+
+
+class Stack:
+    """The services started so far, by kind (replicas in start order)."""
+
+    def __init__(self, procs: ServiceProcs) -> None:
+        self.procs = procs
+        self.by_kind: dict[str, list[ServiceProc]] = {k: [] for k in KINDS}
+
+    @property
+    def base_url(self) -> str:
+        return self.by_kind["gateway"][0].url
+
+    def start(self, kind: str, env: dict[str, str] | None = None, **kw: Any) -> ServiceProc:
+        sp = self.procs.start(kind, env=env, **kw)
+        self.by_kind[kind].append(sp)
+        return sp
+
+    def replica(self, worker_id: str) -> ServiceProc:
+        """The process whose worker id (kind-host-pid-xxxx) is `worker_id`."""
+        pid = int(worker_id.split("-")[-2])
+        for procs in self.by_kind.values():
+            for sp in procs:
+                if sp.pid == pid:
+                    return sp
+        raise KeyError(worker_id)
+
+
+def start_stack(
+    procs: ServiceProcs,
+    replicas: dict[str, int] | None = None,
+    env: dict[str, dict[str, str]] | None = None,
+) -> Stack:
+    """The five services (the embedded defaults unless `env` says otherwise), each ready before
+    the next starts."""
+    stack = Stack(procs)
+    replicas = replicas or {}
+    env = env or {}
+    for kind in KINDS:
+        for _ in range(replicas.get(kind, 1)):
+            stack.start(kind, env=env.get(kind))
+    return stack

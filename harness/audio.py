@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+from .paths import ARTIFACTS as ARTIFACTS  # the WAV cache (tests import it from here)
+
 PathLike = str | Path
 
 _piper_voice: Any = None
@@ -122,7 +123,7 @@ def speak_wav(
     voice: str | None = None,
 ) -> Path:
     """Synthesize `text` with Piper (joe-us voice), espeak-ng (`voice`, default en-us) or Kokoro
-    (`voice`, default af_heart; tests/voices.py) into a mono PCM16 WAV at `rate`.
+    (`voice`, default af_heart; harness/voices.py) into a mono PCM16 WAV at `rate`.
 
     Cached under tests/artifacts/ by (text, engine, rate, voice); copied to `path` when one is
     given. Returns the WAV's path."""
@@ -134,7 +135,7 @@ def speak_wav(
         elif engine == "espeak":
             pcm, src = _espeak_pcm(text, voice or "en-us")
         elif engine == "kokoro":
-            from tests.voices import kokoro_pcm
+            from .voices import kokoro_pcm
 
             pcm, src = kokoro_pcm(text, voice or "af_heart")
         else:

@@ -223,6 +223,7 @@ class VoiceClient:
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                assert isinstance(frame, av.AudioFrame)  # an audio track's frames
                 for f in res.resample(frame):
                     self.audio.append(Received(now, f.to_ndarray().reshape(-1).copy()))
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from harness.local_stack import load_text
+from services.asr.engines.moonshine import MoonshineUnsupported
 
 from . import report
 from .asr_audio import (
@@ -274,7 +275,7 @@ def measure(args: Any, voices: list[str], bench: Benchmark) -> int:
     for name in [e for e in args.engines.split(",") if e]:
         try:
             results[name] = run_engine(name, clips, sounds)
-        except ImportError as exc:
+        except (ImportError, MoonshineUnsupported) as exc:
             say(f"[{name}] skipped: {exc}")
     if not results:
         say("no engine ran")

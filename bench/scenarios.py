@@ -248,10 +248,24 @@ async def _audible_now(client: VoiceClient, within: float, wait: float) -> bool:
         await asyncio.sleep(0.005)
 
 
-async def barge_in_turn(
-    client: VoiceClient, story: Clip, stop: Clip, delay: float
-) -> dict[str, Any]:
-    rec: dict[str, Any] = {"question": story.text, "interruption": stop.text, "delay_s": delay}
+@dataclass(frozen=True)
+class StoryPlaying:
+    """A story reply under way: its turn, when it was asked for, when the question's audio
+    ended, and when its first audible reply frame arrived."""
+
+    turn_id: str
+    t_play: float
+    t_q_end: float
+    t_first: float
+
+
+async def story_playing(
+    client: VoiceClient, story: Clip, delay: float, rec: dict[str, Any]
+) -> StoryPlaying | None:
+    """Ask for `story` and let `delay` s of its reply's audio play: the moment to speak over it.
+    Sets rec's voice_to_voice_ms and audible_at_barge_in. When the reply has already ended
+    there is nothing to speak over: None, with rec's not_measured saying so (the caller tries
+    another story), and the session idle."""
     t_play = time.monotonic()
     client.speaker.play(story.pcm, story.rate)
     _, final = await client.wait_event("transcript.final", 30, after=t_play, source="voice")
@@ -270,7 +284,6 @@ async def barge_in_turn(
         t for t, e in client.events if e.get("type") == "reply.done" and e.get("turn_id") == tid
     ]
     if ended:
-        # Nothing left to interrupt: no figure, and the caller tries another story.
         _, done, _ = await _finish(client, tid, t_play)
         rec.update(
             interrupted=False,
@@ -279,7 +292,18 @@ async def barge_in_turn(
             not_measured=f"the reply ended {ended[0] - t_first:.1f} s after its audio began,"
             f" before the barge-in ({len(done['text'].split())} words)",
         )
+        return None
+    return StoryPlaying(tid, t_play, t_q_end, t_first)
+
+
+async def barge_in_turn(
+    client: VoiceClient, story: Clip, stop: Clip, delay: float
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {"question": story.text, "interruption": stop.text, "delay_s": delay}
+    playing = await story_playing(client, story, delay, rec)
+    if playing is None:
         return rec
+    tid, t_play, t_q_end = playing.turn_id, playing.t_play, playing.t_q_end
 
     t_stop_play = time.monotonic()
     client.speaker.play(stop.pcm, stop.rate)

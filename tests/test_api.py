@@ -95,6 +95,25 @@ async def test_agents_need_the_api_key_and_valid_config(http) -> None:  # type: 
         headers={"x-api-key": API_KEY},
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][1:] == ["hot_words"], r.text
+    for turn_detection in [
+        {"type": "semantic_vad"},
+        {"type": "semantic", "eagerness": "eager"},
+        {"type": "fixed", "eagerness": "high"},
+        "fixed",
+    ]:
+        r = await http.post(
+            "/v1/agents",
+            json={"turn_detection": turn_detection},
+            headers={"x-api-key": API_KEY},
+        )
+        assert r.status_code == 422, (turn_detection, r.text)
+        assert r.json()["detail"][0]["loc"][1] == "turn_detection", r.text
+    r = await http.post(
+        "/v1/agents",
+        json={"turn_detection": {"type": "semantic", "eagerness": "low"}},
+        headers={"x-api-key": API_KEY},
+    )
+    assert r.status_code == 200, r.text
 
     r = await http.post("/v1/agents", json=AGENT, headers={"x-api-key": API_KEY})
     assert r.status_code == 200

@@ -21,7 +21,12 @@ from services.asr.settings import AsrSettings
 
 pytest.importorskip("moonshine_cpp", reason="moonshine-cpp not installed (the asr extra)")
 
-from services.asr.engines.moonshine import MoonshineEngine  # noqa: E402
+from services.asr.engines.moonshine import MoonshineEngine, cpu_supported  # noqa: E402
+
+if not cpu_supported():
+    pytest.skip(
+        "moonshine-cpp's library needs AVX-512, which this CPU lacks", allow_module_level=True
+    )
 
 RATE = 16000
 SENTENCES = [

@@ -6,10 +6,13 @@ exactly as it was heard (pre-roll first, nothing lost or repeated), an end reque
 `transcript.final` and a `TurnSubmit` with the transcript. Early in the silence the turn is
 submitted speculatively and its reply held; the end of turn confirms it (`TurnConfirmed`, the
 audio released), and speaking on retracts it (`Interrupt {reason: retracted}`). Speech over a
-playing reply pauses it at once and, once it has lasted `min_interruption_ms`, interrupts it
-(`Interrupt {reason: barge_in}` with the words heard) and becomes the next turn; a blip shorter
-than that resumes the reply and interrupts nothing. A microphone that stops sending (Opus DTX)
-inside a turn's trailing silence still ends the turn.
+playing reply pauses it at once; at its pause, words that take the turn interrupt it
+(`Interrupt {reason: barge_in}` with what was heard of the reply) and become the next turn, while
+a backchannel ("Uh-huh.") or a blip shorter than `min_interruption_ms` resumes the reply where it
+paused, interrupts nothing and starts no turn. A microphone that stops sending (Opus DTX) inside
+a turn's trailing silence still ends the turn. Under semantic turn detection (the real end-of-
+turn model) a question ends its turn well before the unsure wait, and a sentence that stops on
+"for" waits through a thinking pause.
 """
 
 from __future__ import annotations
@@ -41,15 +44,19 @@ from services.common.messages import (
     AsrResult,
     AudioChunkHeader,
     ClaimAck,
+    FixedTurnDetection,
     Interrupt,
+    SemanticTurnDetection,
     TTSSegment,
     TurnAccepted,
     TurnSubmit,
     decode,
 )
+from services.gateway.audio import MicResampler
 from services.gateway.limits import Limits
 from services.gateway.live import LiveSession
 from services.gateway.settings import GatewaySettings
+from services.gateway.turn_policy import SEMANTIC_WAITS
 from services.gateway.vad import SileroVADStream
 
 pytestmark = pytest.mark.asyncio
@@ -143,20 +150,30 @@ class FakeReplicas:
     async def _event(self, msg: Msg) -> None:
         self.events.append(json.loads(msg.data))
 
-    async def speak(self, reply_id: str, turn_id: str, text: str, seconds: float) -> None:
-        """What a tts replica sends for a reply of one segment."""
+    async def speak(
+        self,
+        reply_id: str,
+        turn_id: str,
+        text: str,
+        seconds: float,
+        pcm: bytes | None = None,
+        rate: int = 16000,
+    ) -> None:
+        """What a tts replica sends for a reply of one segment: `pcm` at `rate`, or a tone."""
         segment = TTSSegment(
-            reply_id=reply_id, turn_id=turn_id, index=0, text=text, sample_rate=16000
+            reply_id=reply_id, turn_id=turn_id, index=0, text=text, sample_rate=rate
         )
         await self.nc.publish(subjects.tts_out(self.sid, subjects.TtsPart.CTL), segment.encode())
         headers = AudioChunkHeader(
-            reply_id=reply_id, turn_id=turn_id, segment=0, sample_rate=16000
+            reply_id=reply_id, turn_id=turn_id, segment=0, sample_rate=rate
         ).encode()
-        await self.nc.publish(
-            subjects.tts_out(self.sid, subjects.TtsPart.AUDIO),
-            tone(seconds * 1000),
-            headers=headers,
-        )
+        audio = pcm if pcm is not None else tone(seconds * 1000)
+        for at in range(0, len(audio), 32000):  # chunks as a tts sends them
+            await self.nc.publish(
+                subjects.tts_out(self.sid, subjects.TtsPart.AUDIO),
+                audio[at : at + 32000],
+                headers=headers,
+            )
         await self.nc.flush()
 
 
@@ -186,23 +203,38 @@ async def until(cond: Callable[[], Any], timeout: float = 3.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def say(live: LiveSession, pcm: bytes) -> None:
-    """Microphone audio through the input side, 20 ms at a time, 4x faster than real time."""
-    for at in range(0, len(pcm), CHUNK):
+async def say(live: LiveSession, pcm: bytes, real_time: bool = False) -> None:
+    """Microphone audio through the input side, 20 ms at a time, 4x faster than real time (or
+    in real time, where the gateway's own timing matters: a pause judged while it lasts)."""
+    t0 = time.monotonic()
+    for i, at in enumerate(range(0, len(pcm), CHUNK)):
         assert await live.mic.feed(pcm[at : at + CHUNK])
-        await asyncio.sleep(0.005)
+        if real_time:
+            await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - time.monotonic()))
+        else:
+            await asyncio.sleep(0.005)
+
+
+FIXED = AgentConfig(min_interruption_ms=150, turn_detection=FixedTurnDetection())
+SEMANTIC = AgentConfig(min_interruption_ms=150, turn_detection=SemanticTurnDetection())
 
 
 @contextlib.asynccontextmanager
 async def gateway(
-    nats_url: str, text: str, vad: SileroVADStream | None = None, **settings: Any
+    nats_url: str,
+    text: str,
+    vad: SileroVADStream | None = None,
+    agent: AgentConfig = FIXED,
+    **settings: Any,
 ) -> AsyncIterator[tuple[LiveSession, FakeReplicas]]:
     nc, peer = await nats.connect(nats_url), await nats.connect(nats_url)
     sid = secrets.token_hex(8)
     fake = FakeReplicas(peer, sid, text)
     await fake.start()
+    # echo cancellation off unless a test asks: its synthetic speech is the reply's own tone
+    settings.setdefault("echo_cancellation", False)
     cfg = GatewaySettings(audio_ms_rate="1000000/second", **settings)
-    live = LiveSession(nc, cfg, sid, AgentConfig(min_interruption_ms=150), Limits(cfg), vad=vad)
+    live = LiveSession(nc, cfg, sid, agent, Limits(cfg), vad=vad)
     live.pc = FakePeer()
     await live.open()
     await nc.flush()
@@ -317,6 +349,9 @@ async def test_speech_over_a_reply_pauses_it_then_interrupts_it(nats_url: str) -
         await asyncio.sleep(0.05)
         assert not fake.interrupts
         await say(live, tone(160))
+        await asyncio.sleep(0.05)
+        assert not fake.interrupts and live.out.paused  # the words decide, at the pause
+        await say(live, silence(128))
         await until(lambda: fake.interrupts)
         intr = fake.interrupts[0]
         assert (intr.reason, intr.reply_id, intr.turn_id) == ("barge_in", "r1", turn_id)
@@ -327,6 +362,29 @@ async def test_speech_over_a_reply_pauses_it_then_interrupts_it(nats_url: str) -
         listener.cancel()
     assert (fake.turns[1].text, fake.turns[1].source) == ("stop please", "voice")
     assert len(fake.interrupts) == 1
+
+
+async def test_a_backchannel_over_a_reply_resumes_it_and_starts_no_turn(nats_url: str) -> None:
+    async with gateway(nats_url, "Uh-huh.", vad=LoudIsSpeech(), speculative_turns=False) as (
+        live,
+        fake,
+    ):
+        _, listener = await _reply_playing(live, fake)
+        pb = live.out.playing
+        assert pb is not None
+        await say(live, tone(400))
+        assert live.out.paused
+        played = pb.segments[0].samples_played
+        await say(live, silence(160))  # the pause: its words are a backchannel
+        await until(lambda: not live.out.paused)
+        assert live.out.playing is pb and pb.segments[0].samples_played >= played
+        await say(live, silence(600))
+        await asyncio.sleep(0.1)
+        listener.cancel()
+    assert not fake.interrupts and len(fake.turns) == 1  # nothing cancelled, no turn
+    assert [ctl for _, ctl, _ in fake.ctl] == ["peek", "end"]  # heard, then closed
+    finals = [e["text"] for e in fake.events if e["type"] == "transcript.final"]
+    assert finals == ["tell me a story"]  # the typed turn's only
 
 
 async def test_a_blip_over_a_reply_resumes_it(nats_url: str) -> None:
@@ -384,3 +442,135 @@ async def test_a_microphone_gone_quiet_on_dtx_still_ends_the_turn(nats_url: str)
         await until(lambda: live.mic_ended)  # the track ended: the session knows
     assert fake.turns[0].text == "hello"
     assert waited < 1.5  # the end-of-turn silence (500 ms) counted on the wall clock
+
+
+# -- semantic turn detection: the real end-of-turn model, speech of a natural-prosody voice -------
+async def test_semantic_a_question_ends_well_before_the_unsure_wait(nats_url: str) -> None:
+    speech, _ = read_wav(speak_wav(QUESTION))
+    async with gateway(nats_url, QUESTION, agent=SEMANTIC) as (live, fake):
+        await say(live, silence(320) + speech.astype("<i2").tobytes() + silence(1400), True)
+        await until(lambda: any(p["type"] == "turn.confirmed" for p in fake.playback))
+    (submit,) = fake.turns
+    assert submit.speculative and submit.text == QUESTION
+    confirmed = next(p for p in fake.playback if p["type"] == "turn.confirmed")
+    assert confirmed["end_of_turn_ms"] < SEMANTIC_WAITS["auto"].unsure - 400, confirmed
+
+
+async def test_semantic_a_sentence_that_stops_on_for_waits_through_a_thinking_pause(
+    nats_url: str,
+) -> None:
+    """ "I'd like to book a table for", a 1.2 s pause, then the rest: one turn, not two (the
+    fixed window would have ended it in the pause)."""
+    first, _ = read_wav(speak_wav("I'd like to book a table for"))
+    rest, _ = read_wav(speak_wav("two people tonight."))
+    async with gateway(nats_url, "I'd like to book a table for", agent=SEMANTIC) as (live, fake):
+        await say(live, silence(320) + first.astype("<i2").tobytes() + silence(1200), True)
+        assert live.turns.utt is not None, "the turn ended in the thinking pause"
+        await until(lambda: live.turns.detector.window_ms == SEMANTIC_WAITS["auto"].incomplete)
+        fake.text = "I'd like to book a table for two people tonight."
+        # longer than the longest wait: the turn ends in it whatever the judgement
+        await say(
+            live, rest.astype("<i2").tobytes() + silence(SEMANTIC_WAITS["auto"].incomplete + 200)
+        )
+        await until(lambda: any(p["type"] == "turn.confirmed" for p in fake.playback), 5)
+    finals = [e["text"] for e in fake.events if e["type"] == "transcript.final"]
+    assert finals == ["I'd like to book a table for two people tonight."]
+    assert len({t.turn_id for t in fake.turns}) == 1  # submitted twice (retracted once), one turn
+
+
+# -- its own voice: a client without echo cancellation plays the reply into its microphone ------
+async def speakerphone(live: LiveSession, seconds: float, delay_ms: int, gain: float) -> list[bool]:
+    """Pull the reply's frames as a peer would and feed each back into the microphone `delay_ms`
+    later at `gain`, with a little room noise; returns, per 20 ms, whether the reply was paused."""
+    resample = MicResampler()
+    line = bytearray(int(delay_ms * 32))  # the echo path's delay, 16 kHz PCM16
+    rng = np.random.default_rng(7)
+    paused: list[bool] = []
+    for _ in range(int(seconds * 50)):
+        frame = await live.out.sink.recv()
+        assert isinstance(frame, av.AudioFrame)
+        line += resample(frame)
+        heard = np.frombuffer(bytes(line[:640]), dtype="<i2").astype(np.float64) * gain
+        del line[:640]
+        heard += rng.normal(0, 30, heard.size)  # the room
+        await live.mic.feed(np.clip(heard, -32768, 32767).astype("<i2").tobytes())
+        paused.append(live.out.paused)
+    return paused
+
+
+@pytest.mark.parametrize("echo_cancellation", [True, False])
+async def test_the_reply_played_back_into_the_microphone_neither_pauses_nor_interrupts_it(
+    nats_url: str, echo_cancellation: bool
+) -> None:
+    """With the echo canceller on, 6 s of the reply coming back 150 ms later at -6 dB is not
+    heard as the user; with it off (the control) the same echo pauses the reply."""
+    story, rate = read_wav(speak_wav(STORY + ", and she lived happily in the green forest."))
+    async with gateway(nats_url, STORY, agent=SEMANTIC, echo_cancellation=echo_cancellation) as (
+        live,
+        fake,
+    ):
+        await live.submit_text("tell me a story")
+        turn_id = fake.turns[0].turn_id
+        await fake.speak("r1", turn_id, STORY, 0, story.astype("<i2").tobytes(), rate)
+        await until(lambda: live.out.playing is not None)
+        paused = await speakerphone(live, min(6.0, len(story) / rate), 150, 0.5)
+    longest = max(
+        (len(run) for run in "".join("p" if p else " " for p in paused).split()), default=0
+    )
+    if echo_cancellation:
+        assert not fake.interrupts and len(fake.turns) == 1, fake.interrupts
+        # the canceller converging on its first reply may let one blip through, not more
+        assert longest * 20 <= 200, f"the reply was paused for {longest * 20} ms by its own echo"
+        assert sum(paused) * 20 <= 300, f"paused {sum(paused) * 20} ms in all by its own echo"
+    else:
+        assert any(paused), "the control: without cancellation the echo should pause the reply"
+
+
+# -- the agent speaking on its own ----------------------------------------------------------------
+async def test_the_agent_greets_an_empty_conversation_when_its_audio_connects(
+    nats_url: str,
+) -> None:
+    greeter = AgentConfig(greeting="Hello! How can I help?", turn_detection=FixedTurnDetection())
+    async with gateway(nats_url, "", vad=LoudIsSpeech(), agent=greeter) as (live, fake):
+        await asyncio.sleep(0.3)
+        assert not fake.turns  # no audio yet: no greeting
+        track = DtxTrack(bytes(20 * 96))  # 20 ms of silence, then the microphone goes quiet
+        live.spawn(live.consume_track(track, live.pc), "mic")
+        await until(lambda: fake.turns)
+        track.closed.set()
+    (greeting,) = fake.turns
+    assert (greeting.source, greeting.text, greeting.voice) == (
+        "agent",
+        "Hello! How can I help?",
+        True,
+    )
+
+
+async def test_nudges_come_after_quiet_at_most_max_in_a_row(nats_url: str) -> None:
+    from services.common.messages import IdleNudge, ReplyDone
+
+    nudger = AgentConfig(
+        idle_nudge=IdleNudge(after_s=2.0, text="Still there?", max_nudges=2),
+        turn_detection=FixedTurnDetection(),
+    )
+
+    async def reply_done(turn_id: str) -> None:
+        done = ReplyDone(turn_id=turn_id, reply_id="r", text="x", spoken_text="x")
+        await fake.nc.publish(subjects.events(live.sid), done.encode())
+
+    async with gateway(nats_url, "", vad=LoudIsSpeech(), agent=nudger) as (live, fake):
+        t0 = time.monotonic()
+        await until(lambda: fake.turns, 4)
+        assert 1.8 <= time.monotonic() - t0 <= 3.0
+        assert (fake.turns[0].source, fake.turns[0].text) == ("agent", "Still there?")
+        await asyncio.sleep(2.5)
+        assert len(fake.turns) == 1  # the nudge is in flight: no quiet, no second one
+        await reply_done(fake.turns[0].turn_id)
+        await until(lambda: len(fake.turns) == 2, 4)
+        await reply_done(fake.turns[1].turn_id)
+        await asyncio.sleep(3.0)
+        assert len(fake.turns) == 2  # max_nudges in a row
+        await live.submit_text("sorry, I'm back")  # the user: the count starts again
+        await reply_done(fake.turns[2].turn_id)
+        await until(lambda: len(fake.turns) == 4, 4)
+    assert [t.source for t in fake.turns] == ["agent", "agent", "text", "agent"]

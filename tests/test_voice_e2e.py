@@ -5,8 +5,11 @@ Invariants protected:
 - a spoken question is transcribed, answered in text and in audio an independent recogniser
   understands;
 - speech over a reply stops the reply audio, the reply is marked interrupted and history keeps
-  only what was played; a cough over a reply does not interrupt it;
+  only what was played; a cough, or a backchannel ("yeah, okay"), over a reply does not
+  interrupt it;
 - typed text is answered in text and voice; a session resumes after the client disconnects;
+- an agent with a greeting says it when the audio connects, and nudges a quiet user (at most
+  `max_nudges` times), both kept in history;
 - an agent's hot words reach the recogniser: a name it does not know is written as listed.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -158,13 +162,19 @@ async def test_an_agents_hot_words_spell_a_name_as_listed(stack) -> None:  # typ
         await client.close()
 
 
+async def story_playing(client: VoiceClient, ask: str) -> dict[str, Any]:
+    """Ask for a story; back once its reply is being spoken, with the question's final text."""
+    pcm, rate = clip(ask)
+    client.speaker.play(pcm, rate)
+    _, final = await client.wait_event("transcript.final", 30)
+    await client.wait_event("agent.state", 60, state="speaking", turn_id=final["turn_id"])
+    return final
+
+
 async def test_speech_over_the_reply_interrupts_it(stack) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, STORYTELLER)
     try:
-        pcm, rate = clip("Tell me a story about a brave knight.")
-        client.speaker.play(pcm, rate)
-        _, final = await client.wait_event("transcript.final", 30)
-        await client.wait_event("agent.state", 60, state="speaking", turn_id=final["turn_id"])
+        final = await story_playing(client, "Tell me a story about a brave knight.")
         await asyncio.sleep(2.0)  # let a sentence or two play
 
         stop, srate = clip("Stop, wait a moment please.")
@@ -198,10 +208,7 @@ async def test_speech_over_the_reply_interrupts_it(stack) -> None:  # type: igno
 async def test_a_cough_over_the_reply_does_not_interrupt(stack) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, STORYTELLER)
     try:
-        pcm, rate = clip("Tell me a story about a dragon.")
-        client.speaker.play(pcm, rate)
-        _, final = await client.wait_event("transcript.final", 30)
-        await client.wait_event("agent.state", 60, state="speaking", turn_id=final["turn_id"])
+        final = await story_playing(client, "Tell me a story about a dragon.")
         await asyncio.sleep(1.0)
         cough, crate = read_wav(cough_wav(ms=120))
         client.speaker.play(cough, crate)
@@ -214,6 +221,22 @@ async def test_a_cough_over_the_reply_does_not_interrupt(stack) -> None:  # type
         # The noise started no turn.
         finals = [e for _, e in client.events if e["type"] == "transcript.final"]
         assert len(finals) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_backchannel_over_the_reply_does_not_interrupt(stack) -> None:  # type: ignore[no-untyped-def]
+    client = await voice_client(stack.base_url, STORYTELLER)
+    try:
+        final = await story_playing(client, "Tell me a story about a lighthouse keeper.")
+        await asyncio.sleep(1.5)
+        yeah, yrate = clip("Yeah, okay.")
+        client.speaker.play(yeah, yrate)
+        _, done = await client.wait_event("reply.done", 120, turn_id=final["turn_id"])
+        assert done["interrupted"] is False
+        assert done["spoken_text"] == done["text"].strip()
+        finals = [e for _, e in client.events if e["type"] == "transcript.final"]
+        assert len(finals) == 1  # the backchannel started no turn
     finally:
         await client.close()
 
@@ -266,6 +289,35 @@ async def test_session_resumes_after_the_client_disconnects(stack) -> None:  # t
         await again.close()
 
 
+async def test_the_agent_greets_then_nudges_a_quiet_user_once(stack) -> None:  # type: ignore[no-untyped-def]
+    greeting = "Hello, I am your assistant. How can I help you today?"
+    nudge = {"after_s": 3.0, "text": "Are you still there?", "max_nudges": 1}
+    client = await voice_client(
+        stack.base_url, {**PLAIN, "greeting": greeting, "idle_nudge": nudge}
+    )
+    try:
+        t_hello, hello = await client.wait_event("reply.done", 60)
+        assert (hello["text"], hello["interrupted"]) == (greeting, False)
+        first = client.first_audible_after(t_hello - 10)
+        assert first is not None, "the greeting was not heard"
+        heard = transcribe_independent(
+            resample(client.audio_between(first, t_hello + 0.5), 48000, 16000), 16000
+        )
+        assert word_overlap(greeting, heard) >= 0.3, heard  # pocketsphinx is rough on Piper
+        t_nudge, nudged = await client.wait_event("reply.done", 30, after=t_hello + 0.01)
+        assert nudged["text"] == "Are you still there?"
+        assert t_nudge - t_hello >= 3.0
+        await asyncio.sleep(5.0)
+        assert len([e for _, e in client.events if e["type"] == "reply.done"]) == 2  # max 1 nudge
+        msgs = await history(client)
+        assert [(m["role"], m["text"]) for m in msgs] == [
+            ("assistant", greeting),
+            ("assistant", "Are you still there?"),
+        ]
+    finally:
+        await client.close()
+
+
 async def test_partial_transcripts_while_the_user_speaks(stack) -> None:  # type: ignore[no-untyped-def]
     client = await voice_client(stack.base_url, PLAIN)
     try:
@@ -294,7 +346,8 @@ async def test_partial_transcripts_while_the_user_speaks(stack) -> None:  # type
 async def test_a_pause_inside_a_question_does_not_split_the_turn(stack) -> None:  # type: ignore[no-untyped-def]
     """A pause shorter than the end-of-turn silence starts a speculative reply (its ASR pass
     fits in the pause); speech going on retracts it unseen."""
-    client = await voice_client(stack.base_url, {**PLAIN, "end_of_turn_silence_ms": 3000})
+    fixed = {"turn_detection": {"type": "fixed"}, "end_of_turn_silence_ms": 3000}
+    client = await voice_client(stack.base_url, {**PLAIN, **fixed})
     try:
         first, rate = clip("What is the color")
         second, _ = clip("of the sky on a clear day?")

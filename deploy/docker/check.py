@@ -20,10 +20,14 @@ KINDS = ("gateway", "asr", "llm", "tts", "session")
 def load_default_model(kind: str) -> str:
     """Load `kind`'s default model the way the service does; return what was loaded."""
     if kind == "gateway":
+        from services.gateway.echo import EchoCanceller
+        from services.gateway.smart_turn import SmartTurn, model_path
         from services.gateway.vad import SileroVADModel, default_model_path
 
-        path = default_model_path()
-        SileroVADModel(path)
+        SileroVADModel(default_model_path())
+        SmartTurn().score(bytes(32000))
+        EchoCanceller().played(bytes(1920))  # livekit's native library loads
+        path = f"{default_model_path()}, {model_path()}"
     elif kind == "asr":
         from faster_whisper import WhisperModel
 
@@ -33,9 +37,12 @@ def load_default_model(kind: str) -> str:
         path = model_path(AsrSettings().whisper_model)
         WhisperModel(path, device="cpu", compute_type="int8", local_files_only=True)
         # the other engine (VA_ENGINE=moonshine) loads too: its library and bundled model
-        from services.asr.engines.moonshine import MoonshineEngine
+        # (on a CPU it can run on)
+        from services.asr.engines.moonshine import MoonshineEngine, cpu_supported
 
-        MoonshineEngine().close()
+        if cpu_supported():
+            MoonshineEngine().close()
+            path += " (and moonshine)"
     elif kind == "llm":
         from llama_cpp import Llama
 

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
-# The gateway service image: HTTP API, event WebSocket, WebRTC (aiortc) and the Silero VAD (the
-# ONNX file faster-whisper ships).
+# The gateway service image: HTTP API, event WebSocket, WebRTC (aiortc), the Silero VAD (the
+# ONNX file faster-whisper ships) and the Smart Turn end-of-turn model (taken out of the
+# pipecat-ai wheel into /models at build time by services/gateway/smart_turn.py).
 # Build from the repository root (the context needs services/ and deploy/):
 #   docker build -f deploy/docker/gateway.Dockerfile -t voice-assistant/gateway .
 # Python packages: exactly deploy/requirements/gateway.txt, installed by deploy/docker/pyenv.sh
@@ -14,6 +15,13 @@ COPY deploy/requirements/ /src/deploy/requirements/
 COPY deploy/docker/pyenv.sh /src/deploy/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
     bash /src/deploy/docker/pyenv.sh wheels gateway /wheels
+# The end-of-turn model: one file out of the pipecat-ai wheel, size and SHA-256 checked.
+COPY services/__init__.py /src/services/
+COPY services/common/__init__.py services/common/models_dir.py /src/services/common/
+COPY services/gateway/__init__.py services/gateway/vad.py services/gateway/smart_turn.py \
+     /src/services/gateway/
+RUN pip install -q --no-index --find-links /wheels numpy \
+ && cd /src && VA_MODELS_DIR=/models python -m services.gateway.smart_turn
 
 # --- 2. runtime: python:3.11-slim, a venv installed offline from stage 1, the code, non-root ---
 FROM ${PYTHON_IMAGE}
@@ -26,7 +34,9 @@ COPY services/__init__.py services/
 COPY services/common/ services/common/
 COPY services/gateway/ services/gateway/
 COPY deploy/docker/check.py deploy/docker/healthcheck.py deploy/docker/
+COPY --from=wheels /models /models
 ENV PATH=/opt/venv/bin:$PATH \
+    VA_MODELS_DIR=/models \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     HOME=/tmp \

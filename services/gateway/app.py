@@ -72,6 +72,10 @@ class Offer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sdp: str = Field(min_length=1)
     type: str
+    # The client cancels no echo itself (a speakerphone, a kiosk, a browser with its audio
+    # processing off): the gateway takes the reply's echo out of its microphone. None: the
+    # gateway's default (VA_ECHO_CANCELLATION).
+    echo_cancellation: bool | None = None
 
 
 class Hub:
@@ -112,7 +116,14 @@ class Hub:
         async with self._lock:
             live = self.live.get(info.session_id)
             if live is None or live.closed:
-                live = LiveSession(self.nc, self.cfg, info.session_id, info.agent, self.limits)
+                live = LiveSession(
+                    self.nc,
+                    self.cfg,
+                    info.session_id,
+                    info.agent,
+                    self.limits,
+                    messages=info.messages,
+                )
                 await live.open()
                 self.live[info.session_id] = live
                 ACTIVE_SESSIONS.set(len(self.live))
@@ -258,7 +269,10 @@ def create_app(hub: Hub) -> FastAPI:
         from .webrtc import answer_offer
 
         try:
-            sdp, kind = await answer_offer(live, offer.sdp, cfg.ice_servers)
+            echo = offer.echo_cancellation
+            if echo is None:
+                echo = cfg.echo_cancellation
+            sdp, kind = await answer_offer(live, offer.sdp, cfg.ice_servers, echo)
         except ValueError as exc:
             raise api_error(400, ErrorCode.BAD_SDP, f"invalid SDP offer: {exc}") from exc
         return {"sdp": sdp, "type": kind}

@@ -52,6 +52,7 @@ class Utterance:
         self.speculative = False  # a speculative final pass covers all the speech so far
         self.pauses = 0  # pauses and resumes so far: tells a stale speculative result
         self.ended = False
+        self._heard: asyncio.Future[str | None] | None = None  # the text at the last pause
 
     @property
     def ready(self) -> bool:
@@ -62,12 +63,30 @@ class Utterance:
         """The user paused: a final pass starts on the speech so far. Returns the pause count."""
         self.speculative = True
         self.pauses += 1
+        self._heard = asyncio.get_running_loop().create_future()
         return self.pauses
 
     def resumed(self) -> None:
         """The user spoke on: the speculative pass no longer covers the speech."""
         self.speculative = False
         self.pauses += 1
+
+    def hear(self, pauses: int, text: str | None) -> None:
+        """The text of the pass started at pause number `pauses` (None: it failed)."""
+        if pauses == self.pauses and self._heard is not None and not self._heard.done():
+            self._heard.set_result(text)
+
+    async def heard(self, timeout: float) -> str | None:
+        """The text of the speech up to the current pause, once its pass is done; None when it
+        failed, is stale or takes longer than `timeout` seconds."""
+        fut = self._heard
+        if fut is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            return None
 
 
 class AsrLink:
@@ -137,17 +156,24 @@ class AsrLink:
         )
 
     async def peek(self, utt: Utterance, speech_end: float) -> AsrResult:
-        """The text so far, from a final pass the replica keeps for the end of the turn.
-        Raises `bus.BusUnavailable` or `bus.RemoteError`."""
-        result: AsrResult = await bus.request(
-            self.nc,
-            self._subject(utt),
-            AsrEnd(speech_end_ms=speech_end),
-            AsrResult,
-            timeout=self.cfg.asr_timeout_s,
-            headers=AsrControl.PEEK.headers(),
-            ctx=utt.ctx,
-        )
+        """The text so far, from a final pass the replica keeps for the end of the turn; also
+        told to the utterance (`Utterance.heard`). Raises `bus.BusUnavailable` or
+        `bus.RemoteError`."""
+        pauses = utt.pauses
+        try:
+            result: AsrResult = await bus.request(
+                self.nc,
+                self._subject(utt),
+                AsrEnd(speech_end_ms=speech_end),
+                AsrResult,
+                timeout=self.cfg.asr_timeout_s,
+                headers=AsrControl.PEEK.headers(),
+                ctx=utt.ctx,
+            )
+        except (bus.BusUnavailable, bus.RemoteError):
+            utt.hear(pauses, None)
+            raise
+        utt.hear(pauses, result.text)
         return result
 
     async def end(self, utt: Utterance, speech_end: float) -> AsrResult | None:

@@ -46,6 +46,8 @@ from services.common.messages import (
 )
 
 from .asr_link import AsrLink
+from .echo import echo_canceller
+from .initiative import Initiative
 from .limits import Limits
 from .mic import Mic
 from .playback import ReplyAudioTrack
@@ -68,7 +70,9 @@ class LiveSession:
         agent: AgentConfig,
         limits: Limits,
         vad: SileroVADStream | None = None,
+        messages: int = 0,
     ) -> None:
+        """`messages`: in the session's history so far (an empty conversation is greeted)."""
         self.limits = limits
         self.nc = nc
         self.cfg = settings
@@ -86,6 +90,8 @@ class LiveSession:
         self.traces = TurnTraces(session_id)
         self.last_seen = time.monotonic()
         self.closed = False
+        # the reply taken out of the microphone (clients without echo cancellation)
+        self.echo = echo_canceller() if settings.echo_cancellation else None
         self.out = ReplyOut(
             nc, session_id, self.traces, self._make_track, lambda: self.has_voice, self.spawn
         )
@@ -102,7 +108,8 @@ class LiveSession:
             self,
             vad,
         )
-        self.mic = Mic(session_id, settings, limits, self.turns, self._heard)
+        self.mic = Mic(session_id, settings, limits, self.turns, self._heard, self.echo)
+        self.initiative = Initiative(agent, self, empty=messages == 0)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -112,6 +119,7 @@ class LiveSession:
             await self.nc.subscribe(subjects.interrupt(self.sid), cb=self.out.on_interrupt)
         )
         self.spawn(self._watch_turns(), "turn-watchdog")
+        self.spawn(self.initiative.run(), "nudges")
 
     async def _watch_turns(self) -> None:
         """A turn whose session replica vanished would wait forever: when a turn in flight has
@@ -153,7 +161,24 @@ class LiveSession:
         self.traces.close_all()
 
     def _make_track(self, on_started: OnStarted, on_finished: OnFinished) -> ReplyAudioTrack:
-        return ReplyAudioTrack(on_started, on_finished, suppress_silence=self.cfg.suppress_silence)
+        return ReplyAudioTrack(
+            on_started,
+            on_finished,
+            suppress_silence=self.cfg.suppress_silence,
+            on_sent=self._reply_sent,
+        )
+
+    def cancel_echo(self, on: bool) -> None:
+        """Take the reply's echo out of the microphone from now on, or stop doing so."""
+        if on and self.echo is None:
+            self.echo = echo_canceller()
+        elif not on:
+            self.echo = None
+        self.mic.echo = self.echo
+
+    def _reply_sent(self, pcm48: bytes) -> None:
+        if self.echo is not None:
+            self.echo.played(pcm48)
 
     def new_track(self) -> ReplyAudioTrack:
         """A fresh outgoing track for a new peer connection (aiortc stops a track when its
@@ -178,6 +203,18 @@ class LiveSession:
         """No turn in flight and no reply on the output."""
         return self.active_turn is None and self.out.playing is None
 
+    def quiet(self) -> bool:
+        """Idle, and nobody speaking."""
+        return self.idle() and self.turns.utt is None and not self.turns.detector.in_speech
+
+    async def say(self, text: str) -> None:
+        """The agent's own words (a greeting, a nudge), spoken as they are."""
+        turn_id = bus.new_id()
+        submit = TurnSubmit(
+            session_id=self.sid, turn_id=turn_id, text=text, source="agent", voice=self.has_voice
+        )
+        await self.submit(submit, self.traces.start(turn_id, "agent"))
+
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -188,8 +225,10 @@ class LiveSession:
 
     # -- voice in and out ------------------------------------------------------------------------
     async def consume_track(self, track: Any, pc: Any) -> None:
-        """Read the peer's microphone track until it ends."""
-        await self.mic.consume(track)
+        """Read the peer's microphone track until it ends (its first audio may be greeted)."""
+        await self.mic.consume(
+            track, lambda: self.spawn(self.initiative.audio_connected(), "greeting")
+        )
         if self.pc is pc:  # the client went away (not replaced): what it was hearing stops here
             self.mic_ended = True
             await self.out.finish(interrupted=True)
@@ -298,6 +337,8 @@ class LiveSession:
 
     async def submit(self, submit: TurnSubmit, ctx: Any) -> None:
         """Submit a turn to a session replica; it is the turn in flight from now on."""
+        if submit.source != "agent":
+            self.initiative.user_spoke()
         self.active_turn = submit.turn_id
         self.active_reply = None
         self.turn_activity = time.monotonic()

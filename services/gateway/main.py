@@ -20,9 +20,10 @@ class GatewayWorker(Worker):
         self.hub = hub
 
     async def start(self, nc: NATS) -> None:
-        from .vad import shared_model
+        from . import smart_turn, vad
 
-        shared_model()  # load the VAD before the first call needs it
+        vad.shared_model()  # load the models before the first call needs them
+        smart_turn.shared_model()
         self.hub.nc = nc
         self.spawn(self.hub.reap_idle(), "reap-idle")
 

@@ -1,7 +1,8 @@
 """Microphone audio in: 16 kHz mono PCM16 from any source, handed to turn-taking.
 
 `Mic.feed(pcm)` takes audio from any source (a WebSocket client protocol, a test), dropping a
-piece that is oversized or faster than real time allows (`limits.py`). `Mic.consume(track)`
+piece that is oversized or faster than real time allows (`limits.py`), and takes the reply's
+echo out of it (`echo.py`). `Mic.consume(track)`
 reads a WebRTC track: decodes and resamples each frame to 16 kHz and feeds it. A browser on
 Opus DTX sends almost nothing while its microphone is silent, so inside a turn's trailing
 silence a gap of `mic_gap_ms` without a frame is fed to the sink as silence (the time since the
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .audio import MicResampler
+from .echo import EchoCanceller
 from .limits import Limits
 from .settings import GatewaySettings
 from .vad import FRAME_MS
@@ -40,12 +42,14 @@ class Mic:
         limits: Limits,
         sink: PcmSink,
         heard: Callable[[], None],
+        echo: EchoCanceller | None = None,
     ) -> None:
         self.sid = session_id
         self.cfg = settings
         self.limits = limits
         self.sink = sink
         self._heard = heard  # told of every piece of audio that arrives
+        self.echo = echo
 
     async def feed(self, pcm: bytes) -> bool:
         """A piece of 16 kHz mono PCM16; False when it was dropped (oversized, or faster than
@@ -55,11 +59,14 @@ class Mic:
             self.sid, len(pcm) // BYTES_PER_MS
         ):
             return False
+        if self.echo is not None:
+            pcm = self.echo.clean(pcm)
         await self.sink.audio(pcm)
         return True
 
-    async def consume(self, track: Any) -> None:
-        """Read a WebRTC audio track until it ends."""
+    async def consume(self, track: Any, connected: Callable[[], None] | None = None) -> None:
+        """Read a WebRTC audio track until it ends; `connected` is told when its first frame
+        arrives."""
         resample = MicResampler()
         gap_s = self.cfg.mic_gap_ms / 1000.0
         pending: asyncio.Future[Any] | None = None
@@ -83,6 +90,9 @@ class Mic:
                 break
             last_frame = time.monotonic()
             filled_ms = 0.0
+            if connected is not None:
+                connected()
+                connected = None
             await self.feed(resample(frame))
         if pending is not None:
             pending.cancel()

@@ -50,6 +50,10 @@ class GatewaySettings(ServiceSettings):
     # counted on the wall clock: after `mic_gap_ms` without a frame, inside a turn's trailing
     # silence, the missing time is fed to the turn detector as silence.
     mic_dtx: bool = True
+    # Take the reply's echo out of the microphone before the VAD (echo.py), for WebRTC clients
+    # whose offer does not say (`echo_cancellation` in its body). Off: browsers cancel their own
+    # echo, and a second canceller, still learning, can swallow a user's first words over a reply.
+    echo_cancellation: bool = False
     mic_gap_ms: int = Field(60, ge=20, le=500)
     # timeouts
     claim_timeout_s: float = 2.0

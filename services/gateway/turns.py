@@ -4,12 +4,17 @@ policy's decisions carried out.
 `Turns` feeds the audio to `vad.TurnDetector`, asks `turn_policy.TurnPolicy` what each event
 means, and does it: pause or resume the reply (`ReplyOut`), open an utterance and stream it to
 an ASR replica (`AsrLink`), interrupt the reply in flight, peek, speculate, retract or confirm
-(`Speculation`), and at the end of a turn fetch the final text and submit the turn. Stream time
-(the detector's) becomes wall-clock time here, for the traces and the messages.
+(`Speculation`), judge a pause under semantic turn detection (the end-of-turn model's score of
+the sound and the text so far, then the silence the policy says to wait), and at the end of a
+turn fetch the final text and submit the turn. Stream time (the detector's) becomes wall-clock
+time here, for the traces and the messages.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -27,6 +32,7 @@ from services.common.messages import (
     now_ms,
 )
 
+from . import smart_turn
 from . import turn_policy as tp
 from .asr_link import AsrLink, Utterance
 from .reply_out import ReplyOut
@@ -34,6 +40,11 @@ from .settings import GatewaySettings
 from .speculation import SpecTurn, Speculation
 from .turntrace import TurnTraces
 from .vad import SileroVADStream, TurnDetector, TurnEvent, shared_model
+
+log = logging.getLogger(__name__)
+
+# How long a judgement waits for the text of the pause's pass; the `unsure` wait runs meanwhile.
+HEARD_TIMEOUT_S = 2.0
 
 
 class Host(Protocol):
@@ -68,15 +79,12 @@ class Turns:
         self.speculation = speculation
         self.out = out
         self.host = host
+        self.policy = tp.TurnPolicy.for_agent(agent, settings.speculative_turns)
+        window = self.policy.initial_window_ms
         self.detector = TurnDetector(
             vad or SileroVADStream(shared_model()),
-            end_of_turn_silence_ms=agent.end_of_turn_silence_ms,
-            pause_ms=min(settings.speculative_pause_ms, agent.end_of_turn_silence_ms),
-        )
-        self.policy = tp.TurnPolicy(
-            interruptions=agent.interruptions,
-            min_interruption_ms=agent.min_interruption_ms,
-            speculative_turns=settings.speculative_turns,
+            end_of_turn_silence_ms=window,
+            pause_ms=min(settings.speculative_pause_ms, window),
         )
         self.utt: Utterance | None = None  # the utterance being spoken
         self.spec: SpecTurn | None = None  # its speculative turn
@@ -111,6 +119,7 @@ class Turns:
             speculated=spec is not None and spec.text is not None,
             in_speech=d.in_speech,
             speech_like=d.last_prob >= d.threshold,
+            quiet=d.last_prob < d.neg_threshold,
             speech_ms=d.speech_ms,
         )
 
@@ -151,12 +160,104 @@ class Turns:
             self.host.spawn(self.speculation.speculate(spec, pauses, speech_end), "speculate")
         elif isinstance(d, tp.Peek):
             utt.paused()
-            await self.asr.control(utt, AsrControl.PEEK)
+            speech_end = self._wall_ms(self.detector.speech_end_ms)
+            self.host.spawn(self._peek(utt, speech_end), "peek")
+        elif isinstance(d, tp.Overhear):
+            self.host.spawn(self._overhear(utt, utt.pauses), "overhear")
+        elif isinstance(d, tp.DropUtterance):
+            self._drop(utt)
+        elif isinstance(d, tp.Judge):
+            self.host.spawn(self._judge(utt, utt.pauses, self.detector.silence_ms), "judge")
         elif isinstance(d, tp.ResumeAsr):
             utt.resumed()
             await self.asr.control(utt, AsrControl.RESUME)
         elif isinstance(d, tp.Retract) and spec.text is not None:  # not given up meanwhile
             await self.speculation.retract(spec)
+
+    async def _peek(self, utt: Utterance, speech_end: float) -> None:
+        """A final pass on the speech so far, kept by the replica for the end of the turn."""
+        try:
+            await self.asr.peek(utt, speech_end)
+        except (bus.BusUnavailable, bus.RemoteError) as exc:
+            log.info("turn %s: peek failed: %s", utt.turn_id, exc)
+
+    async def _overhear(self, utt: Utterance, pauses: int) -> None:
+        """Speech over a reply paused: its words say whether it takes the turn."""
+        text = await utt.heard(HEARD_TIMEOUT_S)
+        if utt is not self.utt or utt.pauses != pauses:
+            return
+        decisions = self.policy.on_overheard(text)
+        if decisions:
+            log.info(
+                "turn %s: %r over the reply: %s",
+                utt.turn_id,
+                text,
+                "interrupts" if any(isinstance(d, tp.Interrupt) for d in decisions) else "resumed",
+            )
+        for decision in decisions:
+            await self._do(decision)
+
+    def _drop(self, utt: Utterance) -> None:
+        """The utterance was no turn: the ASR side closed, the detector listening afresh."""
+        self.utt = self.spec = None
+        utt.ended = True
+        self.detector.end_turn()
+        self.traces.end(utt.turn_id, "backchannel")
+        self.host.spawn(self._close_asr(utt), "asr-close")
+
+    async def _close_asr(self, utt: Utterance) -> None:
+        await utt.claimed.wait()
+        if utt.ready:
+            await self.asr.close(utt)
+
+    async def _judge(self, utt: Utterance, pauses: int, silence_ms: int) -> None:
+        """Is the utterance so far finished? The sound is scored while the text comes (a text
+        that says it plainly does not wait for the score); then the policy's verdict sets the
+        silence that ends this turn."""
+        t0 = time.monotonic()
+        score = asyncio.ensure_future(self._score(bytes(utt.audio)))
+        text = await utt.heard(HEARD_TIMEOUT_S)
+        # A transcript that says it plainly (a question, a trailing "and") decides alone.
+        p_audio = await score if score.done() or tp.text_cue(text) is None else None
+        if utt.ended or utt.pauses != pauses:
+            return  # the turn ended or the user spoke on meanwhile
+        verdict = self.policy.judge(p_audio, text)
+        if verdict is None:
+            return
+        self.detector.set_window(verdict.window_ms)
+        took = (time.monotonic() - t0) * 1000
+        log.info(
+            "turn %s: %s (sound %s, text %r) after %d ms of silence, judged in %.0f ms; wait %d ms",
+            utt.turn_id,
+            verdict.judged,
+            "-" if p_audio is None else f"{p_audio:.2f}",
+            text,
+            silence_ms,
+            took,
+            verdict.window_ms,
+        )
+        self.traces.stage(
+            utt.turn_id,
+            "end_of_turn_judged",
+            now_ms() - took,
+            {
+                tm.ATTR_EOT_JUDGED: verdict.judged,
+                tm.ATTR_EOT_P_AUDIO: p_audio,
+                tm.ATTR_EOT_TEXT_CUE: verdict.cue,
+                tm.ATTR_EOT_WINDOW_MS: verdict.window_ms,
+            },
+        )
+
+    async def _score(self, pcm: bytes) -> float | None:
+        """The end-of-turn model's P(finished) of the utterance's sound; None without a model."""
+        model = smart_turn.shared_model()
+        if model is None:
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, model.score, pcm)
+        except Exception:
+            log.exception("end-of-turn model failed: the text alone judges the pause")
+            return None
 
     def _end(self, d: tp.EndUtterance) -> None:
         utt, spec = self.utt, self.spec
@@ -171,14 +272,16 @@ class Turns:
         if d.confirm:
             self.host.spawn(self._confirm(spec, speech_end, eot_ms), "confirm")
         else:
-            self.host.spawn(self._end_utterance(utt, speech_end, eot_ms), "asr-end")
+            self.host.spawn(self._end_utterance(utt, speech_end, eot_ms, d.overlap), "asr-end")
 
     async def _confirm(self, spec: SpecTurn, speech_end: float, eot_ms: float) -> None:
         if not await self.speculation.confirm(spec, speech_end, eot_ms):
             # the session did not take it: the ordinary path
             await self._end_utterance(spec.utt, speech_end, eot_ms)
 
-    async def _end_utterance(self, utt: Utterance, speech_end: float, eot_ms: float) -> None:
+    async def _end_utterance(
+        self, utt: Utterance, speech_end: float, eot_ms: float, overlap: bool = False
+    ) -> None:
         eot_at = now_ms()
         result = await self.asr.end(utt, speech_end)
         if result is None:
@@ -192,9 +295,9 @@ class Turns:
                 )
             )
             return
-        if not result.text.strip():
-            self.out.resume()  # noise or silence: no turn
-            self.traces.end(utt.turn_id, "no_speech")
+        if not result.text.strip() or (overlap and tp.is_backchannel(result.text)):
+            self.out.resume()  # noise, silence or a backchannel over the reply: no turn
+            self.traces.end(utt.turn_id, "no_speech" if not result.text.strip() else "backchannel")
             return
         if self.host.active_turn is not None:
             await self.host.interrupt("new_turn")

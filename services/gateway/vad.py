@@ -15,8 +15,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the only frame size Silero v5/v6 accepts at 16 kHz
@@ -32,20 +36,23 @@ def default_model_path() -> str:
     return os.path.join(os.path.dirname(faster_whisper.__file__), "assets", "silero_vad_v6.onnx")
 
 
+def onnx_session(path: str, intra_op_num_threads: int = 1) -> InferenceSession:
+    """A CPU onnxruntime session of a model file, quiet, on `intra_op_num_threads` threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_num_threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 4
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class SileroVADModel:
     """One onnxruntime session, shareable across streams and threads (`run` holds no state)."""
 
     def __init__(self, path: str | None = None, intra_op_num_threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_num_threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 4
         self.path = path or default_model_path()
-        self.session = ort.InferenceSession(
-            self.path, sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(self.path, intra_op_num_threads)
         names = [i.name for i in self.session.get_inputs()]
         if names != ["input", "h", "c"]:
             raise RuntimeError(f"unexpected Silero VAD inputs {names} in {self.path}")
@@ -170,6 +177,8 @@ class TurnDetector:
     `prob < neg_threshold`; frames in between extend whatever is running. A turn starts after
     `start_frames` consecutive speech frames (64 ms); silence runs are broken only by the same
     number of consecutive speech frames, so one noisy frame neither starts a turn nor resumes one.
+    A silence of `window_ms` ends the turn: `end_of_turn_silence_ms` at each onset and resume,
+    unless `set_window` changes it for the silence under way.
     """
 
     def __init__(
@@ -188,6 +197,7 @@ class TurnDetector:
         self.start_frames = start_frames
         self.pause_ms = pause_ms
         self.end_of_turn_silence_ms = end_of_turn_silence_ms
+        self.window_ms = end_of_turn_silence_ms
         self.preroll_frames = -(-preroll_ms // FRAME_MS)  # ceil: 300 ms -> 10 frames
         self.last_prob = 0.0
         # Wall-clock seconds of stream time 0, for the caller to set when it feeds the first frame;
@@ -205,6 +215,18 @@ class TurnDetector:
         self._onset = 0  # frame index of the current turn's onset
         self._last_speech_end = 0  # frame index just past the last speech frame of the turn
         self._silence_start: int | None = None  # frame index where the current silence began
+
+    def set_window(self, ms: int) -> None:
+        """The silence that ends the current turn, until speech resumes (a silence already that
+        long ends it at the next frame)."""
+        self.window_ms = ms
+
+    def end_turn(self) -> None:
+        """Forget the turn under way (it was no turn): the next speech starts a new one."""
+        self.in_speech, self.paused = False, False
+        self._silence_start = None
+        self._run = 0
+        self.window_ms = self.end_of_turn_silence_ms
 
     def reset(self) -> None:
         """Forget the stream: new time origin, empty buffers, fresh VAD state."""
@@ -281,6 +303,7 @@ class TurnDetector:
         if self._run < self.start_frames:
             return []
         self.in_speech, self.paused = True, False
+        self.window_ms = self.end_of_turn_silence_ms
         self._onset = i - self.start_frames + 1
         self._last_speech_end = i + 1
         self._silence_start = None
@@ -299,6 +322,7 @@ class TurnDetector:
             onset = i - self.start_frames + 1
             self._silence_start = None
             self._last_speech_end = i + 1
+            self.window_ms = self.end_of_turn_silence_ms
             if self.paused:
                 self.paused = False
                 events.append(SpeechResume(t_ms=onset * FRAME_MS))
@@ -307,7 +331,7 @@ class TurnDetector:
             if not self.paused and silent_ms >= self.pause_ms:
                 self.paused = True
                 events.append(SpeechPause(t_ms=(i + 1) * FRAME_MS))
-            if silent_ms >= self.end_of_turn_silence_ms:
+            if silent_ms >= self.window_ms:
                 end_ms = self._last_speech_end * FRAME_MS
                 events.append(SpeechEnd(t_ms=(i + 1) * FRAME_MS, speech_end_ms=end_ms))
                 self.in_speech, self.paused = False, False

@@ -85,9 +85,10 @@ def ask_for_dtx(sdp: str) -> str:
 
 
 async def answer_offer(
-    live: LiveSession, sdp: str, ice_servers: list[dict[str, Any]]
+    live: LiveSession, sdp: str, ice_servers: list[dict[str, Any]], echo: bool = False
 ) -> tuple[str, str]:
-    """Answer `sdp` for `live`, replacing any earlier peer. Raises ValueError on a bad offer."""
+    """Answer `sdp` for `live`, replacing any earlier peer; with `echo`, the reply's echo is
+    taken out of its microphone. Raises ValueError on a bad offer."""
     # No ICE servers unless configured: aiortc would otherwise ask a public STUN server.
     config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_servers])
     pc = RTCPeerConnection(config)
@@ -122,6 +123,7 @@ async def answer_offer(
         raise ValueError(str(exc) or type(exc).__name__) from exc
     old, live.pc = live.pc, pc
     live.mic_ended = False
+    live.cancel_echo(echo)
     if old is not None:
         await old.close()
     sdp_out = pc.localDescription.sdp

@@ -111,7 +111,12 @@ class SessionApi:
             return RpcError(
                 code=ErrorCode.AGENT_NOT_FOUND, message="the session's agent is gone", status=410
             )
-        return SessionInfo(session_id=req.session_id, agent_id=record.agent_id, agent=record.config)
+        return SessionInfo(
+            session_id=req.session_id,
+            agent_id=record.agent_id,
+            agent=record.config,
+            messages=await self.store.history_len(req.session_id),
+        )
 
     async def end_session(self, req: EndSession) -> Ok:
         await self.authorize(req.session_id, req.token)

@@ -64,22 +64,24 @@ class Reply:
 
 
 async def write_history(
-    store: Store, session_id: str, user_message: HistoryMessage, reply: Reply
+    store: Store, session_id: str, turn_id: str, user_message: HistoryMessage | None, reply: Reply
 ) -> None:
-    """The user message and the reply (when there is one, or it was cut) enter history."""
+    """The user message (none when the agent spoke first) and the reply (when there is one, or
+    it was cut) enter history."""
     full, spoken, cut = reply.full, reply.spoken, reply.cut
-    messages = [user_message]
+    messages = [user_message] if user_message is not None else []
     if full or cut:
         messages.append(
             HistoryMessage(
                 role="assistant",
                 text=spoken,
-                turn_id=user_message.turn_id,
+                turn_id=turn_id,
                 interrupted=cut,
                 created_at=time.time(),
             )
         )
-    await store.append(session_id, *messages)
+    if messages:
+        await store.append(session_id, *messages)
 
 
 async def tell_outcome(

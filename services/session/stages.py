@@ -91,7 +91,7 @@ class Stages:
             await self.claim_llm(messages)
             return
         # Both requests leave in the same write to the bus.
-        tts = asyncio.ensure_future(self._claim_tts())
+        tts = asyncio.ensure_future(self.claim_tts())
         llm = asyncio.ensure_future(self.claim_llm(messages))
         try:
             await llm
@@ -100,7 +100,8 @@ class Stages:
             raise
         await tts
 
-    async def _claim_tts(self) -> None:
+    async def claim_tts(self) -> None:
+        """Claim a TTS replica; on failure the reply goes on in text (`voice` turns False)."""
         try:
             await bus.request(
                 self.nc,

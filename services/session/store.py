@@ -187,6 +187,9 @@ class Store:
         n = await self.r.rpush(_k("history", session_id), *(m.model_dump_json() for m in messages))
         return int(n) - 1
 
+    async def history_len(self, session_id: str) -> int:
+        return int(await self.r.llen(_k("history", session_id)))
+
     async def history(self, session_id: str, start: int = 0) -> list[HistoryMessage]:
         return _messages(await self.r.lrange(_k("history", session_id), start, -1))
 

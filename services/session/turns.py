@@ -182,13 +182,24 @@ class Turn:
                 )
             )
 
+    @property
+    def agent_speaks(self) -> bool:
+        """The agent's own words (a greeting, a nudge): no user message, no language model."""
+        return self.submit.source == "agent"
+
     async def _run(self) -> None:
         try:
             await self.outbox.emit(AgentState(state="thinking", turn_id=self.tid))
             messages = await self._prepare()
-            await self.stages.claim(messages)
+            if self.agent_speaks:
+                if self.voice:
+                    await self.stages.claim_tts()
+            else:
+                await self.stages.claim(messages)
             if self.voice:
                 self.st.tts_done = self.st.playback_done = False
+            if self.agent_speaks:
+                await self._say(self.submit.text)
             await self._loop(messages)
         except asyncio.CancelledError:
             self.st.interrupted = True
@@ -230,6 +241,8 @@ class Turn:
         if begun.state == "ended":
             self.gone = True
             raise SessionGone(self.sid)
+        if self.agent_speaks:
+            return []
         window = begun.history + [self.user_message]
         advance = plan_window(window, 0, self.agent)
         if advance:
@@ -267,11 +280,15 @@ class Turn:
         """The LLM is slow or failing: say so briefly, in text and voice, and carry on."""
         log.warning("turn %s: %s; apologizing", self.tid, reason)
         await self.stages.cancel_llm()
+        await self.outbox.error(ErrorCode.LLM_UNAVAILABLE, reason)
+        await self._say(self.cfg.apology_text)
+
+    async def _say(self, words: str) -> None:
+        """Words of the agent's own, instead of (the rest of) the LLM's: the end of the reply."""
         text = "" if not self.st.text or self.st.text[-1].endswith(" ") else " "
-        text += self.cfg.apology_text
+        text += words
         self.st.text.append(text)
         self.st.llm_done = True
-        await self.outbox.error(ErrorCode.LLM_UNAVAILABLE, reason)
         if len(self.st.text) == 1 and not self.voice:
             await self.outbox.emit(AgentState(state="speaking", turn_id=self.tid))
         await self.outbox.emit(ReplyDelta(turn_id=self.tid, reply_id=self.rid, text=text))
@@ -380,7 +397,8 @@ class Turn:
         if not self.outbox.confirmed:  # the gateway vanished before confirming: release it
             await self.outbox.release()
         reply = st.reply(voice=self.voice)
-        await write_history(self.store, self.sid, self.user_message, reply)
+        user = None if self.agent_speaks else self.user_message
+        await write_history(self.store, self.sid, self.tid, user, reply)
         self.written = True
         await self.store.clear_inflight(self.sid, self.rid)
         await tell_outcome(

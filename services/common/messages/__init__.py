@@ -20,18 +20,23 @@ from .agents import (
     Authorize,
     CreateAgent,
     CreateSession,
+    Eagerness,
     EndSession,
+    FixedTurnDetection,
     GetAgent,
     GetMessages,
     HistoryMessage,
+    IdleNudge,
     MessageList,
     Ok,
     ResumeSession,
     RpcMethod,
     RpcRequest,
+    SemanticTurnDetection,
     SessionGrant,
     SessionInfo,
     Summary,
+    TurnDetection,
     rpc_method,
 )
 from .asr import (
@@ -115,6 +120,11 @@ from .turns import (
 )
 
 __all__ = [
+    "IdleNudge",
+    "Eagerness",
+    "FixedTurnDetection",
+    "SemanticTurnDetection",
+    "TurnDetection",
     "SCHEMA_VERSION",
     "now_ms",
     "BadMessage",

@@ -22,6 +22,39 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+class FixedTurnDetection(BaseModel):
+    """The turn ends after `end_of_turn_silence_ms` of silence, whatever was said."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["fixed"] = "fixed"
+
+
+Eagerness = Literal["low", "medium", "high", "auto"]
+
+
+class SemanticTurnDetection(BaseModel):
+    """The turn ends after a silence that depends on whether what was said sounds finished
+    (services/gateway/turn_policy.py, SEMANTIC_WAITS): `high` answers soonest, `low` lets the
+    user think longest; `auto` is `medium`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["semantic"] = "semantic"
+    eagerness: Eagerness = "auto"
+
+
+TurnDetection = Annotated[FixedTurnDetection | SemanticTurnDetection, Field(discriminator="type")]
+
+
+class IdleNudge(BaseModel):
+    """While the agent listens and nobody speaks for `after_s`, it says `text`; at most
+    `max_nudges` times in a row (the user speaking starts the count again)."""
+
+    model_config = ConfigDict(extra="forbid")
+    after_s: float = Field(8.0, ge=2.0, le=600.0)
+    text: str = Field("Are you still there?", min_length=1, max_length=500)
+    max_nudges: int = Field(2, ge=1, le=10)
+
+
 class AgentConfig(BaseModel):
     """A registered agent: serves any number of sessions."""
 
@@ -40,6 +73,11 @@ class AgentConfig(BaseModel):
         max_length=MAX_HOT_WORDS,
         description="words and names speech recognition should favour (Whisper's prompt)",
     )
+    turn_detection: TurnDetection = Field(default_factory=SemanticTurnDetection)
+    # Spoken (and kept in history) when a session's audio connects to an empty conversation.
+    greeting: str | None = Field(None, min_length=1, max_length=1000)
+    idle_nudge: IdleNudge | None = None
+    # The silence that ends a turn under `fixed` turn detection.
     end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
     interruptions: bool = True
     min_interruption_ms: int = Field(150, ge=0, le=3000)
@@ -94,6 +132,7 @@ class SessionInfo(Message):
     session_id: str
     agent_id: str
     agent: AgentConfig
+    messages: int = 0  # in the session's history so far
 
 
 class EndSession(Message):

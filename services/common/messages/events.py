@@ -57,7 +57,7 @@ class TurnMetrics(Message):
     type: Literal["turn.metrics"] = "turn.metrics"
     turn_id: str
     reply_id: str | None = None
-    source: Literal["voice", "text"] | None = None
+    source: Literal["voice", "text", "agent"] | None = None
     end_of_turn_ms: float | None = None  # end of speech -> end of turn confirmed (VAD silence)
     asr_ms: float | None = None  # final ASR pass duration
     # end of turn confirmed -> final text available: what ASR adds to the path (0 when the

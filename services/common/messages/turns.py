@@ -13,8 +13,10 @@ class TurnSubmit(Message):
     type: Literal["turn.submit"] = "turn.submit"
     session_id: str
     turn_id: str
+    # the user's words; for `agent`, the agent's own words to speak as they are (a greeting, a
+    # nudge): no language model, and only the reply enters history
     text: str
-    source: Literal["voice", "text"]
+    source: Literal["voice", "text", "agent"]
     voice: bool  # a WebRTC track is connected: answer in voice too
     speech_end_ms: float | None = None  # end of speech (voice) or text received (text)
     end_of_turn_ms: float | None = None

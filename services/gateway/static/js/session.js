@@ -126,10 +126,11 @@ export class Session {
     return call(`/v1/sessions/${encodeURIComponent(this.id)}/messages`, { token: this.token });
   }
 
-  offer(sdp) {
+  // echoCancellation: the page cancels no echo itself (?raw-audio=1): the gateway does.
+  offer(sdp, echoCancellation = false) {
     return call(`/v1/sessions/${encodeURIComponent(this.id)}/webrtc`, {
       method: "POST",
-      body: { sdp, type: "offer" },
+      body: { sdp, type: "offer", echo_cancellation: echoCancellation },
       token: this.token,
     });
   }

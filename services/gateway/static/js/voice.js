@@ -127,7 +127,8 @@ export class Voice {
     };
     await pc.setLocalDescription(await pc.createOffer());
     await iceGathered(pc, 2000);
-    const answer = await session.offer(pc.localDescription.sdp);
+    // Without the browser's processing (raw) nothing here cancels the reply's echo: the gateway does.
+    const answer = await session.offer(pc.localDescription.sdp, this.raw);
     if (this.pc !== pc) return; // turned off meanwhile
     await pc.setRemoteDescription(answer);
   }

@@ -86,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="LLM model profiles, one stack each (default smollm2-135m; e.g. "
         "smollm2-135m,qwen2.5-coder-1.5b)",
     )
+    p.add_argument(
+        "--first-item",
+        type=int,
+        default=0,
+        help="where each list of texts starts (0): a later run can say what an earlier did not",
+    )
     p.add_argument("--warmup", type=int, default=1, help="unmeasured questions per mode first (1)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between turns (0.5)")
     p.add_argument(
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     with Benchmark("turns", args, webrtc="bench/run.sh turns") as bench:
         bench.run.machine["llm_profiles"] = profiles
         with bench.measuring():
-            material = Material(args.voices)
+            material = Material(args.voices, args.first_item)
             material.prepare(counts)  # before any service takes the CPU
             for profile in profiles:
                 say(f"\n=== {profile} ===")

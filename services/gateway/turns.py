@@ -217,8 +217,8 @@ class Turns:
         t0 = time.monotonic()
         score = asyncio.ensure_future(self._score(bytes(utt.audio)))
         text = await utt.heard(HEARD_TIMEOUT_S)
-        # A transcript that says it plainly (a question, a trailing "and") decides alone.
-        p_audio = await score if score.done() or tp.text_cue(text) is None else None
+        # A transcript that plainly goes on (a trailing "and") decides alone.
+        p_audio = None if tp.text_cue(text) == "incomplete" and not score.done() else await score
         if utt.ended or utt.pauses != pauses:
             return  # the turn ended or the user spoke on meanwhile
         verdict = self.policy.judge(p_audio, text)

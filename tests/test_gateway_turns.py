@@ -56,7 +56,7 @@ from services.gateway.audio import MicResampler
 from services.gateway.limits import Limits
 from services.gateway.live import LiveSession
 from services.gateway.settings import GatewaySettings
-from services.gateway.turn_policy import SEMANTIC_WAITS
+from services.gateway.turn_cues import SEMANTIC_WAITS
 from services.gateway.vad import SileroVADStream
 
 pytestmark = pytest.mark.asyncio

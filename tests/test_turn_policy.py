@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.common.messages import AgentConfig, FixedTurnDetection, SemanticTurnDetection
+from services.gateway.turn_cues import SEMANTIC_WAITS, end_window, is_backchannel, text_cue
 from services.gateway.turn_policy import (
-    SEMANTIC_WAITS,
     DropUtterance,
     EndUtterance,
     Interrupt,
@@ -36,9 +36,6 @@ from services.gateway.turn_policy import (
     StartUtterance,
     Stream,
     TurnPolicy,
-    end_window,
-    is_backchannel,
-    text_cue,
 )
 from services.gateway.vad import (
     FRAME_BYTES,

@@ -6,7 +6,7 @@ of the wheel (without installing the package) into the models folder, size and S
 (`scripts/install.sh` and the gateway image do it). Input: Whisper-style log-mel features, 80 x
 800, of the last 8 s at 16 kHz (left-padded with silence), the waveform normalised to zero mean
 and unit variance first; output: the probability that the speaker is done. About 60 ms a run on
-one thread. `turn_policy.end_window` decides what the score means.
+one thread. `turn_cues.end_window` decides what the score means.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from services.common.messages import (
     now_ms,
 )
 
-from . import smart_turn
+from . import smart_turn, turn_cues
 from . import turn_policy as tp
 from .asr_link import AsrLink, Utterance
 from .reply_out import ReplyOut
@@ -218,7 +218,8 @@ class Turns:
         score = asyncio.ensure_future(self._score(bytes(utt.audio)))
         text = await utt.heard(HEARD_TIMEOUT_S)
         # A transcript that plainly goes on (a trailing "and") decides alone.
-        p_audio = None if tp.text_cue(text) == "incomplete" and not score.done() else await score
+        goes_on = turn_cues.text_cue(text) == "incomplete"
+        p_audio = None if goes_on and not score.done() else await score
         if utt.ended or utt.pauses != pauses:
             return  # the turn ended or the user spoke on meanwhile
         verdict = self.policy.judge(p_audio, text)
@@ -295,7 +296,7 @@ class Turns:
                 )
             )
             return
-        if not result.text.strip() or (overlap and tp.is_backchannel(result.text)):
+        if not result.text.strip() or (overlap and turn_cues.is_backchannel(result.text)):
             self.out.resume()  # noise, silence or a backchannel over the reply: no turn
             self.traces.end(utt.turn_id, "no_speech" if not result.text.strip() else "backchannel")
             return

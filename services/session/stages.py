@@ -1,17 +1,18 @@
 """The LLM and TTS replicas working on one turn, as the session's turn sees them.
 
 `Stages` claims them (both at once; the LLM again on another replica when one fails before it
-said anything), forwards the reply's text to the TTS, and stops a generation or the reply's
-audio. Their output reaches the turn's inbox through `queue_decoded` subscriptions; the LLM's is
-tagged with the attempt it came from, so a replaced attempt's late words are recognised.
-"""
+said anything; while no replica takes a claim, up to `stage_wait_s`), forwards the reply's text
+to the TTS, and stops a generation or the reply's audio. Their output reaches the turn's inbox
+through `queue_decoded` subscriptions; the LLM's is tagged with the attempt it came from, so a
+replaced attempt's late words are recognised."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -27,8 +28,10 @@ from services.common.messages import (
     Interrupt,
     LLMOut,
     LLMRequest,
+    Message,
     TTSRequest,
     TTSText,
+    TurnWaiting,
     decode,
 )
 
@@ -36,6 +39,8 @@ from .outbox import Outbox
 from .settings import SessionSettings
 
 log = logging.getLogger(__name__)
+
+WAITING_EVERY_S = 5.0  # while a turn waits for a replica, `turn.waiting` this often
 
 
 def queue_decoded(
@@ -101,17 +106,13 @@ class Stages:
         await tts
 
     async def claim_tts(self) -> None:
-        """Claim a TTS replica; on failure the reply goes on in text (`voice` turns False)."""
+        """Claim a TTS replica; none within `stage_wait_s` (or a refusal): the reply goes on in
+        text (`voice` turns False)."""
+        request = TTSRequest(
+            session_id=self.sid, turn_id=self.tid, reply_id=self.rid, voice=self.agent.voice
+        )
         try:
-            await bus.request(
-                self.nc,
-                subjects.TTS_CLAIM,
-                TTSRequest(
-                    session_id=self.sid, turn_id=self.tid, reply_id=self.rid, voice=self.agent.voice
-                ),
-                ClaimAck,
-                timeout=self.cfg.claim_timeout_s,
-            )
+            await self._claim("tts", subjects.TTS_CLAIM, request)
         except (bus.BusUnavailable, bus.RemoteError) as exc:
             log.warning("turn %s: no tts: %s", self.tid, exc)
             self.voice = False
@@ -120,7 +121,8 @@ class Stages:
             )
 
     async def claim_llm(self, messages: list[ChatMessage]) -> None:
-        """Claim an LLM replica for a new attempt, up to `llm_attempts` in all."""
+        """Claim an LLM replica for a new attempt, up to `llm_attempts` in all when a replica
+        refuses; none within `stage_wait_s`: no language model."""
         last: Exception | None = None
         while self.llm_attempts < self.cfg.llm_attempts:
             self.llm_attempts += 1
@@ -131,27 +133,60 @@ class Stages:
                     cb=queue_decoded(self.inbox, LLMOut, f"turn {self.tid}", stream_id),
                 )
             )
+            request = LLMRequest(
+                session_id=self.sid,
+                turn_id=self.tid,
+                reply_id=self.rid,
+                stream_id=stream_id,
+                messages=messages,
+                params=self.agent.llm,
+            )
             try:
-                await bus.request(
-                    self.nc,
-                    subjects.LLM_CLAIM,
-                    LLMRequest(
-                        session_id=self.sid,
-                        turn_id=self.tid,
-                        reply_id=self.rid,
-                        stream_id=stream_id,
-                        messages=messages,
-                        params=self.agent.llm,
-                    ),
-                    ClaimAck,
-                    timeout=self.cfg.claim_timeout_s,
-                )
+                await self._claim("llm", subjects.LLM_CLAIM, request)
                 self.llm_stream = stream_id
                 return
-            except (bus.BusUnavailable, bus.RemoteError) as exc:
+            except bus.BusUnavailable as exc:  # waited stage_wait_s: none will come soon
+                last = exc
+                break
+            except bus.RemoteError as exc:
                 last = exc
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"no language model available ({last})")
+
+    async def _claim(self, stage: Literal["llm", "tts"], subject: str, request: Message) -> None:
+        """Claim a replica of `stage`. While none answers (none up: a warm-up, a rolling update,
+        a scale from zero) or all are busy, ask again with a growing pause for up to
+        `stage_wait_s`, telling the client (`turn.waiting`, every WAITING_EVERY_S); then raise
+        `BusUnavailable`. Any other refusal raises its `RemoteError` at once."""
+        deadline = time.monotonic() + self.cfg.stage_wait_s
+        pause = 0.1
+        told: float | None = None  # when the client was last told
+        while True:
+            try:
+                await bus.request(
+                    self.nc, subject, request, ClaimAck, timeout=self.cfg.claim_timeout_s
+                )
+                return
+            except bus.RemoteError as exc:
+                if exc.error.code != ErrorCode.BUSY:
+                    raise
+                why = str(exc)
+            except bus.BusUnavailable as exc:
+                why = str(exc)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise bus.BusUnavailable(
+                    f"no {stage} replica took the turn within {self.cfg.stage_wait_s:g} s ({why})"
+                )
+            if told is None:
+                log.warning("turn %s: waiting up to %.0f s for %s: %s", self.tid, left, stage, why)
+            if told is None or time.monotonic() - told >= WAITING_EVERY_S:  # the gateway: alive
+                told = time.monotonic()
+                await self.outbox.emit(
+                    TurnWaiting(turn_id=self.tid, stage=stage, deadline_s=round(left, 1))
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
 
     @property
     def can_retry_llm(self) -> bool:

@@ -76,6 +76,7 @@ from .events import (
     TranscriptFinal,
     TranscriptPartial,
     TurnMetrics,
+    TurnWaiting,
     UserInterrupt,
     UserText,
 )
@@ -136,6 +137,7 @@ __all__ = [
     "AgentStateName",
     "AgentState",
     "TranscriptPartial",
+    "TurnWaiting",
     "TranscriptFinal",
     "ReplyDelta",
     "ReplyDone",

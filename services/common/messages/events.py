@@ -22,6 +22,16 @@ class AgentState(Message):
     turn_id: str | None = None
 
 
+class TurnWaiting(Message):
+    """The turn waits for a replica of `stage` (none is up, or all are busy) for at most
+    `deadline_s` more; then it fails with `turn_failed` (llm) or goes on in text (tts)."""
+
+    type: Literal["turn.waiting"] = "turn.waiting"
+    turn_id: str
+    stage: Literal["llm", "tts"]
+    deadline_s: float
+
+
 class TranscriptPartial(Message):
     type: Literal["transcript.partial"] = "transcript.partial"
     turn_id: str
@@ -80,6 +90,7 @@ class ErrorEvent(Message):
 
 ClientEvent = Annotated[
     AgentState
+    | TurnWaiting
     | TranscriptPartial
     | TranscriptFinal
     | ReplyDelta

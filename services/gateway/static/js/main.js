@@ -231,6 +231,7 @@ function onEvent(ev) {
       convo.final(ev);
       break;
     case "reply.delta":
+      notices.clear("waiting");
       convo.delta(ev);
       if (app.agentState === "listening") {
         app.agentState = "thinking"; // joined mid-reply (after a reconnect)
@@ -243,6 +244,15 @@ function onEvent(ev) {
     case "turn.metrics":
       convo.metrics(ev);
       break;
+    case "turn.waiting": {
+      const what = ev.stage === "tts" ? "the speech service" : "the language model";
+      const left = Math.round(ev.deadline_s);
+      notices.show("waiting", `Waiting for ${what} to start (up to ${left} s)…`, {
+        level: "warn",
+        timeoutMs: 6000,
+      });
+      break;
+    }
     case "error":
       serverError(ev);
       break;
@@ -252,6 +262,7 @@ function onEvent(ev) {
 }
 
 function serverError(ev) {
+  notices.clear("waiting");
   if (ev.code === "turn_failed") {
     if (ev.turn_id) convo.failed(ev);
     notices.show("turn", `The assistant could not answer: ${ev.message}`, { timeoutMs: 20000 });

@@ -18,7 +18,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.common.messages import AgentConfig, FixedTurnDetection, SemanticTurnDetection
-from services.gateway.turn_cues import SEMANTIC_WAITS, end_window, is_backchannel, text_cue
+from services.gateway.turn_cues import (
+    SEMANTIC_WAITS,
+    echoes,
+    end_window,
+    is_backchannel,
+    text_cue,
+)
 from services.gateway.turn_policy import (
     DropUtterance,
     EndUtterance,
@@ -98,6 +104,27 @@ def test_a_backchannel_over_a_reply_resumes_it_and_starts_no_turn() -> None:
     assert policy.on_overheard(None) == []  # the pass failed: the final text decides
     end = policy.on_event(SpeechEnd(t_ms=900, speech_end_ms=400), PLAYING)
     assert end == [EndUtterance(900, 400, overlap=True)]
+
+
+def test_the_replys_own_words_coming_back_resume_it_and_the_users_interrupt_it() -> None:
+    """A speakerphone's echo the canceller let through: Whisper writes the reply's own words."""
+    reply = "Once upon a time a little fox lived by the river and every morning she went".split()
+    for echo in ["Once upon a time, a little fox.", "lived by the river and every", "You are."]:
+        policy = TurnPolicy(min_interruption_ms=150)
+        policy.on_event(START, PLAYING)
+        paused = replace(PLAYING, reply_paused=True, asr_ready=True)
+        policy.on_event(*frame(600, paused))
+        policy.on_event(SpeechPause(t_ms=700), paused)
+        assert policy.on_overheard(echo, reply) == [ResumeReply(), DropUtterance()], echo
+    for user in [
+        "Tell me about dragons instead.",
+        "No, a little fox is boring.",  # the reply's words, but "no" takes the turn
+        "Was the fox by the river?",  # a question
+        "Can you tell me a joke about a fox?",
+    ]:
+        assert not echoes(user, reply), user
+    assert echoes("a little fox lived by the river", reply)
+    assert not echoes("a little fox lived by the river", [])  # no reply words: not its echo
 
 
 def test_backchannels_are_told_from_words_that_take_the_turn() -> None:

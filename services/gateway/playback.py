@@ -79,6 +79,17 @@ class ReplyPlayback:
         """A frame is ready: its packet, or (without Opus) its PCM."""
         return bool(self.packets if self.opus else self.buffer)
 
+    def words_playing(self, n: int = 24) -> list[str]:
+        """The reply's last `n` words up to the end of the segment playing now (its echo in a
+        microphone says some of them)."""
+        words: list[str] = []
+        for index in sorted(self.segments):
+            seg = self.segments[index]
+            if not seg.samples_played:
+                break
+            words += seg.text.split()
+        return words[-n:]
+
     def spoken_text(self) -> str:
         words: list[str] = []
         for index in sorted(self.segments):

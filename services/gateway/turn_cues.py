@@ -5,12 +5,13 @@ Pure functions for `turn_policy.TurnPolicy`. End of turn under `semantic` turn d
 the transcript so far (`text_cue`, `finished_sentence`) and picks the `complete`, `unsure` or
 `incomplete` wait of the eagerness' `SEMANTIC_WAITS`; `incomplete` is the cap. Speech over a
 reply: `is_backchannel` tells listener words ("uh-huh", "yeah, okay") from words that take the
-turn ("wait", "no", a question).
+turn ("wait", "no", a question), and `echoes` the reply's own words coming back.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -164,3 +165,20 @@ def end_window(waits: Waits, p_audio: float | None, text: str | None) -> Verdict
     else:
         judged = "unsure"
     return Verdict(judged, getattr(waits, judged), cue)
+
+
+# Speech over a reply whose words are mostly the reply's own words near where it plays is the
+# reply's echo (a speakerphone's residue the echo canceller let through, Whisper writing it
+# down), not the user.
+ECHO_SHARE = 0.6
+
+
+def echoes(text: str | None, reply_words: Sequence[str]) -> bool:
+    """At least ECHO_SHARE of `text`'s words are among `reply_words` (the reply's words around
+    what is playing); never when a word takes the turn ("wait", "no") or it asks."""
+    text = (text or "").strip()
+    words = _words(text)
+    if not words or _TAKES_THE_TURN & set(words) or text.endswith("?"):
+        return False
+    said = set(_words(" ".join(reply_words)))
+    return sum(w in said for w in words) >= ECHO_SHARE * len(words)

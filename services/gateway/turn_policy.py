@@ -11,10 +11,10 @@ speech-like frame only (tentative).
 Barge-in: speech onset over a reply (or a turn still thinking) pauses the reply's audio at once
 (until `min_interruption_ms` of speech, only while it sounds); what the speech was is decided from
 its words at its first pause (`Overhear`, a final pass on the overlap): a backchannel ("uh-huh",
-"yeah", "okay"; `is_backchannel`), no words at all, or speech shorter than `min_interruption_ms` (a
-cough) resume the reply where it paused and start no turn (`DropUtterance`); anything else ("wait",
-"stop", "no", a question) interrupts the reply and becomes the next turn. Without a pass at the
-pause, the final text decides the same.
+"yeah", "okay"; `is_backchannel`), the reply's own words (its echo; `echoes`), no words at all,
+or speech shorter than `min_interruption_ms` (a cough) resume the reply where it paused and
+start no turn (`DropUtterance`); anything else ("wait", "stop", "no", a question) interrupts the
+reply and becomes the next turn. Without a pass at the pause, the final text decides the same.
 
 End of turn: `fixed` turn detection ends a turn after the agent's `end_of_turn_silence_ms`.
 `semantic` starts each silence with the eagerness' `unsure` wait and, at the pause, asks for a
@@ -23,11 +23,12 @@ judgement (`Judge`), which `turn_cues.end_window` turns into the wait that ends 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common.messages import AgentConfig, Eagerness, InterruptReason
 
-from .turn_cues import SEMANTIC_WAITS, Verdict, end_window, is_backchannel
+from .turn_cues import SEMANTIC_WAITS, Verdict, echoes, end_window, is_backchannel
 from .vad import SpeechEnd, SpeechFrame, SpeechPause, SpeechResume, SpeechStart, TurnEvent
 
 
@@ -239,14 +240,15 @@ class TurnPolicy:
             out.append(Prefill())
         return out
 
-    def on_overheard(self, text: str | None) -> list[Decision]:
-        """The words of the speech over a reply, heard at its pause (None: the pass failed)."""
+    def on_overheard(self, text: str | None, reply_words: Sequence[str] = ()) -> list[Decision]:
+        """The words of the speech over a reply, heard at its pause (None: the pass failed);
+        `reply_words`, the reply's words around what plays (its echo says them)."""
         if not (self.listening and self.barge_pending):
             return []  # decided already, or the utterance is over
         if text is None:
             return []  # the final text decides
         self.barge_pending = False
-        if not text.strip() or is_backchannel(text):
+        if not text.strip() or is_backchannel(text) or echoes(text, reply_words):
             self.listening = False
             return [ResumeReply(), DropUtterance()]
         return [Interrupt("barge_in")]

@@ -186,7 +186,7 @@ class Turns:
         text = await utt.heard(HEARD_TIMEOUT_S)
         if utt is not self.utt or utt.pauses != pauses:
             return
-        decisions = self.policy.on_overheard(text)
+        decisions = self.policy.on_overheard(text, self._reply_words())
         if decisions:
             log.info(
                 "turn %s: %r over the reply: %s",
@@ -196,6 +196,10 @@ class Turns:
             )
         for decision in decisions:
             await self._do(decision)
+
+    def _reply_words(self) -> list[str]:
+        playing = self.out.playing
+        return playing.words_playing() if playing is not None else []
 
     def _drop(self, utt: Utterance) -> None:
         """The utterance was no turn: the ASR side closed, the detector listening afresh."""
@@ -296,7 +300,11 @@ class Turns:
                 )
             )
             return
-        if not result.text.strip() or (overlap and turn_cues.is_backchannel(result.text)):
+        over_reply = overlap and (
+            turn_cues.is_backchannel(result.text)
+            or turn_cues.echoes(result.text, self._reply_words())
+        )
+        if not result.text.strip() or over_reply:
             self.out.resume()  # noise, silence or a backchannel over the reply: no turn
             self.traces.end(utt.turn_id, "no_speech" if not result.text.strip() else "backchannel")
             return

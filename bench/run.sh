@@ -72,14 +72,17 @@
 #     p50/p95/max (also right after the window slid), reply length, loops, wrong language.
 #     Fetches missing profiles first. bench/results/quality-*.
 #   bench/run.sh turns   [--complete 8 --paused 8 --backchannels 8 --interruptions 6
-#                         --voices piper,kokoro:af_heart,kokoro:bm_george --profiles smollm2-135m]
-#                                                                        # ~35 min a profile
+#                         --speakerphone 20 --voices piper,kokoro:af_heart,kokoro:bm_george
+#                         --profiles smollm2-135m]                       # ~50 min a profile
 #     Turn taking over real WebRTC: `fixed` (500 ms) against `semantic` (auto) end of turn, two
 #     agents interleaved A, B, B, A, each count per voice and per mode: complete questions (voice
 #     to voice, end_of_turn_ms), questions with a 0.6-1.5 s pause inside (cut off %: semantic
 #     <= 10 %), backchannels over a story (taken as an interruption %: <= 5 %; resume p50/p95
 #     <= 400 ms), real interruptions (detected %: 100 %; reply audio stopped p50/p95); the unseen
-#     voice kokoro:bm_george also on its own. One stack per --profiles entry. bench/results/turns-*.
+#     voice kokoro:bm_george also on its own. A speakerphone, in the first voice: replies whose
+#     echo comes back in the microphone through a room (interrupted by it: 0; paused > 100 ms:
+#     0), and a person speaking over them (detected: 100 %). One stack per --profiles entry.
+#     bench/results/turns-*.
 #
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,7 +98,7 @@ case "${1:-}" in
   asr-window) module=bench.asr_window; help_lines='58,61p'; shift ;;
   asr) module=bench.asr; help_lines='62,67p'; shift ;;
   quality) module=bench.quality; help_lines='68,73p'; shift ;;
-  turns) module=bench.turns; help_lines='74,82p'; shift ;;
+  turns) module=bench.turns; help_lines='74,85p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

@@ -170,6 +170,37 @@ async def _finish(
     return t_done, done, metrics
 
 
+def voice_finals(client: VoiceClient, after: float) -> list[tuple[float, dict[str, Any]]]:
+    return [
+        (t, e)
+        for t, e in client.events
+        if t >= after and e.get("type") == "transcript.final" and e.get("source") == "voice"
+    ]
+
+
+async def wind_down(client: VoiceClient, turn_id: str, after: float) -> None:
+    """Stop turn `turn_id`'s reply (once under way) with the client's interrupt command and
+    wait until the agent listens: its reply is not part of the figures."""
+    if reply_done(client, turn_id, after) is None:
+        with contextlib.suppress(TimeoutError):
+            await client.wait_event(
+                "agent.state", 60, after=after, state="speaking", turn_id=turn_id
+            )
+        await client.send({"type": "interrupt"})
+    await _finish(client, turn_id, after)
+
+
+def reply_done(client: VoiceClient, turn_id: str, after: float) -> dict[str, Any] | None:
+    return next(
+        (
+            e
+            for t, e in client.events
+            if t >= after and e.get("type") == "reply.done" and e.get("turn_id") == turn_id
+        ),
+        None,
+    )
+
+
 def _reply_audio_s(client: VoiceClient, t0: float, t1: float) -> float:
     return round(sum(len(r.pcm) for r in client.audio if t0 <= r.t <= t1 and r.audible) / 48000, 2)
 

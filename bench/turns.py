@@ -1,19 +1,23 @@
 """Turn taking over real WebRTC: `fixed` (500 ms of silence) against `semantic` (auto) end of
 turn, side by side in one run, on complete questions, questions with a pause inside, backchannels
-and real interruptions over a story, in several voices.
+and real interruptions over a story, in several voices, and on a speakerphone (the reply's own
+echo in the microphone).
 
     bench/run.sh turns                                  # every section, default counts
     bench/run.sh turns --complete 1 --paused 1 --backchannels 1 --interruptions 1 \\
-        --voices piper,kokoro:bm_george                 # a smoke test
+        --speakerphone 2 --voices piper,kokoro:bm_george  # a smoke test
+    bench/run.sh turns --complete 0 --paused 0 --backchannels 0 --interruptions 0 \\
+        --voices piper                                  # section 5 alone
     bench/run.sh turns --profiles smollm2-135m,qwen2.5-coder-1.5b
 
 For each LLM profile of --profiles its own stack (nats-server, redis-server, the five services;
-logs in bench/results/logs/<stamp>/<profile>/) and four agents: a plain one and a storyteller
-(bench/scenarios.py), each with `fixed` and with `semantic` turn detection. The two agents of a
-kind take turns A, B, B, A, ..., both saying the same thing in a pair (bench/turns_run.py);
-every voice of --voices speaks every section (bench/turns_material.py: held-out texts, Piper and
-Kokoro voices; kokoro:bm_george is used by no test and is also reported on its own). Sections,
-each with N turns per mode in each voice:
+logs in bench/results/logs/<stamp>/<profile>/) and six agents: a plain one, a storyteller
+(bench/scenarios.py) and a teller of short stories (bench/turns_speakerphone.py), each with
+`fixed` and with `semantic` turn detection. The two agents of a kind take turns A, B, B, A, ...,
+both saying the same thing in a pair (bench/turns_run.py); every voice of --voices speaks
+sections 1-4 (bench/turns_material.py: held-out texts, Piper and Kokoro voices; kokoro:bm_george
+is used by no test and is also reported on its own), the first voice section 5. Sections 1-4
+have N turns per mode in each voice:
 
 1. complete questions (--complete): voice to voice (last audible question frame sent -> first
    audible reply frame received) and the server's end_of_turn_ms (turn.metrics);
@@ -28,7 +32,16 @@ each with N turns per mode in each voice:
 4. real interruptions (--interruptions): "Wait, stop.", "No, tell me about dragons instead." ...
    over a story (scenarios.barge_in_turn): detected share (target 100 %), reply audio stopped
    (first audible interruption frame sent -> last audible reply frame received).
-5. speakerphone (the reply's own echo in the microphone): a later section; see `measure`.
+5. speakerphone (--speakerphone, N replies per mode in the first voice): a client that cancels
+   no echo itself (the gateway's AEC3 does, `echo_cancellation: true`) in a room that plays the
+   reply back into its microphone (harness/room.py: 50-300 ms, -6 to -12 dB, RT60 0.2-0.6 s,
+   50-200 ppm of clock drift, room noise; Opus both ways; a room per session of
+   REPLIES_PER_ROOM replies, the same rooms for both modes). Each reply, a short story, plays
+   to its end with nobody speaking: interrupted by its own echo (reply.done interrupted, or a
+   voice transcript.final of another turn), target 0; the gateway's account of its pauses
+   (reply.done longest_pause_ms): paused > 100 ms, target 0, and the longest pause p50 / p95 /
+   max. Then max(2, N / 5) turns per mode of a person speaking over such a reply, the room on
+   (scenarios.barge_in_turn): detected share, target 100 %, and reply audio stopped.
 
 A story turn whose reply ends before the listener speaks is skipped and replaced; a failed turn
 (timeout) is kept as a failure and left out of the figures; a figure a turn could not give is
@@ -63,9 +76,24 @@ from .turns_run import (
     paused_line,
     paused_turn,
 )
+from .turns_speakerphone import (
+    SPEAKERPHONE,
+    SpeakerphoneSessions,
+    echo_line,
+    echo_turn,
+    talker_line,
+    talker_turn,
+)
 from .voice_latency import condensed
 
 VOICES = "piper,kokoro:af_heart,kokoro:bm_george"
+AGENTS = {"plain": PLAIN, "storyteller": STORYTELLER, "speakerphone": SPEAKERPHONE}
+REPLIES_PER_ROOM = 2  # speakerphone: replies per session, and so per room
+
+
+def talkers(replies: int) -> int:
+    """Speakerphone: the turns of a person speaking over the echo, per mode."""
+    return max(2, replies // 5) if replies > 0 else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,10 +103,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backchannels", type=int, default=8, help="backchannels over a story (8)")
     p.add_argument("--interruptions", type=int, default=6, help="interruptions of a story (6)")
     p.add_argument(
+        "--speakerphone",
+        type=int,
+        default=20,
+        help="speakerphone: replies played out with their echo in the microphone, per mode, "
+        "in the first voice of --voices (20); and max(2, N / 5) talkers over the echo",
+    )
+    p.add_argument(
         "--voices",
         default=VOICES,
         help=f"who speaks: piper, kokoro:VOICE (default {VOICES}); the counts above are per "
-        "voice and per mode",
+        "voice and per mode (the speakerphone's: the first voice)",
     )
     p.add_argument(
         "--profiles",
@@ -106,11 +141,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def measure(run: TurnsRun, base_url: str, material: Material) -> None:
-    """The four sections on one stack, in order."""
+    """The five sections on one stack, in order."""
     args = run.args
-    agents: dict[str, dict[str, str]] = {"plain": {}, "storyteller": {}}
+    agents: dict[str, dict[str, str]] = {kind: {} for kind in AGENTS}
     for mode, detection in MODES.items():
-        for kind, config in (("plain", PLAIN), ("storyteller", STORYTELLER)):
+        for kind, config in AGENTS.items():
             name = f"{config['name']}-{mode}"
             agents[kind][mode] = await register_agent(
                 base_url, {**config, **detection, "name": name}
@@ -152,9 +187,34 @@ async def measure(run: TurnsRun, base_url: str, material: Material) -> None:
             return await over(c, *material.over_story(voice, item, said))
 
         await run.section(name, count, sessions("storyteller", 1), turn, line, spare=count)
-    # 5. speakerphone (to come): the reply played back into the microphone, as a phone on
-    # speaker does, measured here with its own --option, group in turns_run.SECTIONS and rows in
-    # turns_report.
+
+    # 5. A speakerphone, in one voice: a room per session, the same rooms for both modes; the
+    # talkers' turns a session (and a room) each, as in section 4.
+    def phone(part: str, per_session: int) -> Any:
+        return lambda voice: {
+            m: SpeakerphoneSessions(base_url, a, per_session, part)
+            for m, a in agents["speakerphone"].items()
+        }
+
+    first = args.voices[:1]
+    await run.section(
+        "speakerphone",
+        args.speakerphone,
+        phone("echo", REPLIES_PER_ROOM),
+        lambda c, voice, item: echo_turn(c, material.speakerphone(voice, item)),
+        echo_line,
+        spare=args.speakerphone,
+        voices=first,
+    )
+    await run.section(
+        "speakerphone_talker",
+        talkers(args.speakerphone),
+        phone("talker", 1),
+        lambda c, voice, item: talker_turn(c, *material.over_speakerphone(voice, item)),
+        talker_line,
+        spare=talkers(args.speakerphone),
+        voices=first,
+    )
 
 
 def write_results(bench: Benchmark, runs: dict[str, TurnsRun]) -> None:
@@ -174,7 +234,8 @@ def write_results(bench: Benchmark, runs: dict[str, TurnsRun]) -> None:
     record = bench.record(
         voices=args.voices,
         modes=MODES,
-        agents={"plain": PLAIN, "storyteller": STORYTELLER},
+        agents=AGENTS,
+        speakerphone_replies_per_room=REPLIES_PER_ROOM,
         profiles=results,
     )
     for profile, run in runs.items():
@@ -203,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "paused": args.paused,
         "backchannels": args.backchannels,
         "interruptions": args.interruptions,
+        "speakerphone": max(args.speakerphone, talkers(args.speakerphone)),
     }
     runs: dict[str, TurnsRun] = {}
     with Benchmark("turns", args, webrtc="bench/run.sh turns") as bench:

@@ -1,7 +1,7 @@
 """Turn taking: what the voices say. Held-out questions and requests (no test or other
-benchmark speaks them), long sentences to pause inside, story prompts, backchannels and real
-interruptions; each spoken by a voice of --voices (Piper, Kokoro: bench/asr_audio.speech) and
-trimmed to its audible part.
+benchmark speaks them), long sentences to pause inside, story prompts, backchannels, real
+interruptions and short stories asked for on a speakerphone; each spoken by a voice of --voices
+(Piper, Kokoro: bench/asr_audio.speech) and trimmed to its audible part.
 
 A paused question is a sentence synthesized whole (so the voice's prosody runs on through the
 cut, as a person's does when they stop to think), cut at a word boundary between CUT_FROM and
@@ -100,6 +100,17 @@ INTERRUPTIONS = (
     "Sorry, wait, I have a question.",
     "Hang on, what did you just say?",
     "No no, that is not what I asked.",
+)
+# Asked for on a speakerphone: a reply of a few sentences, long enough for its echo to matter.
+SPEAKERPHONE = (
+    "Tell me a short story about a sleepy owl.",
+    "Tell me a short story about a clever fox.",
+    "Tell me a short story about a snowman in spring.",
+    "Tell me a short story about a brave little boat.",
+    "Tell me a short story about a girl who found a map.",
+    "Tell me a short story about a robot who learned to paint.",
+    "Tell me a short story about a dog at the seaside.",
+    "Tell me a short story about a turtle who wanted to fly.",
 )
 # Seconds of audible story before the listener speaks over it, cycled by item.
 OVER_DELAYS = (1.5, 2.25, 3.0, 1.75, 2.5, 2.0, 2.75)
@@ -260,6 +271,20 @@ class Material:
             OVER_DELAYS[item % len(OVER_DELAYS)],
         )
 
+    def speakerphone(self, voice: str, item: int) -> Clip:
+        """A short story asked for on a speakerphone."""
+        return self.clip(voice, self._pick(SPEAKERPHONE, voice, item))
+
+    def over_speakerphone(self, voice: str, item: int) -> tuple[Clip, Clip, float]:
+        """A short story asked for on a speakerphone, the interruption said over its reply,
+        and after how many seconds of the reply's audio."""
+        said = INTERRUPTIONS[(item + 2 * self.voices.index(voice)) % len(INTERRUPTIONS)]
+        return (
+            self.speakerphone(voice, item),
+            self.clip(voice, said),
+            OVER_DELAYS[item % len(OVER_DELAYS)],
+        )
+
     def prepare(self, counts: dict[str, int]) -> None:
         """Synthesize (and time) what items 0..count of each section will say, in every voice."""
         for voice in self.voices:
@@ -276,4 +301,7 @@ class Material:
             for item in range(max(counts["backchannels"], counts["interruptions"])):
                 self.over_story(voice, item, BACKCHANNELS)
                 self.over_story(voice, item, INTERRUPTIONS)
+            if voice == self.voices[0]:  # the speakerphone's one voice
+                for item in range(counts["speakerphone"]):
+                    self.over_speakerphone(voice, item)
         self._times.close()

@@ -1,5 +1,5 @@
 """Turn taking: the figures of each section per mode, for all voices and for the voices no test
-uses (UNSEEN) apart; the table and the plot."""
+uses (UNSEEN) apart (section 5, in one voice, for that voice alone); the table and the plot."""
 
 from __future__ import annotations
 
@@ -14,19 +14,28 @@ from .turns_run import MODES, SECTIONS
 
 UNSEEN = ("kokoro:bm_george",)  # voices no test speaks with
 MODE_LABELS = {"fixed": "fixed (500 ms)", "semantic": "semantic (auto)"}
-# Per section: the share of turns that went one way (its key in a record and the figure's
-# name), and the latencies reported.
+ONE_VOICE = ("speakerphone", "speakerphone_talker")  # spoken by the first voice only
+# Per section: the shares of turns that went one way (each its key in a record and the
+# figure's name), and the latencies reported.
 RATES = {
-    "paused": ("cut_off", "cut off"),
-    "backchannel": ("treated_as_interruption", "treated as an interruption"),
-    "interruption": ("interrupted", "detected"),
+    "paused": (("cut_off", "cut off"),),
+    "backchannel": (("treated_as_interruption", "treated as an interruption"),),
+    "interruption": (("interrupted", "detected"),),
+    "speakerphone": (
+        ("interrupted_by_echo", "replies interrupted by their own echo"),
+        ("paused_over_100ms", "replies paused > 100 ms"),
+    ),
+    "speakerphone_talker": (("interrupted", "talker over the echo detected"),),
 }
 LATENCIES = {
     "complete": ("voice_to_voice_ms", "end_of_turn_ms"),
     "paused": ("voice_to_voice_ms", "end_of_turn_ms"),
     "backchannel": ("resume_ms", "reply_paused_ms", "reply_gap_ms"),
     "interruption": ("barge_in_stop_ms", "barge_in_reply_done_ms"),
+    "speakerphone": ("longest_pause_ms", "paused_ms"),
+    "speakerphone_talker": ("barge_in_stop_ms", "barge_in_reply_done_ms"),
 }
+WITH_MAX = ("longest_pause_ms",)  # shown as p50 / p95 / max
 LABELS = {
     "voice_to_voice_ms": "voice to voice",
     "end_of_turn_ms": "end of turn (turn.metrics)",
@@ -35,18 +44,24 @@ LABELS = {
     "reply_gap_ms": "silence heard in the reply",
     "barge_in_stop_ms": "reply audio stopped",
     "barge_in_reply_done_ms": "-> reply.done (interrupted)",
+    "longest_pause_ms": "longest pause of a reply",
+    "paused_ms": "paused in all, per reply",
 }
 SHORT = {
     "complete": "1. complete questions",
     "paused": "2. paused questions, not cut off",
     "backchannel": "3. backchannels",
     "interruption": "4. interruptions",
+    "speakerphone": "5. speakerphone: its own echo",
+    "speakerphone_talker": "5. speakerphone: a talker over it",
 }
 TITLES = {
     "complete": "1. complete questions",
     "paused": "2. paused questions (voice to voice: those not cut off)",
     "backchannel": "3. backchannels over a story",
     "interruption": "4. real interruptions over a story",
+    "speakerphone": "5. speakerphone (its own echo in the microphone): replies played out",
+    "speakerphone_talker": "5. speakerphone: a person speaking over the echo",
 }
 
 
@@ -68,14 +83,16 @@ TARGETS = (
     Target("backchannel", "treated_as_interruption_pct", tuple(MODES), "<= 5 %", lambda v: v <= 5),
     Target("backchannel", "resume_ms", tuple(MODES), "<= 400 ms", lambda s: s["p95"] <= 400),
     Target("interruption", "interrupted_pct", tuple(MODES), "100 %", lambda v: v == 100),
+    Target("speakerphone", "interrupted_by_echo_pct", tuple(MODES), "0", lambda v: v == 0),
+    Target("speakerphone", "paused_over_100ms_pct", tuple(MODES), "0", lambda v: v == 0),
+    Target("speakerphone_talker", "interrupted_pct", tuple(MODES), "100 %", lambda v: v == 100),
 )
 
 
 def figures(section: str, recs: list[Record]) -> dict[str, Any]:
     ok = [r for r in recs if "error" not in r]
     out: dict[str, Any] = {"n": len(ok), "failed": len(recs) - len(ok)}
-    if section in RATES:
-        key, _ = RATES[section]
+    for key, _ in RATES.get(section, ()):
         hits = sum(1 for r in ok if r.get(key))
         out[key] = hits
         out[f"{key}_pct"] = round(100.0 * hits / len(ok), 1) if ok else None
@@ -129,7 +146,10 @@ def _rate(f: dict[str, Any], key: str) -> str:
 
 def _ms(f: dict[str, Any], key: str) -> str:
     s = f[key]
-    return f"{s['p50']:.0f} / {s['p95']:.0f} (n {s['n']})" if s["n"] else "- (n 0)"
+    if not s["n"]:
+        return "- (n 0)"
+    top = f" / {s['max']:.0f}" if key in WITH_MAX else ""
+    return f"{s['p50']:.0f} / {s['p95']:.0f}{top} (n {s['n']})"
 
 
 def table(stats: dict[str, Any], voices: list[str]) -> str:
@@ -145,22 +165,21 @@ def table(stats: dict[str, Any], voices: list[str]) -> str:
 
     for section in SECTIONS:
         lines.append(TITLES[section])
-        for group in groups(voices):
+        for group in groups(voices[:1] if section in ONE_VOICE else voices):
             indent = "  "
             if group != "all voices":
                 lines.append(f"  {group}")
                 indent = "    "
             fs = [stats[section][m][group] for m in MODES]
-            if section in RATES:
-                key, label = RATES[section]
+            for key, label in RATES.get(section, ()):
                 goal = goals.get((section, f"{key}_pct"), "") if group == "all voices" else ""
                 row(indent + label, [_rate(f, key) for f in fs], goal)
             for key in LATENCIES[section]:
                 goal = goals.get((section, key), "") if group == "all voices" else ""
-                row(indent + LABELS[key], [_ms(f, key) for f in fs], goal)
+                label = LABELS[key] + (", max" if key in WITH_MAX else "")
+                row(indent + label, [_ms(f, key) for f in fs], goal)
             if any(f["failed"] for f in fs):
                 row(indent + "failed turns (not counted)", [str(f["failed"]) for f in fs])
-    lines.append("5. speakerphone (the reply's echo in the microphone): not measured yet")
     lines.append("targets (all voices):")
     for v in verdicts(stats):
         met = {True: "met", False: "MISSED", None: "not measured"}[v["met"]]
@@ -168,22 +187,35 @@ def table(stats: dict[str, Any], voices: list[str]) -> str:
     return "\n".join(lines)
 
 
+# Each panel's target line: where the figure on its x axis should stay below.
+LIMITS = {"backchannel": 400.0, "speakerphone": 100.0}
+COLUMNS = 3  # panels per row; a profile takes as many rows as its sections need
+
+
 def draw(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
-    """One row per LLM profile, one panel per section: every turn's main latency by mode
-    (unseen voices as crosses), p50 marked; the section's rate in the panel's title."""
+    """Per LLM profile, one panel per section (COLUMNS to a row): every turn's main latency by
+    mode (unseen voices as crosses), p50 marked, the target as a red line; the section's rates
+    beside the modes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     profiles = list(results)
+    rows = -(-len(SECTIONS) // COLUMNS)
     fig, axes = plt.subplots(
-        len(profiles), len(SECTIONS), figsize=(18, 3.2 * len(profiles) + 1), squeeze=False
+        rows * len(profiles),
+        COLUMNS,
+        figsize=(6 * COLUMNS, 3.2 * rows * len(profiles) + 1),
+        squeeze=False,
     )
     colors = {"fixed": "#4c72b0", "semantic": "#dd8452"}
-    for row, profile in zip(axes, profiles, strict=True):
+    for p, profile in enumerate(profiles):
         turns, stats = results[profile]["turns"], results[profile]["summary"]
-        for ax, section in zip(row, SECTIONS, strict=True):
+        panels = axes[p * rows : (p + 1) * rows].reshape(-1)
+        for ax in panels[len(SECTIONS) :]:
+            ax.set_axis_off()
+        for ax, section in zip(panels, SECTIONS, strict=False):
             key = LATENCIES[section][0]
             names = []
             for y, mode in enumerate(MODES):
@@ -201,18 +233,16 @@ def draw(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
                 f = stats[section][mode]["all voices"]
                 if f[key]["n"]:
                     ax.plot([f[key]["p50"]] * 2, [y - 0.3, y + 0.3], color="black", lw=1.5)
-                if section in RATES:
-                    key_, label = RATES[section]
-                    names.append(f"{mode}\n{label}: {_rate(f, key_)}")
-                else:
-                    names.append(mode)
+                rates = [f"{label}: {_rate(f, k)}" for k, label in RATES.get(section, ())]
+                names.append("\n".join([mode, *rates]))
             ax.set_yticks(range(len(MODES)), names, fontsize=8)
             ax.set_ylim(-0.6, len(MODES) - 0.4)
             ax.set_xlabel(f"{LABELS[key]} (ms)", fontsize=8)
             ax.set_title(f"{profile}: {SHORT[section]}", fontsize=9)
-            if section == "backchannel":
-                ax.axvline(400, color="red", lw=0.8, ls="--")
-            top = max(values(turns[section], key) + [450.0 if section == "backchannel" else 1.0])
+            limit = LIMITS.get(section)
+            if limit is not None:
+                ax.axvline(limit, color="red", lw=0.8, ls="--")
+            top = max(values(turns[section], key) + [1.1 * limit if limit else 1.0])
             ax.set_xlim(0, top * 1.1)
     fig.suptitle(title + "\n(o: seen voices, x: unseen voice; black bar: p50)", fontsize=10)
     fig.tight_layout()

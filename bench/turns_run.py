@@ -4,8 +4,9 @@
 
 The turns: a complete question is scenarios.voice_turn; a paused one is voice_turn plus what the
 pause did (`paused_turn`); a real interruption is scenarios.barge_in_turn; a backchannel is
-`backchannel_turn`. `TurnsRun` runs them through voice_run.Run.series (warm-up, progress lines,
-CPU, anomalies) and adds what to check in each.
+`backchannel_turn`; on a speakerphone, a reply played out with its echo in the microphone and a
+person speaking over it (bench/turns_speakerphone.py). `TurnsRun` runs them through
+voice_run.Run.series (warm-up, progress lines, CPU, anomalies) and adds what to check in each.
 """
 
 from __future__ import annotations
@@ -20,16 +21,34 @@ from typing import Any
 from harness.voice_client import VoiceClient
 
 from .runner import say
-from .scenarios import Clip, Sessions, _finish, _ms, story_playing, voice_turn
+from .scenarios import (
+    Clip,
+    Sessions,
+    _ms,
+    reply_done,
+    story_playing,
+    voice_finals,
+    voice_turn,
+    wind_down,
+)
 from .turn_log import Record, check, fmt
 from .turns_material import Paused
+from .turns_speakerphone import echo_problems
 from .voice_run import Run
 
 MODES: dict[str, dict[str, Any]] = {
     "fixed": {"turn_detection": {"type": "fixed"}, "end_of_turn_silence_ms": 500},
     "semantic": {"turn_detection": {"type": "semantic", "eagerness": "auto"}},
 }
-SECTIONS = ("complete", "paused", "backchannel", "interruption")  # then "speakerphone", to come
+# The groups of turns: section 5 (a speakerphone) has two, its echo alone and a talker over it.
+SECTIONS = (
+    "complete",
+    "paused",
+    "backchannel",
+    "interruption",
+    "speakerphone",
+    "speakerphone_talker",
+)
 # After a backchannel's last frame: how long to watch for the reply being cut or a new turn
 # (the decision waits for the speech's first pause and a Whisper pass), and at most how long to
 # wait for the reply to resume at all.
@@ -101,11 +120,13 @@ class TurnsRun(Run):
         line: Callable[[Record], str],
         warmup: int = 0,
         spare: int = 0,
+        voices: list[str] | None = None,
     ) -> None:
-        """`count` turns per mode in each voice: `turn(client, voice, item)`, interleaved."""
+        """`count` turns per mode in each voice (of `voices`, all by default):
+        `turn(client, voice, item)`, interleaved."""
         if count <= 0:
             return
-        for i, voice in enumerate(self.args.voices):
+        for i, voice in enumerate(voices or self.args.voices):
             pairs = self.pairs = Interleaved(sessions(voice), voice)
             say(
                 f"[{name}] {voice}: {count} turns per mode, {' / '.join(pairs.modes)} as A, B, B, A"
@@ -135,6 +156,10 @@ class TurnsRun(Run):
         super().add(group, rec, warm=warm, measured=measured, where=where)
 
     def problems(self, group: str, rec: Record) -> list[str]:
+        if group == "speakerphone":
+            return echo_problems(rec)
+        if group == "speakerphone_talker":
+            group = "interruption"
         if "error" in rec or "not_measured" in rec or group == "interruption":
             return check("barge_in" if group == "interruption" else group, rec)
         if group == "complete" or (group == "paused" and not rec["cut_off"]):
@@ -158,26 +183,6 @@ def backchannel_problems(rec: Record) -> list[str]:
     return out
 
 
-def _voice_finals(client: VoiceClient, after: float) -> list[tuple[float, dict[str, Any]]]:
-    return [
-        (t, e)
-        for t, e in client.events
-        if t >= after and e.get("type") == "transcript.final" and e.get("source") == "voice"
-    ]
-
-
-async def _wind_down(client: VoiceClient, turn_id: str, after: float) -> None:
-    """Stop turn `turn_id`'s reply (once under way) with the client's interrupt command and
-    wait until the agent listens: its reply is not part of the figures."""
-    if _reply_done(client, turn_id, after) is None:
-        with contextlib.suppress(TimeoutError):
-            await client.wait_event(
-                "agent.state", 60, after=after, state="speaking", turn_id=turn_id
-            )
-        await client.send({"type": "interrupt"})
-    await _finish(client, turn_id, after)
-
-
 async def paused_turn(client: VoiceClient, paused: Paused) -> Record:
     """A question with a pause in it. Cut off: the assistant took the turn in the pause, i.e.
     a transcript.final came before the clip's last audible frame went out, or the clip made
@@ -186,18 +191,18 @@ async def paused_turn(client: VoiceClient, paused: Paused) -> Record:
     rec = await voice_turn(client, paused.clip)  # the first turn, answered
     t_end = client.speaker.last_audible_sent or t0
     seen = {rec["turn_id"]}
-    first_final = _voice_finals(client, t0)[0][0]
+    first_final = voice_finals(client, t0)[0][0]
     early = first_final < t_end
     deadline = time.monotonic() + (REST_S if early else SETTLE_S)
     while time.monotonic() < deadline:  # the rest of the clip, heard as a turn of its own
-        more = [e for _, e in _voice_finals(client, t0) if e["turn_id"] not in seen]
+        more = [e for _, e in voice_finals(client, t0) if e["turn_id"] not in seen]
         if not more:
             await asyncio.sleep(0.05)
             continue
         seen.add(more[0]["turn_id"])
-        await _wind_down(client, more[0]["turn_id"], t0)
+        await wind_down(client, more[0]["turn_id"], t0)
         deadline = time.monotonic() + SETTLE_S
-    finals = [e["text"] for _, e in _voice_finals(client, t0)]
+    finals = [e["text"] for _, e in voice_finals(client, t0)]
     rec.update(paused.fields(), cut_off=early or len(finals) > 1, finals=finals)
     rec["final_before_end_ms"] = _ms(t_end - first_final) if early else None
     if rec["cut_off"]:
@@ -224,8 +229,8 @@ async def backchannel_turn(client: VoiceClient, story: Clip, word: Clip, delay: 
         raise RuntimeError(f"no audible frame of {word.text!r} was sent")
     sign, done = "", None
     while time.monotonic() < t_end + RESUME_WAIT_S:
-        done = _reply_done(client, tid, t_said)
-        finals = _voice_finals(client, t_said)
+        done = reply_done(client, tid, t_said)
+        finals = voice_finals(client, t_said)
         if done is not None and done["interrupted"]:
             sign = "reply.done interrupted"
         elif finals:
@@ -261,24 +266,13 @@ async def backchannel_turn(client: VoiceClient, story: Clip, word: Clip, delay: 
         )
     if not during:
         rec["reply_paused_not_measured"] = "no audible reply frame while the backchannel played"
-    await _wind_down(client, tid, playing.t_play)
+    await wind_down(client, tid, playing.t_play)
     if sign.startswith("reply.done"):  # the backchannel became a turn: its final is coming
         with contextlib.suppress(TimeoutError):
             await client.wait_event("transcript.final", 15, after=t_said, source="voice")
-    for _, e in _voice_finals(client, t_said):
-        await _wind_down(client, e["turn_id"], t_said)
+    for _, e in voice_finals(client, t_said):
+        await wind_down(client, e["turn_id"], t_said)
     return rec
-
-
-def _reply_done(client: VoiceClient, turn_id: str, after: float) -> dict[str, Any] | None:
-    return next(
-        (
-            e
-            for t, e in client.events
-            if t >= after and e.get("type") == "reply.done" and e.get("turn_id") == turn_id
-        ),
-        None,
-    )
 
 
 def complete_line(r: Record) -> str:

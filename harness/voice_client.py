@@ -1,5 +1,7 @@
 """A real client of the assistant, for tests and benchmarks: HTTP session, event WebSocket, and a
-WebRTC peer (aiortc) that speaks WAV audio and records the reply audio it receives.
+WebRTC peer (aiortc) that speaks WAV audio and records the reply audio it receives. With a
+`room` (harness/room.py) it is a phone on speaker: the reply it receives comes back into its
+microphone, mixed with what it speaks.
 
 Times are `time.monotonic()` seconds, so the sender's "last audible frame sent" and the receiver's
 "first audible frame received" are comparable.
@@ -23,6 +25,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from services.gateway.webrtc import set_jitter_prefetch
+
+from .room import EchoPath
 
 RATE = 48000
 FRAME = 960
@@ -89,14 +93,16 @@ class Pacer:
 
 class SpeakerTrack(MediaStreamTrack):
     """Microphone stand-in: paced 20 ms frames of queued audio, silence otherwise (with `dtx`,
-    as Opus DTX: see Pacer)."""
+    as Opus DTX: see Pacer). With a `room`, what the room adds (the reply's echo, its noise) is
+    mixed into every frame; the audible markers time the queued audio alone."""
 
     kind = "audio"
 
-    def __init__(self, dtx: bool = False) -> None:
+    def __init__(self, dtx: bool = False, room: EchoPath | None = None) -> None:
         super().__init__()
         self._queue: np.ndarray = np.zeros(0, dtype=np.int16)
         self.pacer = Pacer(dtx)
+        self.room = room
         self.last_audible_sent: float | None = None
         self.first_audible_sent: float | None = None
         self.done = asyncio.Event()
@@ -119,16 +125,21 @@ class SpeakerTrack(MediaStreamTrack):
             chunk = np.concatenate([chunk, np.zeros(FRAME - len(chunk), dtype=np.int16)])
             if not self.done.is_set() and len(self._queue) == 0:
                 self.done.set()
+        now = time.monotonic()
         if float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2))) > AUDIBLE_RMS:
-            now = time.monotonic()
             self.last_audible_sent = now
             if self.first_audible_sent is None:
                 self.first_audible_sent = now
+        silent = len(self._queue) == 0
+        if self.room is not None:
+            echo = self.room.heard(pts, now)
+            silent = silent and float(np.sqrt(np.mean(echo**2))) <= AUDIBLE_RMS
+            chunk = np.clip(chunk + echo, -32768, 32767).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = pts
         frame.time_base = fractions.Fraction(1, RATE)
-        self.pacer.sent(silent=len(self._queue) == 0)
+        self.pacer.sent(silent=silent)
         return frame
 
 
@@ -156,9 +167,15 @@ class VoiceClient:
     # 20 ms frames on a clean local link; aiortc's default of four would add 40 ms a browser
     # does not have.
     jitter_frames: int = 2
+    # A phone on speaker: the reply received plays into the room, and the microphone hears it.
+    room: EchoPath | None = None
     _ws: Any = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _new_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if self.room is not None:
+            self.speaker.room = self.room
 
     @property
     def auth(self) -> dict[str, str]:
@@ -230,7 +247,10 @@ class VoiceClient:
                 now = time.monotonic()
                 assert isinstance(frame, av.AudioFrame)  # an audio track's frames
                 for f in res.resample(frame):
-                    self.audio.append(Received(now, f.to_ndarray().reshape(-1).copy()))
+                    pcm = f.to_ndarray().reshape(-1).copy()
+                    self.audio.append(Received(now, pcm))
+                    if self.room is not None:
+                        self.room.play(pcm, now)
 
     async def send(self, message: dict[str, Any]) -> None:
         await self._ws.send(json.dumps(message))

@@ -3,7 +3,8 @@
 Invariants protected: while no reply plays, the track sends nothing but a keep-alive frame a
 second, and the RTP clock (pts) still advances in real time, so the next frame carries its true
 timestamp; a reply's frames go out every 20 ms without a gap, followed by a tail of silence that
-flushes a receiver's jitter buffer; with suppression off, silence is sent all the time. A VAD
+flushes a receiver's jitter buffer; with suppression off, silence is sent all the time. A reply
+paused while it plays reports each pause, as long as it was (the truth `reply.done` carries). A VAD
 frame of digital silence gives probability 0 without running the model.
 """
 
@@ -16,7 +17,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from services.gateway.playback import FRAME, HANGOVER_S, KEEPALIVE_S, RATE, ReplyAudioTrack
+from services.gateway.playback import (
+    FRAME,
+    HANGOVER_S,
+    KEEPALIVE_S,
+    RATE,
+    ReplyAudioTrack,
+    ReplyPlayback,
+)
 from services.gateway.vad import FRAME_SAMPLES, SileroVADStream
 
 
@@ -203,3 +211,54 @@ async def test_an_interrupted_reply_counts_what_was_played_of_audio_converted_as
     said = pb.spoken_text().split()
     assert said[:2] == ["Hello", "there."]
     assert 3 <= len(said) - 2 <= 7, said
+
+
+async def test_a_paused_reply_reports_how_long_it_was_paused() -> None:
+    """Speech over a reply pauses its audio; the reply accounts for it: a pause before its first
+    frame is none (nothing was heard yet), a 300 ms pause while it played is one pause of about
+    300 ms (and the audio heard has that gap), a pause its stop ends counts up to the stop. Those
+    are the figures `playback.done` (and so `reply.done`) carries, and an old `playback.done`
+    without them still decodes, as no pause."""
+    from services.common.messages import PlaybackDone, decode
+    from services.common.messages.turns import PlaybackEvent
+
+    finished: list[ReplyPlayback] = []
+    track = ReplyAudioTrack(lambda pb: None, finished.append)
+    await pull(track, 0.05)
+    track.begin("r1", "t1")
+    track.pause()  # before its first frame: nothing heard, nothing to count
+    track.segment("r1", 0, "hello")
+    track.push("r1", 0, tone(0.6), RATE)
+    track.tts_done("r1")
+    await pull(track, 0.1)
+    track.resume()
+    before = await pull(track, 0.2)
+    track.pause()
+    paused_at = time.monotonic()
+    gap = await pull(track, 0.3)
+    track.resume()
+    resumed_at = time.monotonic()
+    after = await pull(track, 0.8)
+    (pb,) = finished
+    assert any(loud for *_, loud in before) and not any(loud for *_, loud in gap)
+    assert sum(loud for *_, loud in before + after) == 30  # all of it played, nothing lost
+    assert pb.pauses.count == 1 and pb.pauses.since is None
+    assert pb.pauses.total_ms == pytest.approx((resumed_at - paused_at) * 1000, abs=5)
+    assert pb.pauses.longest_ms == pb.pauses.total_ms and 280 <= pb.pauses.total_ms <= 340
+
+    track.begin("r2", "t2")  # paused twice, the second pause ended by its stop
+    track.push("r2", 0, tone(2.0), RATE)
+    await pull(track, 0.1)
+    track.pause()
+    await pull(track, 0.1)
+    track.resume()
+    await pull(track, 0.06)
+    track.pause()
+    await pull(track, 0.2)
+    stopped = track.stop_reply()
+    assert stopped is not None and stopped.pauses.count == 2
+    assert 180 <= stopped.pauses.longest_ms <= 240
+    assert 280 <= stopped.pauses.total_ms <= 360
+
+    old = decode(PlaybackEvent, b'{"type":"playback.done","v":1,"reply_id":"r","spoken_text":""}')
+    assert isinstance(old, PlaybackDone) and (old.paused_ms, old.pauses) == (0.0, 0)

@@ -8,8 +8,10 @@ DTX. Audio is converted shortly before it plays, `BATCH_S` at a time whenever fe
 `LOOKAHEAD_FRAMES` are ready: resampled to 48 kHz and, where Opus was negotiated, encoded here
 (`audio.py`), so aiortc sends ready packets. Played samples are counted per segment: after an
 interruption `spoken_text()` gives the segments played in full plus the cut segment's words in
-proportion to its audio played. Why it converts on the event loop, as it plays:
-docs/performance.md ("Why the code does what it does").
+proportion to its audio played. Each reply also keeps an account of the pauses it was held in
+while it played (`PauseLog`: speech over it pauses it until the speech is judged): how long, the
+longest, how many; reported with `playback.done`. Why it converts on the event loop, as it
+plays: docs/performance.md ("Why the code does what it does").
 """
 
 from __future__ import annotations
@@ -56,6 +58,30 @@ class Segment:
 
 
 @dataclass
+class PauseLog:
+    """How long a reply was paused while it played: every `pause()` between its first frame and
+    its end, from that moment to `resume()`, its stop, or its end. Milliseconds of the
+    monotonic clock."""
+
+    count: int = 0
+    total_ms: float = 0.0
+    longest_ms: float = 0.0
+    since: float | None = None  # monotonic seconds: the pause under way began then
+
+    def begin(self, now: float) -> None:
+        if self.since is None:
+            self.since = now
+            self.count += 1
+
+    def end(self, now: float) -> None:
+        if self.since is not None:
+            ms = (now - self.since) * 1000.0
+            self.since = None
+            self.total_ms += ms
+            self.longest_ms = max(self.longest_ms, ms)
+
+
+@dataclass
 class ReplyPlayback:
     reply_id: str
     turn_id: str
@@ -73,6 +99,7 @@ class ReplyPlayback:
     all_received: bool = False  # the TTS is done: the last batch pads the last frame
     refill_soon: bool = False  # a conversion is due at the loop's next turn
     codec: ReplyCodec = field(default_factory=ReplyCodec)  # resamplers and Opus encoder
+    pauses: PauseLog = field(default_factory=PauseLog)  # held silent while it played
 
     @property
     def playable(self) -> bool:
@@ -210,15 +237,22 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     def pause(self) -> None:
         self.paused = True
+        pb = self.reply
+        if pb is not None and pb.started:  # a reply not yet heard has no pause to hear
+            pb.pauses.begin(time.monotonic())
 
     def resume(self) -> None:
         self.paused = False
+        if self.reply is not None:
+            self.reply.pauses.end(time.monotonic())
         self._wake.set()
 
     def stop_reply(self) -> ReplyPlayback | None:
         """Stop the current reply at once; returns it (with what was played)."""
         pb, self.reply = self.reply, None
         self.paused = False
+        if pb is not None:
+            pb.pauses.end(time.monotonic())
         return pb
 
     # -- media (aiortc pulls frames) -----------------------------------------------------------
@@ -301,6 +335,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         if not pb.playable:
             if pb.tts_done:  # set after its last conversion: all of it has been played
                 self.reply = None
+                pb.pauses.end(time.monotonic())
                 self._on_finished(pb)
             return SILENCE, None
         packet = pb.packets.popleft() if pb.opus else None

@@ -4,7 +4,8 @@
 and done, in the order they were sent) and plays each reply on its sink: today the WebRTC track
 (`playback.ReplyAudioTrack`); any object with the `ReplySink` methods will do. It publishes
 `PlaybackStarted` as a reply's first frame goes out and `PlaybackDone` with the text actually
-heard when the reply has played, was stopped, or had nobody to hear it. It remembers the
+heard, and how long it was paused, when the reply has played, was stopped, or had nobody to
+hear it. It remembers the
 replies stopped here (their late audio is dropped) and holds the audio of a speculative turn
 until the turn is released.
 """
@@ -34,7 +35,7 @@ from services.common.messages import (
 )
 from services.common.metrics import STAGE_SECONDS
 
-from .playback import ReplyPlayback
+from .playback import PauseLog, ReplyPlayback
 from .turntrace import TurnTraces
 
 log = logging.getLogger(__name__)
@@ -141,14 +142,24 @@ class ReplyOut(Generic[S]):
         """Stop the reply playing and report what of it was heard."""
         pb = self.stop()
         if pb is not None:
-            await self._done(pb.reply_id, pb.spoken_text(), interrupted)
+            await self._done(pb.reply_id, pb.spoken_text(), interrupted, pb)
         return pb
 
-    async def _done(self, reply_id: str, spoken: str, interrupted: bool) -> None:
+    async def _done(
+        self, reply_id: str, spoken: str, interrupted: bool, pb: ReplyPlayback | None = None
+    ) -> None:
+        pauses = pb.pauses if pb is not None else PauseLog()  # none played: no pause
         await bus.publish(
             self.nc,
             subjects.playback(self.sid),
-            PlaybackDone(reply_id=reply_id, spoken_text=spoken, interrupted=interrupted),
+            PlaybackDone(
+                reply_id=reply_id,
+                spoken_text=spoken,
+                interrupted=interrupted,
+                paused_ms=round(pauses.total_ms, 1),
+                longest_pause_ms=round(pauses.longest_ms, 1),
+                pauses=pauses.count,
+            ),
         )
 
     # -- from the bus ----------------------------------------------------------------------------
@@ -220,4 +231,4 @@ class ReplyOut(Generic[S]):
             log.warning("session %s: playback.started not published: %s", self.sid, exc)
 
     def _finished(self, pb: ReplyPlayback) -> None:
-        self._spawn(self._done(pb.reply_id, pb.spoken_text(), False), "pb-done")
+        self._spawn(self._done(pb.reply_id, pb.spoken_text(), False, pb), "pb-done")

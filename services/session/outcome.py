@@ -14,6 +14,7 @@ from services.common.messages import (
     AgentState,
     ErrorCode,
     HistoryMessage,
+    PlaybackDone,
     ReplyDone,
     TurnMetrics,
     TurnSubmit,
@@ -34,6 +35,16 @@ class TurnState:
     failed: str | None = None
     spoken_text: str | None = None  # what the user heard, when the gateway said
     metrics: dict[str, float | None] = field(default_factory=dict)
+    # the gateway's account of the reply's audio paused while it played (playback.done)
+    paused_ms: float = 0.0
+    longest_pause_ms: float = 0.0
+    pauses: int = 0
+
+    def played(self, done: PlaybackDone) -> None:
+        """The gateway's report of the reply's audio: what was heard, how long it paused."""
+        self.spoken_text = done.spoken_text
+        self.paused_ms, self.longest_pause_ms = done.paused_ms, done.longest_pause_ms
+        self.pauses = done.pauses
 
     def label(self, *, abandoned: bool, retracted: bool) -> str:
         """The turn's outcome, for its span and the turns counter."""
@@ -101,7 +112,14 @@ async def tell_outcome(
     if full or not st.failed:
         await outbox.emit(
             ReplyDone(
-                turn_id=tid, reply_id=reply_id, text=full, spoken_text=spoken, interrupted=cut
+                turn_id=tid,
+                reply_id=reply_id,
+                text=full,
+                spoken_text=spoken,
+                interrupted=cut,
+                paused_ms=st.paused_ms,
+                longest_pause_ms=st.longest_pause_ms,
+                pauses=st.pauses,
             )
         )
     m = st.metrics

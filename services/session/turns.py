@@ -344,7 +344,7 @@ class Turn:
             await self.outbox.emit(AgentState(state="speaking", turn_id=self.tid))
         elif isinstance(item, PlaybackDone) and item.reply_id == self.rid:
             st.playback_done = True
-            st.spoken_text = item.spoken_text
+            st.played(item)
             if item.interrupted:
                 st.interrupted = True
                 st.llm_done = True
@@ -378,7 +378,7 @@ class Turn:
             except TimeoutError:
                 return
             if isinstance(item, PlaybackDone) and item.reply_id == self.rid:
-                self.st.spoken_text = item.spoken_text
+                self.st.played(item)
                 return
 
     def _since_end(self) -> float:

@@ -59,6 +59,11 @@ class ReplyDone(Message):
     text: str
     spoken_text: str
     interrupted: bool = False
+    # The reply's audio held paused while it played (gateway's playback.done): in all, the
+    # longest pause, how many. 0 for a text-only reply.
+    paused_ms: float = 0.0
+    longest_pause_ms: float = 0.0
+    pauses: int = 0
 
 
 class TurnMetrics(Message):

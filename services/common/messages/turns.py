@@ -55,6 +55,11 @@ class PlaybackDone(Message):
     reply_id: str
     spoken_text: str
     interrupted: bool = False
+    # How long the reply's audio was held paused while it played (speech over it, until judged
+    # a backchannel, noise or its own echo): in all, the longest pause, and how many.
+    paused_ms: float = 0.0
+    longest_pause_ms: float = 0.0
+    pauses: int = 0
 
 
 class TurnConfirmed(Message):

@@ -226,15 +226,19 @@ _BACKCHANNELS = sorted(
             "super oui ouais d'accord voilà sí si vale claro ajá bueno exacto"
         ).split()
         + ["i see", "got it", "all right", "of course", "that's right", "makes sense", "go on"]
+        + ["fair enough"]
         + ["c'est ça", "ah bon"]
     },
     key=len,
     reverse=True,
 )
+# "That's enough." takes it too (over a speakerphone's reply AEC3, still cautious, swallowed
+# the "Stop," before it); "fair enough" is a listener's.
 _TAKES_THE_TURN = frozenset(
-    "stop wait no hold hang pause cancel sorry excuse actually hey listen "
-    "nein stopp warte non attends pardon espera para perdón".split()
+    "stop wait no hold hang pause cancel sorry excuse actually hey listen enough quiet "
+    "nein stopp warte genug non attends pardon suffit espera para perdón basta".split()
 )
+_NOT_TAKING = ("fair enough",)
 # Fewer words than this over a reply, none that takes the turn and no question, do not take it:
 # Whisper makes words of a murmured "mm-hmm" ("Ow.", "All gone."), as LiveKit's
 # `min_interruption_words` allows for.
@@ -246,7 +250,11 @@ def is_backchannel(text: str | None) -> bool:
     `MIN_INTERRUPTION_WORDS` words; never one that takes the turn ("wait", "no") or a question."""
     text = (text or "").strip()
     words = _words(text)
-    if not words or len(words) > 4 or _TAKES_THE_TURN & set(words) or text.endswith("?"):
+    said = " ".join(words)
+    for phrase in _NOT_TAKING:
+        said = said.replace(phrase, "")
+    takes = _TAKES_THE_TURN & set(said.split())
+    if not words or len(words) > 4 or takes or text.endswith("?"):
         return False
     if len(words) < MIN_INTERRUPTION_WORDS:
         return True

@@ -144,6 +144,7 @@ def test_backchannels_are_told_from_words_that_take_the_turn() -> None:
         "Ow.",  # a murmured "mm-hmm" Whisper made words of
         "All gone.",
         "Thank you.",
+        "Fair enough.",
     ]:
         assert is_backchannel(yes), yes
     for no in [
@@ -160,6 +161,9 @@ def test_backchannels_are_told_from_words_that_take_the_turn() -> None:
         "Excuse me.",
         "Tell me more.",
         "Sorry, I meant Berlin.",
+        "That's enough.",  # "Stop, that's enough." with its first word lost
+        "Enough.",
+        "Basta.",
         "Yes yes yes yes yes",
         "",
         None,

@@ -176,9 +176,9 @@ class LiveSession:
             self.echo = None
         self.mic.echo = self.echo
 
-    def _reply_sent(self, pcm48: bytes) -> None:
+    def _reply_sent(self, pcm48: bytes, pts: int) -> None:
         if self.echo is not None:
-            self.echo.played(pcm48)
+            self.echo.played(pcm48, pts)
 
     def new_track(self) -> ReplyAudioTrack:
         """A fresh outgoing track for a new peer connection (aiortc stops a track when its

@@ -137,8 +137,9 @@ class ReplyPlayback:
 class ReplyAudioTrack(MediaStreamTrack):
     """The outgoing audio track. `on_started(reply)` is called (and awaited, when it is a
     coroutine function) as a reply's first audio frame goes out, before aiortc sends it;
-    `on_finished(reply)` when its last one is (TTS done and buffer empty); `on_sent(pcm)` with
-    the 48 kHz PCM16 of each frame sent, silence included."""
+    `on_finished(reply)` when its last one is (TTS done and buffer empty); `on_sent(pcm, pts)`
+    with the 48 kHz PCM16 of each frame sent, silence included, and its pts (the time not sent
+    between replies counted)."""
 
     kind = "audio"
 
@@ -148,7 +149,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         on_finished: Callable[[ReplyPlayback], None],
         suppress_silence: bool = True,
         opus: bool = False,
-        on_sent: Callable[[bytes], None] | None = None,
+        on_sent: Callable[[bytes, int], None] | None = None,
     ) -> None:
         super().__init__()
         self._on_sent = on_sent  # told each 20 ms of PCM that goes out (the echo canceller)
@@ -286,9 +287,9 @@ class ReplyAudioTrack(MediaStreamTrack):
                 continue
             self._last_sent = now
             break
-        if self._on_sent is not None:
-            self._on_sent(data)
         pts = self._pts
+        if self._on_sent is not None:
+            self._on_sent(data, pts)
         self._pts += FRAME
         if not self.opus:
             return pcm_frame(data, pts)

@@ -87,19 +87,30 @@ _BACKCHANNELS = sorted(
             "super oui ouais d'accord voilà sí si vale claro ajá bueno exacto"
         ).split()
         + ["i see", "got it", "all right", "of course", "that's right", "makes sense", "go on"]
+        + ["fair enough"]
         + ["c'est ça", "ah bon"]
     },
     key=len,
     reverse=True,
 )
+# "That's enough." takes it too (over a speakerphone's reply AEC3, still cautious, swallowed
+# the "Stop," before it); "fair enough" is a listener's.
 _TAKES_THE_TURN = frozenset(
-    "stop wait no hold hang pause cancel sorry excuse actually hey listen "
-    "nein stopp warte non attends pardon espera para perdón".split()
+    "stop wait no hold hang pause cancel sorry excuse actually hey listen enough quiet "
+    "nein stopp warte genug non attends pardon suffit espera para perdón basta".split()
 )
+_NOT_TAKING = ("fair enough",)
 # Fewer words than this over a reply, none that takes the turn and no question, do not take it:
 # Whisper makes words of a murmured "mm-hmm" ("Ow.", "All gone."), as LiveKit's
 # `min_interruption_words` allows for.
 MIN_INTERRUPTION_WORDS = 3
+
+
+def _takes_the_turn(words: list[str]) -> bool:
+    said = " ".join(words)
+    for phrase in _NOT_TAKING:
+        said = said.replace(phrase, "")
+    return bool(_TAKES_THE_TURN & set(said.split()))
 
 
 def is_backchannel(text: str | None) -> bool:
@@ -107,7 +118,7 @@ def is_backchannel(text: str | None) -> bool:
     `MIN_INTERRUPTION_WORDS` words; never one that takes the turn ("wait", "no") or a question."""
     text = (text or "").strip()
     words = _words(text)
-    if not words or len(words) > 4 or _TAKES_THE_TURN & set(words) or text.endswith("?"):
+    if not words or len(words) > 4 or _takes_the_turn(words) or text.endswith("?"):
         return False
     if len(words) < MIN_INTERRUPTION_WORDS:
         return True
@@ -178,7 +189,7 @@ def echoes(text: str | None, reply_words: Sequence[str]) -> bool:
     what is playing); never when a word takes the turn ("wait", "no") or it asks."""
     text = (text or "").strip()
     words = _words(text)
-    if not words or _TAKES_THE_TURN & set(words) or text.endswith("?"):
+    if not words or _takes_the_turn(words) or text.endswith("?"):
         return False
     said = set(_words(" ".join(reply_words)))
     return sum(w in said for w in words) >= ECHO_SHARE * len(words)

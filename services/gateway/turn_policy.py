@@ -251,8 +251,8 @@ def is_backchannel(text: str | None) -> bool:
     text = (text or "").strip()
     words = _words(text)
     said = " ".join(words)
-    for phrase in _NOT_TAKING:
-        said = said.replace(phrase, "")
+    for listeners in _NOT_TAKING:
+        said = said.replace(listeners, "")
     takes = _TAKES_THE_TURN & set(said.split())
     if not words or len(words) > 4 or takes or text.endswith("?"):
         return False

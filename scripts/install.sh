@@ -13,7 +13,8 @@
 # FORCE=1 (redo the pip steps even if the stamp says they are done).
 #
 # Steps:
-#  1. Debian packages: espeak-ng, sox, redis-server, iproute2 (+ chromium, chromium-driver).
+#  1. Debian packages: espeak-ng, sox, redis-server, iproute2 (+ chromium, chromium-driver,
+#     libnss3-tools).
 #     apt-get runs only when one of them is missing.
 #  2. .venv (python3 -m venv) if missing.
 #  3. pip install -e ".[all,test,bench]". llama-cpp-python compiles from source (6-15 min the
@@ -104,7 +105,8 @@ run_logged() {
 # --- 1. Debian packages ---------------------------------------------------------------------
 step "1/6 Debian packages"
 pkgs=(espeak-ng sox redis-server iproute2)
-if [[ "$INSTALL_BROWSER" == 1 ]]; then pkgs+=(chromium chromium-driver); fi
+# libnss3-tools: certutil, which the https test uses to trust the local authority in Chromium.
+if [[ "$INSTALL_BROWSER" == 1 ]]; then pkgs+=(chromium chromium-driver libnss3-tools); fi
 if [[ "$INSTALL_DEPLOY_CHECK" == 1 ]]; then pkgs+=(docker-compose coturn iptables); fi
 # venv needs ensurepip (Debian's python3 splits it out); compiling needs a C++ toolchain + cmake.
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then pkgs+=(python3-venv python3-dev); fi

@@ -4,6 +4,10 @@
 #   scripts/run.sh            # install (fast when done), NATS + Redis, the five services; prints
 #                             # http://127.0.0.1:8080/ when all are ready; Ctrl-C stops everything
 #   scripts/run.sh --detach   # the same, but returns once ready, leaving it running
+#   scripts/run.sh --lan      # also https for phones and laptops on the network (port 8443):
+#                             # a local certificate authority made once (trust it on each device:
+#                             # the output says how) or VA_TLS_CERT/VA_TLS_KEY (your own); the
+#                             # agents API then needs a key (VA_API_KEYS, else one is made)
 #   scripts/run.sh stop       # stops a running one (services first, then the NATS/Redis it started)
 #   scripts/run.sh status     # which services answer /readyz
 #
@@ -24,7 +28,8 @@ for arg in "$@"; do
     start) cmd=start ;;
     stop|status) cmd="$arg" ;;
     -d|--detach) detach=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --lan) export VA_LAN=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run: unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done

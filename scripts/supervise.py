@@ -16,7 +16,13 @@ is harder to understand than a stopped one.
 Settings (environment): VA_SERVICES (default "session asr llm tts gateway"), VA_PORT_OFFSET
 (default 0: ports 8080 gateway, 8081 asr, 8082 llm, 8083 tts, 8084 session), VA_READY_TIMEOUT
 (default 600 s: a first start may load models), VA_STOP_TIMEOUT (default 30 s: services drain
-their work first), NATS_URL / REDIS_URL (or VA_*). Standard library only.
+their work first), NATS_URL / REDIS_URL (or VA_*).
+
+VA_LAN=1 (`scripts/run.sh --lan`) also serves the gateway over https to the network, on
+VA_TLS_PORT (8443 + offset): with the user's VA_TLS_CERT / VA_TLS_KEY, else with a certificate
+from the local authority services/gateway/tls.py makes once; without VA_API_KEYS it makes an
+agents API key once (kept beside the authority) and prints it. `stop` and `status` need only the
+standard library.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -148,8 +155,62 @@ def report_death(s: Service) -> None:
     print(infra.log_tail(s.log, 40), flush=True)
 
 
-def check_ports_free(services: list[Service]) -> None:
+def lan_setup(env: dict[str, str]) -> list[str]:
+    """VA_LAN=1: the gateway's https listener for other devices (certificate, key, API key in
+    `env`); returns what to print once it is ready."""
+    sys.path.insert(0, str(REPO))
+    from services.gateway import tls  # the venv's python runs `run`
+
+    port = int(env.get("VA_TLS_PORT") or 8443 + int(env.get("VA_PORT_OFFSET", "0")))
+    env.update(VA_TLS_PORT=str(port), VA_TLS_HOST=env.get("VA_TLS_HOST") or "0.0.0.0")
+    lines = []
+    if env.get("VA_TLS_CERT") or env.get("VA_TLS_KEY"):
+        for var in ("VA_TLS_CERT", "VA_TLS_KEY"):
+            path = Path(env.get(var, ""))
+            if not env.get(var) or not path.is_file() or not os.access(path, os.R_OK):
+                why = "not set" if not env.get(var) else f"{path}: missing or unreadable"
+                raise Fatal(f"--lan with your own certificate needs {var} ({why})")
+        addresses = [f"https://{a}:{port}/" for a in tls.lan_addresses(tls.host_addresses())]
+        lines.append(f"your certificate: {env['VA_TLS_CERT']}")
+    else:
+        issued = tls.ensure()
+        env.update(
+            VA_TLS_CERT=str(issued.cert), VA_TLS_KEY=str(issued.key), VA_TLS_CA=str(issued.ca_cert)
+        )
+        addresses = tls.urls(issued, port)
+        public = [str(a) for a in tls.host_addresses() if not tls.is_local(a)]
+        if public:
+            lines.append(
+                f"left out of the certificate (not local-network addresses; your own "
+                f"certificate can name them): {', '.join(public)}"
+            )
+        made = "made now" if issued.made_ca else "made earlier"
+        lines.append(f"local certificate authority ({made}): {issued.ca_cert}")
+        if issued.made_ca:
+            lines.append(
+                tls.TRUST_HELP.format(ca=issued.ca_cert, port=port, key=issued.dir / "ca.key")
+            )
+        else:
+            lines.append("devices trust it once (`python -m services.gateway.tls` shows how)")
+    if not env.get("VA_API_KEYS"):
+        key_file = tls.default_dir() / "api-key"
+        if not key_file.exists():
+            key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(24) + "\n")
+        env["VA_API_KEYS"] = key_file.read_text().strip()
+        lines.append(
+            f"agents API key (X-API-Key, needed now that the network can reach it): "
+            f"{env['VA_API_KEYS']} (in {key_file}; VA_API_KEYS sets your own)"
+        )
+    lines.append("open from other devices: " + "  ".join(addresses))
+    return lines
+
+
+def check_ports_free(services: list[Service], extra: dict[str, int] | None = None) -> None:
     taken = [f"{s.name}:{s.port}" for s in services if infra.port_in_use("127.0.0.1", s.port)]
+    taken += [f"{n}:{p}" for n, p in (extra or {}).items() if infra.port_in_use("127.0.0.1", p)]
     if taken:
         raise Fatal(
             f"port(s) already in use: {', '.join(taken)} (another copy running? "
@@ -178,10 +239,11 @@ def run() -> int:
     code = 0
     try:
         services = [Service(n, PORTS[n]) for n in service_names()]
-        check_ports_free(services)
+        env = dict(os.environ)
+        lan = lan_setup(env) if env.get("VA_LAN") == "1" else []
+        check_ports_free(services, {"gateway https": int(env["VA_TLS_PORT"])} if lan else None)
         nats_url, redis_url = infra.configured_urls()
         infra.ensure(nats_url, redis_url, RUN_DIR, say=print, started=started_infra)
-        env = dict(os.environ)
         env.update(
             VA_NATS_URL=nats_url, NATS_URL=nats_url, VA_REDIS_URL=redis_url, REDIS_URL=redis_url
         )
@@ -213,6 +275,8 @@ def run() -> int:
         say(f"all {len(services)} service(s) ready in {time.monotonic() - t0:.1f} s")
         if any(s.name == "gateway" for s in services):
             print(f"\n  Voice assistant: http://127.0.0.1:{PORTS['gateway']}/\n", flush=True)
+            for line in lan:
+                print("\n".join(f"  {part}" for part in line.splitlines()), flush=True)
         say("Ctrl-C (or `scripts/run.sh stop`) stops it; logs in .run/logs/")
         while True:
             if (dead := died(services)) is not None:

@@ -25,7 +25,13 @@ Each test saves screenshots to tests/artifacts/screenshots/<test>-<state>.png.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
 import re
+import shutil
+import signal
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,7 +43,9 @@ import numpy as np
 import pytest
 
 from harness.audio import ARTIFACTS, active_bounds_ms, concat_wavs_with_silence, read_wav, speak_wav
+from harness.servers import free_port
 from harness.services import start_stack
+from services.gateway import tls
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -120,10 +128,15 @@ def mic_wav(name: str, *phrases: str, gap_ms: int = 0, lead_ms: int = 2000) -> P
 
 @asynccontextmanager
 async def browser_page(
-    mic: Path | None = None, *, deny_mic: bool = False, phone: bool = False
+    mic: Path | None = None,
+    *,
+    deny_mic: bool = False,
+    phone: bool = False,
+    home: Path | None = None,
 ) -> AsyncIterator[Page]:
     """A fresh Chromium and page. `mic`: a fake microphone that plays that WAV, permission
-    granted. `deny_mic`: a microphone exists but permission is refused. Neither: no microphone."""
+    granted. `deny_mic`: a microphone exists but permission is refused. Neither: no microphone.
+    `home`: the browser's HOME (its certificate store: `home/.pki/nssdb`)."""
     args = list(BASE_ARGS)
     if mic is not None:
         args += [
@@ -140,6 +153,7 @@ async def browser_page(
             args=args,
             # Playwright mutes headless Chromium; the analyser on the reply should hear it.
             ignore_default_args=["--mute-audio"],
+            env={**os.environ, "HOME": str(home)} if home else None,
         )
         try:
             context = await browser.new_context(**(PHONE if phone else DESKTOP))
@@ -499,3 +513,75 @@ async def test_unknown_agent_shows_an_error(stack) -> None:  # type: ignore[no-u
         await expect(page.locator(".notice-error")).to_contain_text("Could not start")
         await expect(page.locator("#mic")).to_be_disabled()
         await shot(page, name, "unknown-agent")
+
+
+def trusting_home(home: Path, ca: Path) -> Path:
+    """A HOME whose NSS certificate store (the one Chromium on Linux reads) trusts `ca` as an
+    authority for web sites: what a person does once on their laptop."""
+    certutil = shutil.which("certutil")
+    assert certutil, "certutil missing: apt-get install libnss3-tools (scripts/install.sh does)"
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    subprocess.run([certutil, "-N", "-d", f"sql:{db}", "--empty-password"], check=True)
+    subprocess.run(
+        [certutil, "-A", "-d", f"sql:{db}", "-n", "voice-assistant", "-t", "C,,", "-i", str(ca)],
+        check=True,
+    )
+    return home
+
+
+async def test_a_device_on_the_network_talks_over_https(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The gateway's https listener on the veth address (another device's view of this machine),
+    with a certificate of the local authority `scripts/run.sh --lan` makes: a browser that
+    trusts the authority gets a secure page, the microphone, and an answer; one that does not
+    trust it gets no page; the agents API there needs the key."""
+    name = "lan-https"
+    lan = ipaddress.ip_address("10.203.0.1")  # hv0, reached from the browser like a LAN address
+    issued = tls.ensure(tmp_path / "tls", addresses=[lan, ipaddress.ip_address("127.0.0.1")])
+    port, key = free_port(), "lan-test-key"
+    gateway = stack.start(
+        "gateway",
+        env={
+            "VA_TLS_CERT": str(issued.cert),
+            "VA_TLS_KEY": str(issued.key),
+            "VA_TLS_CA": str(issued.ca_cert),
+            "VA_TLS_HOST": str(lan),
+            "VA_TLS_PORT": str(port),
+            "VA_API_KEYS": key,
+        },
+    )
+    url = f"https://{lan}:{port}"
+    try:
+        async with httpx.AsyncClient(
+            base_url=url, verify=ssl.create_default_context(cafile=issued.ca_cert)
+        ) as c:
+            r = await c.post("/v1/agents", json=PLAIN)
+            assert r.status_code == 401, r.text  # the network cannot change the assistant
+            r = await c.post("/v1/agents", json=PLAIN, headers={"X-API-Key": key})
+            assert r.status_code == 200, r.text
+            agent = r.json()["agent_id"]
+            r = await c.get("/ca.crt")
+            assert r.status_code == 200 and r.content == issued.ca_cert.read_bytes()
+
+        async with browser_page(home=tmp_path / "untrusting") as page:
+            with pytest.raises(playwright_api.Error, match="ERR_CERT_AUTHORITY_INVALID"):
+                await page.goto(f"{url}/")
+
+        wav = mic_wav(name, "What is the capital of France?")
+        home = trusting_home(tmp_path / "home", issued.ca_cert)
+        async with browser_page(wav, home=home, phone=True) as page:
+            await page.goto(f"{url}/?agent={agent}")
+            assert await page.evaluate("window.isSecureContext")
+            await wait_state(page, "listening", 30)
+            await mic_on(page)
+            user = page.locator(".msg.user:not(.partial)")
+            await expect(user).to_have_count(1, timeout=30000)
+            heard = (await user.inner_text()).lower()
+            assert "capital" in heard, heard
+            await wait_state(page, "speaking")
+            await expect(page.locator(".msg.assistant .text")).not_to_be_empty()
+            await shot(page, name, "answered")
+    finally:
+        gateway.kill(signal.SIGTERM)
+        gateway.wait(30)
+        stack.by_kind["gateway"].remove(gateway)

@@ -15,6 +15,8 @@ import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
@@ -129,12 +131,23 @@ def setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """Serve the same HTTP app over TLS too, on `host`:`port` (PEM files)."""
+
+    host: str
+    port: int
+    certfile: Path
+    keyfile: Path
+
+
 async def run_worker(
     worker: Worker,
     settings: ServiceSettings,
     default_port: int,
     app: FastAPI | None = None,
     drain_timeout: float = 20.0,
+    tls: TlsListener | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,29 +181,41 @@ async def run_worker(
             FastAPIInstrumentor.instrument_app(
                 http_app, excluded_urls="healthz,readyz,metrics,/events"
             )
-        config = uvicorn.Config(
-            http_app,
-            host=settings.http_host,
-            port=settings.http_port or default_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-        server = _HttpServer(config)
-        http = asyncio.create_task(server.serve(), name="http")
+        configs = [_http_config(http_app, settings.http_host, settings.http_port or default_port)]
+        if tls is not None:
+            configs.append(_http_config(http_app, tls.host, tls.port, tls))
+        servers = [_HttpServer(c) for c in configs]
+        serving = [asyncio.create_task(s.serve(), name="http") for s in servers]
         log.info(
-            "%s %s ready on :%d (%s event loop)",
+            "%s %s ready on :%d%s (%s event loop)",
             worker.kind,
             worker.worker_id,
-            config.port,
+            configs[0].port,
+            f" and https {tls.host}:{tls.port}" if tls else "",
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         await stop.wait()
         log.info("%s: stopping", worker.kind)
         await worker.drain(drain_timeout)
-        server.should_exit = True
+        for server in servers:
+            server.should_exit = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(http, 5)
+            await asyncio.wait_for(asyncio.gather(*serving), 5)
+
+
+def _http_config(
+    app: FastAPI, host: str, port: int, tls: TlsListener | None = None
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(tls.certfile) if tls else None,
+        ssl_keyfile=str(tls.keyfile) if tls else None,
+    )
 
 
 class _HttpServer(uvicorn.Server):

@@ -303,6 +303,14 @@ def create_app(hub: Hub) -> FastAPI:
             live.sockets.discard(ws)
             live.last_seen = time.monotonic()
 
+    if cfg.tls_ca is not None:
+        ca = cfg.tls_ca
+
+        @app.get("/ca.crt", include_in_schema=False)
+        async def ca_certificate() -> FileResponse:
+            """The local certificate authority, for devices to trust (tls.py)."""
+            return FileResponse(ca, media_type="application/x-x509-ca-cert", filename="ca.crt")
+
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 
-from services.common.service import Worker, run_worker, setup_logging
+from services.common.service import TlsListener, Worker, run_worker, setup_logging
 
 from .app import Hub, create_app
 from .settings import GatewaySettings
@@ -39,4 +39,7 @@ async def main() -> None:
     setup_logging(settings.log_level)
     hub = Hub(settings)
     worker = GatewayWorker(settings, hub)
-    await run_worker(worker, settings, DEFAULT_PORT, app=create_app(hub))
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = TlsListener(settings.tls_host, settings.tls_port, settings.tls_cert, settings.tls_key)
+    await run_worker(worker, settings, DEFAULT_PORT, app=create_app(hub), tls=tls)

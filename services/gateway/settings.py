@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import ipaddress
 import json
+import ssl
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -17,6 +20,17 @@ class GatewaySettings(ServiceSettings):
     # VA_API_KEYS=k1,k2 (or a JSON list). Empty: the agents API is open (development only).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Listening beyond loopback (VA_HTTP_HOST or the https listener below) needs VA_API_KEYS, so a
+    # network cannot change what the assistant does; this lets it go without (a dev cluster).
+    open_agents_api: bool = False
+    # HTTPS beside the plain listener, for devices on the network (browsers give the microphone
+    # only to secure pages): the certificate chain and key files (PEM; `scripts/run.sh --lan`
+    # makes them, tls.py), where to listen, and a CA certificate to serve at /ca.crt.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_host: str = "0.0.0.0"
+    tls_port: int = Field(8443, ge=1, le=65535)
+    tls_ca: Path | None = None
     # WebRTC: ICE servers as RTCIceServer dicts, e.g. '[{"urls": "turn:turn.example:3478",
     # "username": "u", "credential": "p"}]'. None by default (host candidates only).
     ice_servers: list[dict[str, object]] = Field(default_factory=list)
@@ -76,6 +90,48 @@ class GatewaySettings(ServiceSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _tls_files(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("VA_TLS_CERT and VA_TLS_KEY go together: set both or neither")
+        if self.tls_cert is not None and self.tls_key is not None:
+            for var, path in (("VA_TLS_CERT", self.tls_cert), ("VA_TLS_KEY", self.tls_key)):
+                if not path.is_file():
+                    raise ValueError(f"{var}={path}: no such file")
+                try:
+                    path.read_bytes()
+                except OSError as exc:
+                    raise ValueError(f"{var}={path}: cannot read it ({exc.strerror})") from None
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    self.tls_cert, self.tls_key
+                )
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(
+                    f"VA_TLS_CERT={self.tls_cert} with VA_TLS_KEY={self.tls_key}: not a PEM "
+                    f"certificate chain and its private key ({exc})"
+                ) from None
+        if self.tls_ca is not None and not self.tls_ca.is_file():
+            raise ValueError(f"VA_TLS_CA={self.tls_ca}: no such file")
+        return self
+
+    @model_validator(mode="after")
+    def _key_beyond_localhost(self) -> GatewaySettings:
+        if self.api_keys or self.open_agents_api:
+            return self
+        public = [h for h in self.listen_hosts() if not _loopback(h)]
+        if public:
+            raise ValueError(
+                f"listening on {', '.join(public)} (beyond this machine) needs VA_API_KEYS, so "
+                "nobody on the network can register agents: set VA_API_KEYS (e.g. `openssl rand "
+                "-hex 24`), or VA_OPEN_AGENTS_API=true where every client is trusted"
+            )
+        return self
+
+    def listen_hosts(self) -> list[str]:
+        hosts = [self.http_host]
+        return hosts + [self.tls_host] if self.tls_cert is not None else hosts
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -84,3 +140,12 @@ class GatewaySettings(ServiceSettings):
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything

@@ -85,8 +85,8 @@ export class Voice {
     if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
       throw new MicError(
         "insecure",
-        "The microphone needs a secure page: open this page over https (or on localhost). " +
-          "You can keep typing.",
+        "The microphone needs a secure page: open this page over https (or on localhost; " +
+          "`scripts/run.sh --lan` serves https to the network). You can keep typing.",
       );
     }
     if (!window.RTCPeerConnection) {

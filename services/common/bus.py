@@ -46,6 +46,11 @@ class BusUnavailable(RuntimeError):
     """Nobody answered a request: no replica of that stage is running, or it timed out."""
 
 
+class NoResponders(BusUnavailable):
+    """Nobody listens on the subject (no replica up, or none reconnected yet): the request
+    reached no one, so sending it again cannot do its work twice."""
+
+
 class RemoteError(RuntimeError):
     def __init__(self, error: RpcError) -> None:
         super().__init__(error.message)
@@ -53,6 +58,9 @@ class RemoteError(RuntimeError):
 
 
 async def connect(url: str, name: str, **kwargs: Any) -> NATS:
+    """Connect to the server at `url`, or to one of a cluster's (`url` a comma list), and
+    reconnect for ever: to another server of the list (or that the cluster told of) at once."""
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
@@ -62,8 +70,9 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     return await nats.connect(
-        url,
+        servers,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -104,13 +113,47 @@ async def request(
                 subject, msg.encode(), timeout=timeout, headers=telemetry.inject(headers, span_ctx)
             )
     except NoRespondersError as exc:
-        raise BusUnavailable(f"no service answers on {subject}") from exc
+        raise NoResponders(f"no service answers on {subject}") from exc
     except (TimeoutError, NatsTimeoutError) as exc:
         raise BusUnavailable(f"no answer on {subject} within {timeout:.1f} s") from exc
     answer: R | RpcError = decode(_reply_or_error(reply_kind), resp.data)
     if isinstance(answer, RpcError):
         raise RemoteError(answer)
     return answer
+
+
+async def request_patiently(
+    nc: NATS,
+    subject: str,
+    msg: Message,
+    reply_kind: type[R],
+    *,
+    timeout: float,
+    wait_s: float,
+    again: Callable[[BusUnavailable | RemoteError], bool],
+    waiting: Callable[[float, str], Awaitable[None]] | None = None,
+    ctx: Context | None = None,
+) -> R:
+    """`request`, asked again while `again(error)` holds (no replica up yet: a warm-up, a
+    reconnection, a rolling update; or all busy), with a growing pause (0.1 s up to 1 s), for up
+    to `wait_s`; `waiting(seconds left, why)` before each pause. At the deadline raises
+    BusUnavailable; an error `again` refuses is raised at once."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    pause = 0.1
+    while True:
+        try:
+            return await request(nc, subject, msg, reply_kind, timeout=timeout, ctx=ctx)
+        except (BusUnavailable, RemoteError) as exc:
+            if not again(exc):
+                raise
+            why = str(exc)
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise BusUnavailable(f"{why} (asked for {wait_s:g} s)")
+        if waiting is not None:
+            await waiting(left, why)
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 1.0)
 
 
 @functools.cache

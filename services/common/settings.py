@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VA_", extra="ignore")
 
+    # One server, or a cluster's servers as a comma list (the client picks one at random and
+    # moves to another when it goes: every URL of the cluster, not only one, survives its loss).
     nats_url: str = Field(
         "nats://127.0.0.1:4222", validation_alias=AliasChoices("VA_NATS_URL", "NATS_URL")
     )

@@ -89,14 +89,18 @@ class Hub:
         self._lock = asyncio.Lock()
 
     async def rpc(self, req: RpcRequest, kind: type[R]) -> R:
-        """Call the session service's method for `req`; its error becomes the HTTP error."""
+        """Call the session service's method for `req`; its error becomes the HTTP error. While
+        no replica listens (a restart, a NATS reconnection) it is asked again for up to
+        `session_wait_s`."""
         try:
-            return await bus.request(
+            return await bus.request_patiently(
                 self.nc,
                 subjects.session_rpc(rpc_method(req)),
                 req,
                 kind,
                 timeout=self.cfg.rpc_timeout_s,
+                wait_s=self.cfg.session_wait_s,
+                again=lambda exc: isinstance(exc, bus.NoResponders),
             )
         except bus.RemoteError as exc:
             raise api_error(exc.error.status, exc.error.code, exc.error.message) from exc

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import WebSocket
@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from services.common import bus, subjects
 from services.common import telemetry as tm
 from services.common.messages import (
+    WAITING_EVERY_S,
     AgentConfig,
     AgentState,
     BadMessage,
@@ -41,6 +42,7 @@ from services.common.messages import (
     TranscriptPartial,
     TurnAccepted,
     TurnSubmit,
+    TurnWaiting,
     decode,
     now_ms,
 )
@@ -335,6 +337,27 @@ class LiveSession:
             ctx,
         )
 
+    def _session_waiting(self, turn_id: str) -> Callable[[float, str], Awaitable[None]]:
+        """Tells the client a turn waits for a session replica, after the first second (a
+        NATS reconnection is over sooner) and every WAITING_EVERY_S."""
+        since = time.monotonic()
+        told: float | None = None
+
+        async def waiting(left: float, why: str) -> None:
+            nonlocal told
+            now = time.monotonic()
+            if now - since < 1.0 or (told is not None and now - told < WAITING_EVERY_S):
+                return
+            if told is None:
+                log.warning(
+                    "turn %s: waiting %.0f s more for a session replica: %s", turn_id, left, why
+                )
+            told = now
+            waiting = TurnWaiting(turn_id=turn_id, stage="session", deadline_s=round(left, 1))
+            await self.emit(waiting)
+
+        return waiting
+
     async def submit(self, submit: TurnSubmit, ctx: Any) -> None:
         """Submit a turn to a session replica; it is the turn in flight from now on."""
         if submit.source != "agent":
@@ -343,12 +366,17 @@ class LiveSession:
         self.active_reply = None
         self.turn_activity = time.monotonic()
         try:
-            accepted: TurnAccepted = await bus.request(
+            accepted: TurnAccepted = await bus.request_patiently(
                 self.nc,
                 subjects.SESSION_TURN,
                 submit,
                 TurnAccepted,
                 timeout=self.cfg.claim_timeout_s,
+                wait_s=self.cfg.session_wait_s,
+                # only a turn that reached no replica is sent again: one that timed out may
+                # have started
+                again=lambda exc: isinstance(exc, bus.NoResponders),
+                waiting=self._session_waiting(submit.turn_id),
                 ctx=ctx,
             )
             self.reply_accepted(submit.turn_id, accepted.reply_id)

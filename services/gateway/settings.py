@@ -71,6 +71,9 @@ class GatewaySettings(ServiceSettings):
     mic_gap_ms: int = Field(60, ge=20, le=500)
     # timeouts
     claim_timeout_s: float = 2.0
+    # A turn no session replica listens for (none up yet: a restart, a rolling update, a NATS
+    # reconnection) is sent again, with a growing pause, this long; then it fails.
+    session_wait_s: float = Field(10.0, ge=0)
     asr_timeout_s: float = 10.0
     rpc_timeout_s: float = 5.0
     # A turn in flight with no event and no reply audio for this long failed somewhere

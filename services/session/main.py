@@ -18,5 +18,6 @@ async def main() -> None:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
         RedisInstrumentor().instrument()
-    worker = SessionWorker(settings, Store.from_url(settings.redis_url))
+    store = Store.from_url(settings.redis_url, settings.sentinel_addresses(), settings.redis_master)
+    worker = SessionWorker(settings, store)
     await run_worker(worker, settings, DEFAULT_PORT)

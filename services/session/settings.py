@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode
 
 from services.common.settings import ServiceSettings
 
@@ -9,6 +12,11 @@ class SessionSettings(ServiceSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("VA_REDIS_URL", "REDIS_URL")
     )
+    # Redis replicated under Sentinel: the sentinels (host:port, a comma list) and the name they
+    # monitor; the primary is asked of them, again after a failover. VA_REDIS_URL then gives only
+    # the database, user and password.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_master: str = "mymaster"
     token_secret: str | None = None  # default: a random key kept in Redis, shared by replicas
     token_ttl_s: int = 3600
     claim_timeout_s: float = 2.0
@@ -23,3 +31,18 @@ class SessionSettings(ServiceSettings):
     apology_text: str = "Sorry, I can't answer that right now. Please try again in a moment."
     tts_stall_timeout_s: float = 15.0
     playback_timeout_s: float = 120.0
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for v in value:
+                host, _, port = str(v).rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"VA_REDIS_SENTINELS: {v!r} is not host:port")
+        return value
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(h, int(p)) for h, _, p in (s.rpartition(":") for s in self.redis_sentinels)]

@@ -20,6 +20,7 @@ from nats.aio.subscription import Subscription
 
 from services.common import bus, subjects
 from services.common.messages import (
+    WAITING_EVERY_S,
     AgentConfig,
     BadMessage,
     ChatMessage,
@@ -39,8 +40,6 @@ from .outbox import Outbox
 from .settings import SessionSettings
 
 log = logging.getLogger(__name__)
-
-WAITING_EVERY_S = 5.0  # while a turn waits for a replica, `turn.waiting` this often
 
 
 def queue_decoded(
@@ -158,26 +157,10 @@ class Stages:
         a scale from zero) or all are busy, ask again with a growing pause for up to
         `stage_wait_s`, telling the client (`turn.waiting`, every WAITING_EVERY_S); then raise
         `BusUnavailable`. Any other refusal raises its `RemoteError` at once."""
-        deadline = time.monotonic() + self.cfg.stage_wait_s
-        pause = 0.1
         told: float | None = None  # when the client was last told
-        while True:
-            try:
-                await bus.request(
-                    self.nc, subject, request, ClaimAck, timeout=self.cfg.claim_timeout_s
-                )
-                return
-            except bus.RemoteError as exc:
-                if exc.error.code != ErrorCode.BUSY:
-                    raise
-                why = str(exc)
-            except bus.BusUnavailable as exc:
-                why = str(exc)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise bus.BusUnavailable(
-                    f"no {stage} replica took the turn within {self.cfg.stage_wait_s:g} s ({why})"
-                )
+
+        async def waiting(left: float, why: str) -> None:
+            nonlocal told
             if told is None:
                 log.warning("turn %s: waiting up to %.0f s for %s: %s", self.tid, left, stage, why)
             if told is None or time.monotonic() - told >= WAITING_EVERY_S:  # the gateway: alive
@@ -185,8 +168,20 @@ class Stages:
                 await self.outbox.emit(
                     TurnWaiting(turn_id=self.tid, stage=stage, deadline_s=round(left, 1))
                 )
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, 1.0)
+
+        try:
+            await bus.request_patiently(
+                self.nc,
+                subject,
+                request,
+                ClaimAck,
+                timeout=self.cfg.claim_timeout_s,
+                wait_s=self.cfg.stage_wait_s,
+                again=_no_replica_or_busy,
+                waiting=waiting,
+            )
+        except bus.BusUnavailable as exc:
+            raise bus.BusUnavailable(f"no {stage} replica took the turn: {exc}") from None
 
     @property
     def can_retry_llm(self) -> bool:
@@ -217,3 +212,7 @@ class Stages:
             subjects.tts_in(self.sid, self.rid),
             TTSText(reply_id=self.rid, seq=self._tts_seq, text=text, final=final),
         )
+
+
+def _no_replica_or_busy(exc: bus.BusUnavailable | bus.RemoteError) -> bool:
+    return isinstance(exc, bus.BusUnavailable) or exc.error.code == ErrorCode.BUSY

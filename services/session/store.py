@@ -7,7 +7,8 @@ Keys (prefix `va:`):
     va:window:{sid}            index of the first history entry the LLM still sees
     va:summary:{sid}           JSON Summary of the entries before the window (memory.py)
     va:inflight:{sid}          reply id of the turn in flight (expires by itself)
-    va:secret                  token signing key when none is configured (shared by replicas)
+    va:secret                  token signing key when none is configured (shared by replicas;
+                               replicated with the rest under Sentinel; VA_TOKEN_SECRET is safer)
 
 Nothing else in the project writes these keys. History is only ever appended to; an interrupted
 reply is written once, after the interruption, with what was actually played.
@@ -34,9 +35,12 @@ from typing import Any, Literal
 
 import redis.asyncio as redis
 from cachetools import TTLCache
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.messages import AgentConfig, AgentRecord, HistoryMessage, Summary
@@ -97,6 +101,20 @@ def _messages(raw: list[Any]) -> list[HistoryMessage]:
     return [HistoryMessage.model_validate_json(item) for item in raw]
 
 
+class _PrimaryConnection(SentinelManagedConnection):
+    """Asks the sentinels for the primary before each (re)connection. redis-py (8.2) reconnects
+    a command's connection through `connect_check_health`, to the address it had, skipping the
+    lookup its `connect` makes: after a failover every retry went to the dead primary."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+            retry_socket_connect = False  # the command's retry asks again, maybe elsewhere
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
 class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
@@ -108,17 +126,28 @@ class Store:
         self._save_summary = client.register_script(SAVE_SUMMARY)
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        # A restarted Redis drops every connection: retry a command on a fresh one instead of
-        # failing the turn that happened to use it first.
+    def from_url(
+        cls, url: str, sentinels: list[tuple[str, int]] | None = None, master: str = "mymaster"
+    ) -> Store:
+        """Redis at `url`; with `sentinels`, the primary they name `master` (asked again when a
+        connection fails or the server turned replica: a failover), `url` giving db and auth."""
+        # A restarted Redis drops every connection, and a failover takes the sentinels a few
+        # seconds: retry a command on a fresh connection (to the primary of the moment) instead
+        # of failing the turn that happened to use it first.
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "health_check_interval": 15,
+            "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError],
+        }
+        if not sentinels:
+            return cls(redis.from_url(url, **options))
+        auth: dict[str, Any] = {
+            k: v for k, v in parse_url(url).items() if k in ("db", "username", "password")
+        }
+        sentinel = Sentinel(sentinels, socket_timeout=1.0, socket_connect_timeout=1.0)
         return cls(
-            redis.from_url(
-                url,
-                decode_responses=True,
-                health_check_interval=15,
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            sentinel.master_for(master, connection_class=_PrimaryConnection, **auth, **options)
         )
 
     async def close(self) -> None:

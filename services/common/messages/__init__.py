@@ -66,6 +66,7 @@ from .errors import (
     RpcError,
 )
 from .events import (
+    WAITING_EVERY_S,
     AgentState,
     AgentStateName,
     ClientCommand,
@@ -138,6 +139,7 @@ __all__ = [
     "AgentState",
     "TranscriptPartial",
     "TurnWaiting",
+    "WAITING_EVERY_S",
     "TranscriptFinal",
     "ReplyDelta",
     "ReplyDone",

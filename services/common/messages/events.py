@@ -22,13 +22,19 @@ class AgentState(Message):
     turn_id: str | None = None
 
 
+# While a turn waits for a replica, `turn.waiting` is sent this often (the client's notice; the
+# gateway's sign that the turn is alive).
+WAITING_EVERY_S = 5.0
+
+
 class TurnWaiting(Message):
     """The turn waits for a replica of `stage` (none is up, or all are busy) for at most
-    `deadline_s` more; then it fails with `turn_failed` (llm) or goes on in text (tts)."""
+    `deadline_s` more; then it fails with `turn_failed` (session, llm) or goes on in text
+    (tts)."""
 
     type: Literal["turn.waiting"] = "turn.waiting"
     turn_id: str
-    stage: Literal["llm", "tts"]
+    stage: Literal["session", "llm", "tts"]
     deadline_s: float
 
 

@@ -278,5 +278,3 @@ class LlamaCppEngine(LLMEngine):
             llm._requires_eval = True
         else:
             llm.reset()
-
-

@@ -245,7 +245,11 @@ function onEvent(ev) {
       convo.metrics(ev);
       break;
     case "turn.waiting": {
-      const what = ev.stage === "tts" ? "the speech service" : "the language model";
+      const what = {
+        tts: "the speech service",
+        llm: "the language model",
+        session: "the conversation service",
+      }[ev.stage] ?? "a service";
       const left = Math.round(ev.deadline_s);
       notices.show("waiting", `Waiting for ${what} to start (up to ${left} s)…`, {
         level: "warn",

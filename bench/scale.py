@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_part("fake", args.levels, args.seconds, args, stack, bench.work, results)
                 stack.stop_services()
             if not args.skip_real:
-                say("[real] services with the default engines (Whisper, SmolLM2, Piper)")
+                say("[real] services with the default engines (ASR model, LLM profile, Piper)")
                 stack.env = {"gateway": LOAD_GATEWAY_ENV}
                 stack.start_services()
                 run_part(

@@ -9,6 +9,7 @@ text never appears in spans by default; every service serves Prometheus metrics.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from harness.paths import REPO
 from harness.servers import free_port
 from harness.services import start_stack
 from tests.test_voice_e2e import PLAIN, STORYTELLER, clip, voice_client
@@ -257,3 +260,26 @@ def test_every_service_serves_prometheus_metrics(stack) -> None:  # type: ignore
         assert "va_stage_latency_seconds" in body and "va_in_flight" in body, kind
     with urllib.request.urlopen(f"{stack.by_kind['session'][0].url}/metrics") as resp:
         assert 'va_turns_total{outcome="done",service="session"}' in resp.read().decode()
+
+
+def test_every_autoscaling_query_names_a_series_its_service_exports(stack) -> None:  # type: ignore[no-untyped-def]
+    """KEDA scales asr, llm and tts on a Prometheus query: each names a metric and a service
+    label that the service really serves on /metrics (after the turns above), not a typo that
+    would leave the autoscaler at zero."""
+    path = REPO / "deploy/k8s/components/keda/scaledobjects.yaml"
+    queries = [
+        (so["spec"]["scaleTargetRef"]["name"], t["metadata"]["query"])
+        for so in yaml.safe_load_all(path.read_text())
+        if so and so.get("kind") == "ScaledObject"
+        for t in so["spec"]["triggers"]
+        if t["type"] == "prometheus"
+    ]
+    assert {kind for kind, _ in queries} == {"asr", "llm", "tts"}
+    for kind, query in queries:
+        with urllib.request.urlopen(f"{stack.by_kind[kind][0].url}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+        series = re.findall(r'([a-z_]+)\{service="([a-z]+)"\}', query)
+        assert series, query
+        for name, service in series:
+            assert service == kind, query
+            assert re.search(rf'^{name}\{{[^}}]*service="{service}"', body, re.M), (query, kind)

@@ -17,7 +17,7 @@ from typing import Any
 import nats
 import pytest
 
-from harness.audio import active_bounds_ms, read_wav, speak_wav
+from harness.audio import active_bounds_ms, read_wav, speak_wav, word_overlap
 from harness.services import start_stack
 from harness.voice_client import VoiceClient
 from tests.test_restarts import history, reconnect
@@ -132,7 +132,8 @@ async def test_asr_replica_killed_mid_utterance(stack, nats_url) -> None:  # typ
         mark = time.monotonic()
         client.speaker.play(pcm, rate)
         _, final = await client.wait_event("transcript.final", 30, after=mark)
-        assert "france" in final["text"].lower()
+        # the question heard (Whisper base hears "capital of friends" on some CPUs)
+        assert word_overlap("What is the capital of France?", final["text"]) >= 0.8, final
     finally:
         await claims.close()
         await client.close()

@@ -353,8 +353,8 @@ class LiveSession:
                     "turn %s: waiting %.0f s more for a session replica: %s", turn_id, left, why
                 )
             told = now
-            waiting = TurnWaiting(turn_id=turn_id, stage="session", deadline_s=round(left, 1))
-            await self.emit(waiting)
+            event = TurnWaiting(turn_id=turn_id, stage="session", deadline_s=round(left, 1))
+            await self.emit(event)
 
         return waiting
 

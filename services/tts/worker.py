@@ -105,7 +105,12 @@ class TtsWorker(ReplyWorker):
                 log.warning("bad tts.text on %s: %s", m.subject, exc)
 
         sub = await self.nc.subscribe(subjects.tts_in(req.session_id, req.reply_id), cb=on_text)
-        self.jobs.start(req.session_id, req.turn_id, req.reply_id, self._speak(req, texts, sub))
+        job = self.jobs.start(
+            req.session_id, req.turn_id, req.reply_id, self._speak(req, texts, sub)
+        )
+        # The job unsubscribes when it ends; one cancelled (interrupted) before its first step
+        # never runs its `finally`, and the subscription would outlive it (the soak found one).
+        job.task.add_done_callback(lambda _t: self.spawn(_unsubscribe(sub), "tts-unsubscribe"))
         return await self.claimed(req.session_id, req.turn_id, req.reply_id)
 
     async def _speak(
@@ -240,3 +245,8 @@ class TtsWorker(ReplyWorker):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             stats.synth_s += time.perf_counter() - t0
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    with contextlib.suppress(Exception):  # gone already: the job's own `finally` came first
+        await sub.unsubscribe()

@@ -104,21 +104,22 @@ class Talker(VoiceClient):
         try:
             await self.send({"type": "user.text", "text": text})
             _, final = await self.wait_event("transcript.final", timeout, after=t, text=text)
-            while time.monotonic() - t < timeout:
-                for at, ev in self.events:
-                    if at < t or ev.get("turn_id") != final["turn_id"]:
-                        continue
-                    if ev["type"] == "reply.delta" and turn.first_delta_s is None:
-                        turn.first_delta_s = at - self.t0
-                    if ev["type"] == "reply.done":
-                        turn.outcome = "interrupted" if ev.get("interrupted") else "answered"
-                        turn.reply, turn.ended_s = ev.get("text", ""), at - self.t0
-                        return
-                    if ev["type"] == "error" and ev.get("code") == "turn_failed":
-                        turn.outcome, turn.ended_s = "failed", at - self.t0
-                        return
-                await asyncio.sleep(0.05)
-            turn.outcome = "timeout"
+            at, ev = await self.turn_ended(final["turn_id"], timeout - (time.monotonic() - t))
+            delta = next(
+                (
+                    a
+                    for a, e in self.events
+                    if e.get("turn_id") == final["turn_id"] and e["type"] == "reply.delta"
+                ),
+                None,
+            )
+            turn.first_delta_s = None if delta is None else delta - self.t0
+            turn.ended_s = at - self.t0
+            if ev["type"] == "reply.done":
+                turn.outcome = "interrupted" if ev.get("interrupted") else "answered"
+                turn.reply = ev.get("text", "")
+            else:
+                turn.outcome = "failed"
         except (TimeoutError, OSError) as exc:
             turn.outcome = "timeout"
             say(f"  session {self.index}: {text!r}: {exc}")
@@ -332,7 +333,7 @@ async def measure(
             if victim == "redis":
                 assert stack.sentinels is not None
                 primary = stack.sentinels.primary()
-                stack.sentinels.kill(primary)
+                primary.kill()
                 kills.append(Kill("redis", 0, round(time.monotonic() - t0, 3)))
                 say(f"[kill] redis primary {primary.url} at {kills[-1].at_s:.1f} s")
                 continue

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 from .paths import LOG_DIR, REPO
 
@@ -72,8 +73,18 @@ class LocalServer:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.url).port or 0)
+
     def stop(self) -> None:
         stop_process(self.proc, 10.0)
+
+    def kill(self) -> None:
+        """SIGKILL its process group: a crash, nothing drained or written on the way out."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
 
 def _started(
@@ -159,9 +170,7 @@ class NatsCluster:
 
     def kill(self, i: int) -> None:
         """SIGKILL server `i`: a crash, nothing drained."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.servers[i].proc.pid, signal.SIGKILL)
-        self.servers[i].proc.wait()
+        self.servers[i].kill()
 
     def stop(self) -> None:
         for s in self.servers:
@@ -216,7 +225,7 @@ class RedisSentinelGroup:
     @property
     def sentinel_list(self) -> str:
         """VA_REDIS_SENTINELS: host:port, comma list."""
-        return ",".join(s.url.removeprefix("redis://").split("/")[0] for s in self.sentinels)
+        return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
 
     def primary_port(self) -> int | None:
         """The primary's port as the sentinels name it now (None: none knows one)."""
@@ -235,7 +244,7 @@ class RedisSentinelGroup:
 
     def primary(self) -> LocalServer:
         port = self.primary_port()
-        return next(n for n in self.nodes if n.url.split(":")[2].startswith(f"{port}/"))
+        return next(n for n in self.nodes if n.port == port)
 
     def ready(self) -> bool:
         """Every replica is in sync with the primary and every sentinel knows the others."""
@@ -261,12 +270,6 @@ class RedisSentinelGroup:
         except redis.RedisError:
             return False
         return True
-
-    def kill(self, node: LocalServer) -> None:
-        """SIGKILL: a crash, nothing written on the way out."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.proc.pid, signal.SIGKILL)
-        node.proc.wait()
 
     def stop(self) -> None:
         for s in [*self.sentinels, *self.nodes]:
@@ -297,15 +300,14 @@ def start_redis_sentinel_group(
                 "--save", "", "--appendonly", "yes", "--daemonize", "no",
             ]  # fmt: skip
             if nodes:
-                primary_port = nodes[0].url.split(":")[2].split("/")[0]
-                cmd += ["--replicaof", "127.0.0.1", primary_port]
+                cmd += ["--replicaof", "127.0.0.1", str(nodes[0].port)]
             folder.mkdir(parents=True, exist_ok=True)
             node = _started(
                 f"redis-node-{i}", url, infra._spawn(cmd, log), log, infra.redis_answers
             )
             nodes.append(node)
             started.append(node)
-        primary_port = nodes[0].url.split(":")[2].split("/")[0]
+        primary_port = nodes[0].port
         watchers: list[LocalServer] = []
         for i in range(sentinels):
             port = free_port()

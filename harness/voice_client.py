@@ -275,6 +275,23 @@ class VoiceClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_event.wait(), min(left, 0.2))
 
+    async def turn_ended(self, turn_id: str, timeout: float) -> tuple[float, dict[str, Any]]:
+        """When and how turn `turn_id` ended: its `reply.done`, or its `turn_failed` error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for t, ev in self.events:
+                if ev.get("turn_id") == turn_id and (
+                    ev.get("type") == "reply.done"
+                    or (ev.get("type") == "error" and ev.get("code") == "turn_failed")
+                ):
+                    return t, ev
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"turn {turn_id} neither answered nor failed within {timeout} s")
+            self._new_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_event.wait(), min(left, 0.2))
+
     def first_audible_after(self, t: float) -> float | None:
         for r in self.audio:
             if r.t >= t and r.audible:

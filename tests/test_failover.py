@@ -14,7 +14,6 @@ lost or doubled. Measured with a steady turn rate in `bench/run.sh failover`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -119,17 +118,11 @@ async def _text_turn(client: VoiceClient, text: str, timeout: float) -> dict[str
 
 
 async def _ended(client: VoiceClient, turn_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _, e in client.events:
-            if e.get("turn_id") != turn_id:
-                continue
-            if e["type"] == "reply.done" or (
-                e["type"] == "error" and e.get("code") == "turn_failed"
-            ):
-                return e
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"turn {turn_id} neither answered nor failed within {timeout} s")
+    try:
+        _, event = await client.turn_ended(turn_id, timeout)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
+    return event
 
 
 @pytest.mark.parametrize("victim", ["gateway", "session"])
@@ -160,7 +153,7 @@ async def test_the_conversation_survives_the_loss_of_the_redis_primary(
         before = await history(client)
         in_flight = await _reply_streaming(client, "Name three rivers in Europe.")
         old = sentinels.primary()
-        sentinels.kill(old)
+        old.kill()
         took = await _goes_on(
             client, before, in_flight, time.monotonic(), ANSWERED_AFTER_FAILOVER_S
         )

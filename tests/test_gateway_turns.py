@@ -94,6 +94,8 @@ class FakeReplicas:
         self.prefills = 0
         self.answer_end = asyncio.Event()  # cleared: the final text waits
         self.answer_end.set()
+        self.accept_delay = 0.0  # seconds the session takes to accept a turn
+        self.log: list[str] = []  # "accepted r1", "turn.confirmed", ... in the order sent
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.ASR_CLAIM, cb=self._claim)
@@ -134,6 +136,8 @@ class FakeReplicas:
         submit = decode(TurnSubmit, msg.data)
         self.turns.append(submit)
         reply = f"r{len(self.turns)}"
+        await asyncio.sleep(self.accept_delay)
+        self.log.append(f"accepted {reply}")
         await msg.respond(
             TurnAccepted(turn_id=submit.turn_id, reply_id=reply, worker_id="session").encode()
         )
@@ -146,6 +150,7 @@ class FakeReplicas:
 
     async def _playback(self, msg: Msg) -> None:
         self.playback.append(json.loads(msg.data))
+        self.log.append(self.playback[-1]["type"])
 
     async def _event(self, msg: Msg) -> None:
         self.events.append(json.loads(msg.data))
@@ -316,6 +321,27 @@ async def test_speaking_on_after_the_pause_retracts_the_speculative_turn(nats_ur
     assert live.out.playing is None  # the retracted reply never played
     ctls = [ctl for _, ctl, _ in fake.ctl]
     assert ctls == ["peek", "resume", "peek", "end"]
+
+
+async def test_a_turn_retracted_then_ended_before_the_session_accepts_it_again_is_confirmed_after(
+    nats_url: str,
+) -> None:
+    """Submitted again after a retraction, the turn ends while the session is still accepting
+    it: the confirmation waits for that acceptance (a session replica subscribes to it only
+    then), instead of going by the retracted submit's."""
+    async with gateway(nats_url, "hello there", vad=LoudIsSpeech()) as (live, fake):
+        await say(live, tone(400))
+        await until(lambda: live.turns.utt is not None and live.turns.utt.ready)
+        await say(live, silence(128))
+        await until(lambda: live.turns.spec is not None and live.turns.spec.reply == "r1")
+        await say(live, tone(300))  # the user goes on: retracted
+        await until(lambda: fake.interrupts)
+        fake.accept_delay = 0.6
+        await say(live, silence(640))  # submitted again, and the end of turn, within the delay
+        await until(lambda: "turn.confirmed" in fake.log)
+    assert [t.speculative for t in fake.turns] == [True, True]
+    assert fake.log.index("accepted r2") < fake.log.index("turn.confirmed"), fake.log
+    assert live.active_reply == "r2"
 
 
 async def listen(live: LiveSession) -> None:

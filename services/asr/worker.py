@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from nats.aio.client import Client as NATS
@@ -53,6 +56,7 @@ from .engine import ASREngine
 from .settings import AsrSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def _outcome(task: asyncio.Task[tuple[str, float]]) -> tuple[str, float] | None:
@@ -90,11 +94,22 @@ class AsrWorker(ClaimingWorker):
         self._partial_lock = asyncio.Lock()
         self._utts: dict[str, Utterance] = {}
         self._warned_hot_words = False
+        # The engine's own threads: only they ever run a pass, so its buffers (and the C
+        # allocator's per-thread arenas) are the ones the warm-up made, not one set per thread
+        # of asyncio's default pool.
+        self._engine_threads = ThreadPoolExecutor(
+            max_workers=engine.passes_at_once, thread_name_prefix="asr-engine"
+        )
+
+    async def _in_engine_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._engine_threads, fn, *args)
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
-        # Warm the model (first pass is slower), off the event loop.
-        await asyncio.to_thread(self.engine.transcribe, np.zeros(16000, dtype=np.float32), "en")
+        t0 = time.perf_counter()
+        threads = self.engine.passes_at_once
+        await asyncio.gather(*(self._in_engine_thread(self.engine.warm_up) for _ in range(threads)))
+        log.info("asr warm-up took %.0f ms", (time.perf_counter() - t0) * 1000)
         await self.claim(nc, subjects.ASR_CLAIM, subjects.QUEUE_ASR, AsrClaim, self._on_claim)
         self.spawn(self._reaper(), "asr-reaper")
 
@@ -189,7 +204,9 @@ class AsrWorker(ClaimingWorker):
             },
         ) as span:
             t0 = time.perf_counter()
-            heard = await asyncio.to_thread(self.engine.transcribe, pcm, lang, utt.claim.hot_words)
+            heard = await self._in_engine_thread(
+                self.engine.transcribe, pcm, lang, utt.claim.hot_words
+            )
             text = guard.clean(heard)
             ms = (time.perf_counter() - t0) * 1000.0
             span.set_attribute(tm.ATTR_ASR_MS, round(ms, 1))
@@ -287,3 +304,7 @@ class AsrWorker(ClaimingWorker):
                 if utt.partial_task is not None:
                     utt.partial_task.cancel()
                 await self._release(utt)
+
+    async def close(self) -> None:
+        self._engine_threads.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()

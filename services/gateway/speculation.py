@@ -97,6 +97,7 @@ class Speculation:
         if utt.ended or utt.pauses != pauses or not result.text.strip() or not self.host.idle():
             return
         spec.text = result.text
+        spec.accepted.clear()  # a confirmation now waits for this submit, not a retracted one
         self.out.hold(utt.turn_id)
         submit = TurnSubmit(
             session_id=self.sid,

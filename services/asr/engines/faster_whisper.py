@@ -41,6 +41,7 @@ NO_SPEECH_PROB = 0.35
 # is dropped (faster-whisper's rule; its default 0.6 let Whisper base write "This is the end of
 # this video." for a breath at 0.58). Speech, noisy and through a browser, stays under 0.32.
 NO_SPEECH_THRESHOLD = 0.45
+WARM_STEP_S = 6  # the warm-up's windows: from the minimum up to 30 s in steps of this
 
 
 def _windowed_model_class() -> type[Any]:
@@ -98,6 +99,18 @@ class FasterWhisperEngine(ASREngine):
             num_workers=num_workers,
         )
         self.multilingual = bool(self._model.model.is_multilingual)
+        self.passes_at_once = num_workers
+
+    def warm_up(self) -> None:
+        """Passes on a ladder of windows up to Whisper's full one, on faint noise (which Whisper
+        reads as long text: the decoder's largest buffers too), so the buffers of every size a
+        turn needs are allocated before the first turn: ~3.5 s a thread on 2 cores, after
+        which the replica's memory stays flat (docs/performance.md, "ASR memory")."""
+        rng = np.random.default_rng(0)
+        low, top = self.min_window_frames // FRAMES_PER_S, FULL_WINDOW_FRAMES // FRAMES_PER_S
+        for seconds in range(low, top + WARM_STEP_S, WARM_STEP_S):
+            noise = rng.normal(0.0, 0.05, min(seconds, top) * self.sample_rate)
+            self.transcribe(noise.astype(np.float32))
 
     def window_frames(self, samples: int) -> int:
         """Encoder frames for audio of `samples`: speech + padding, at least the minimum, in

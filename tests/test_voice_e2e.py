@@ -10,7 +10,9 @@ Invariants protected:
 - typed text is answered in text and voice; a session resumes after the client disconnects;
 - an agent with a greeting says it when the audio connects, and nudges a quiet user (at most
   `max_nudges` times), both kept in history;
-- an agent's hot words reach the recogniser: a name it does not know is written as listed.
+- an agent's hot words reach the recogniser: a name it does not know is written as listed;
+- a spoken question that needs a tool is answered with the tool's result (the default model
+  chooses the tool and its arguments), a filler covers a slow call, and the call runs once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from harness.audio import (
     word_overlap,
 )
 from harness.services import start_stack
+from harness.tool_server import ToolServer, weather
 from harness.voice_client import SpeakerTrack, VoiceClient
 from services.llm.models import DEFAULT_PROFILE
 
@@ -52,7 +55,14 @@ STORYTELLER = {
 @pytest.fixture(scope="module")
 def stack(procs_module):  # type: ignore[no-untyped-def]
     # The model people get: the default profile, not the tests' fast one.
-    return start_stack(procs_module, env={"llm": {"VA_MODEL": DEFAULT_PROFILE}})
+    return start_stack(
+        procs_module,
+        env={
+            "llm": {"VA_MODEL": DEFAULT_PROFILE},
+            # the tests' tool server listens on loopback
+            "session": {"VA_TOOL_NETWORKS": "127.0.0.0/8"},
+        },
+    )
 
 
 async def new_agent(base_url: str, config: dict) -> str:  # type: ignore[type-arg]
@@ -122,6 +132,53 @@ async def test_spoken_question_gets_a_spoken_answer(stack) -> None:  # type: ign
         assert msgs[1]["text"] == done["text"].strip() and not msgs[1]["interrupted"]
     finally:
         await client.close()
+
+
+async def test_a_spoken_question_that_needs_a_tool_is_answered_with_its_result(stack) -> None:  # type: ignore[no-untyped-def]
+    with ToolServer() as tools:
+        tools.delay_s = 1.5  # slower than the filler's 700 ms
+        agent = {
+            **PLAIN,
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "Current weather conditions for a city.",
+                    "url": f"{tools.url}/weather",
+                    "side_effects": False,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}},
+                        "required": ["city"],
+                    },
+                }
+            ],
+        }
+        client = await voice_client(stack.base_url, agent)
+        try:
+            pcm, rate = clip("Is it raining in Lyon right now?")
+            client.speaker.play(pcm, rate)
+            await client.speaker.done.wait()
+            _, final = await client.wait_event("transcript.final", 30)
+            turn = final["turn_id"]
+            t_call, called = await client.wait_event("tool.call", 90, turn_id=turn)
+            assert called["name"] == "get_weather", called
+            assert "lyon" in str(called["arguments"].get("city", "")).lower(), called
+            _, result = await client.wait_event("tool.result", 30, turn_id=turn)
+            assert result["outcome"] == "ok", result
+            _, done = await client.wait_event("reply.done", 120, turn_id=turn)
+            expected = weather("Lyon")
+            words = done["text"].lower()
+            assert expected["sky"][:4] in words or str(expected["temperature_c"]) in words, done
+            # the line is never dead: words (the filler) within 1.2 s of the call, long before
+            # the slow tool answers
+            t_words, _ = await client.wait_event("reply.delta", 5, turn_id=turn)
+            assert t_words - t_call < 1.2, (t_words - t_call, done["text"])
+            assert len(tools.calls("/weather")) == 1
+            msgs = await history(client)
+            assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant"]
+            assert msgs[1]["tool_calls"][0]["name"] == "get_weather"
+        finally:
+            await client.close()
 
 
 async def test_a_microphone_on_opus_dtx_still_ends_its_turn(stack) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,9 @@ STAGE_SECONDS = Histogram(
 IN_FLIGHT = Gauge(
     "va_in_flight", "Jobs (utterances, generations, syntheses, turns) held now", ["service"]
 )
+TOOL_CALLS = Counter(
+    "va_tool_calls_total", "Tool calls run by the session, by outcome", ["outcome"]
+)
 QUEUE_DEPTH = Gauge("va_claim_queue_depth", "Claimed jobs waiting for the engine", ["service"])
 ACTIVE_SESSIONS = Gauge("va_active_sessions", "Live sessions held by this gateway replica")
 ASYNCIO_TASKS = Gauge(

@@ -41,3 +41,11 @@ class ServiceSettings(BaseSettings):
         ),
     )
     trace_content: bool = False  # put user text into spans (off: text and audio never in spans)
+
+
+def comma_list(value: object) -> object:
+    """An environment variable's comma list as a list of its non-empty items (anything else as
+    it is): for a `NoDecode` list setting's "before" validator."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value

@@ -51,6 +51,11 @@ ATTR_EOT_WINDOW_MS = "va.end_of_turn.window_ms"  # the silence the verdict waits
 ATTR_INTERRUPTED = "va.interrupted"
 ATTR_REASON = "va.interrupt.reason"
 ATTR_OUTCOME = "va.outcome"
+ATTR_TOOL_CALLS = "va.llm.tool_calls"  # the names of the tools a generation called
+ATTR_TOOL_NAME = "va.tool.name"
+ATTR_TOOL_CALL_ID = "va.tool.call_id"
+ATTR_TOOL_OUTCOME = "va.tool.outcome"  # ok | error | unknown | refused
+ATTR_TOOL_SIDE_EFFECTS = "va.tool.side_effects"
 
 _content = False
 _provider: Any = None

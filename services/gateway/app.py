@@ -210,7 +210,7 @@ def create_app(hub: Hub) -> FastAPI:
         record = await hub.rpc(GetAgent(agent_id=agent_id), AgentRecord)
         return {
             "agent_id": record.agent_id,
-            "config": record.config.model_dump(),
+            "config": record.config.model_dump(mode="json"),
             "created_at": record.created_at,
         }
 

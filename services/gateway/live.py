@@ -38,6 +38,7 @@ from services.common.messages import (
     Message,
     ReplyDelta,
     ReplyDone,
+    SessionEnded,
     TranscriptFinal,
     TranscriptPartial,
     TurnAccepted,
@@ -263,9 +264,13 @@ class LiveSession:
             self.traces.end(
                 event.turn_id, "interrupted" if cut else "done", {tm.ATTR_INTERRUPTED: cut}
             )
-        elif failed:
+        elif isinstance(event, ErrorEvent) and failed:
             self.traces.end(event.turn_id, "failed")
-        if (isinstance(event, ReplyDone) or failed) and event.turn_id == self.active_turn:
+        if (
+            isinstance(event, ReplyDone | ErrorEvent)
+            and (failed or isinstance(event, ReplyDone))
+            and event.turn_id == self.active_turn
+        ):
             self.active_turn = None
             self.active_reply = None
         for ws in list(self.sockets):
@@ -273,6 +278,19 @@ class LiveSession:
                 await ws.send_text(text)
             except Exception:
                 self.sockets.discard(ws)
+        if isinstance(event, SessionEnded):
+            await self._hang_up()
+
+    async def _hang_up(self) -> None:
+        """The session ended (the agent said goodbye): the call and the event sockets close."""
+        log.info("session %s ended: hanging up", self.sid)
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, reason="the session has ended")
+        self.sockets.clear()
 
     # -- the turn in flight ----------------------------------------------------------------------
     def set_in_flight(self, turn_id: str, reply_id: str | None) -> None:

@@ -10,18 +10,62 @@ an engine neither knows nor changes with the wire format.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from services.common.messages import ToolCall, ToolSpec
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
-    """One message of the prompt: who says it and what."""
+    """One message of the prompt: who says it and what; an assistant's tool calls, or (role
+    "tool") the result of the call `tool_call_id`."""
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    def wire(self, arguments_as_text: bool) -> dict[str, Any]:
+        """The OpenAI chat format of this message (`arguments_as_text`: a call's arguments as
+        the JSON text, as the API has them; else parsed, as chat templates render them)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "arguments": c.arguments if arguments_as_text else _loads(c.arguments),
+                    },
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def tool_wire(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tools in the OpenAI chat format (llama-cpp-python renders them into the template)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +92,21 @@ class LLMEngine(ABC):
     async def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model or check the server (called once at start)."""
 
+    supports_tools: bool = False  # the model can be offered tools
+
     @abstractmethod
     def stream(
-        self, messages: list[ChatTurn], params: GenParams, background: bool = False
-    ) -> AsyncIterator[str]:
-        """Yield text pieces of the reply as they are generated. `background`: work off the
-        reply path (a summary) that must not evict the conversation from the engine's prompt
-        cache; engines without such a cache ignore it."""
+        self,
+        messages: list[ChatTurn],
+        params: GenParams,
+        background: bool = False,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[str | ToolCall]:
+        """Yield text pieces of the reply as they are generated, and the tool calls a server
+        parsed itself (a call written as text comes as text: services/llm/tool_calls.py).
+        `background`: work off the reply path (a summary) that must not evict the conversation
+        from the engine's prompt cache; engines without such a cache ignore it. `tools`: what
+        the model may call (only where `supports_tools`)."""
 
     def count_tokens(self, text: str) -> int:
         """Approximate token count, for the history window's budget."""

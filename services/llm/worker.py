@@ -7,6 +7,8 @@
 - Background work (`purpose` summary or prefill, from the session's memory) is taken only by an
   idle replica (else `busy`), and a reply claimed meanwhile cancels it: replies never wait on it.
 - A reply that starts repeating itself is cut (`guard.py`): `llm.done {stopped: ...}`.
+- Tools offered (`LLMRequest.tools`, where the model can take them): a call is never published
+  as words (`tool_calls.py`); `llm.done {tool_calls}` carries the calls, which the session runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from services.common.messages import (
     LLMParams,
     LLMRequest,
     RpcError,
+    ToolCall,
+    ToolSpec,
 )
 from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECONDS
 from services.common.replies import ReplyWorker
@@ -41,13 +45,22 @@ from services.common.replies import ReplyWorker
 from .engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 from .guard import LoopGuard
 from .settings import LlmSettings
+from .tool_calls import ToolCallSplitter
 
 log = logging.getLogger(__name__)
 
 
 def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
     """A request's messages as the engine takes them."""
-    return [ChatTurn(role=m.role, content=m.content) for m in messages]
+    return [
+        ChatTurn(
+            role=m.role,
+            content=m.content,
+            tool_calls=tuple(m.tool_calls),
+            tool_call_id=m.tool_call_id,
+        )
+        for m in messages
+    ]
 
 
 def gen_params(params: LLMParams, max_tokens: int | None = None) -> GenParams:
@@ -59,6 +72,30 @@ def gen_params(params: LLMParams, max_tokens: int | None = None) -> GenParams:
     )
 
 
+class _Generation:
+    """What one request produced so far, over its passes: the words said, the calls."""
+
+    def __init__(self, req: LLMRequest) -> None:
+        self.req = req
+        self.t0 = time.perf_counter()
+        self.first: float | None = None
+        self.parts: list[str] = []
+        self.calls: list[ToolCall] = []
+        self.guard = LoopGuard()
+
+    @property
+    def said(self) -> bool:
+        return any(p.strip() for p in self.parts)
+
+    async def say(self, nc: NATS, out: str, text: str) -> bool:
+        """Publish `text`; True when the reply now repeats itself (cut it)."""
+        self.parts.append(text)
+        await bus.publish(
+            nc, out, LLMDelta(reply_id=self.req.reply_id, seq=len(self.parts), text=text)
+        )
+        return self.guard.feed(text)
+
+
 class LlmWorker(ReplyWorker):
     kind = "llm"
 
@@ -67,6 +104,7 @@ class LlmWorker(ReplyWorker):
         self.cfg = settings
         self.engine = engine
         self._background: dict[str, asyncio.Task[Any]] = {}  # reply id -> task
+        self._warned_no_tools = False
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
@@ -137,35 +175,25 @@ class LlmWorker(ReplyWorker):
     async def _generate_in(self, req: LLMRequest, span: Any) -> None:
         assert self.nc is not None
         out = subjects.llm_out(req.session_id, req.stream_id or req.reply_id)
-        parts: list[str] = []
-        t0 = time.perf_counter()
-        first: float | None = None
+        gen = _Generation(req)
         cancelled = False
-        guard = LoopGuard()
+        offered = req.tools if self.engine.supports_tools else []
+        if req.tools and not offered:
+            self._warn_no_tools()
         # A prefill only evaluates the prompt: one token, and it says nothing.
         params = gen_params(req.params, max_tokens=1 if req.purpose == "prefill" else None)
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
-                stream = self.engine.stream(
-                    chat_turns(req.messages), params, background=req.purpose == "summary"
-                )
-                try:
-                    async for piece in stream:
-                        if not piece or req.purpose == "prefill":
-                            continue
-                        if first is None:
-                            first = time.perf_counter()
-                        parts.append(piece)
-                        await bus.publish(
-                            self.nc,
-                            out,
-                            LLMDelta(reply_id=req.reply_id, seq=len(parts), text=piece),
-                        )
-                        if guard.feed(piece):
-                            log.warning("llm reply %s cut: %s", req.reply_id, guard.reason)
-                            break
-                finally:
-                    await stream.aclose()  # type: ignore[attr-defined]
+                unknown = await self._stream(req, params, offered, gen, out)
+                if unknown and not gen.calls and not gen.said:
+                    # It called a tool it was not offered (the 1.5B model invents "add" for
+                    # sums) and said nothing: the same request again, without tools.
+                    log.info(
+                        "llm reply %s: called unknown %s; answering without tools",
+                        req.reply_id,
+                        ", ".join(unknown),
+                    )
+                    await self._stream(req, params, [], gen, out)
         except asyncio.CancelledError:
             cancelled = True
         except TimeoutError:
@@ -180,10 +208,13 @@ class LlmWorker(ReplyWorker):
             await self._error(out, req, ErrorCode.LLM_FAILED, f"generation failed: {exc}")
             return
         end = time.perf_counter()
-        ttft = (first - t0) * 1000.0 if first is not None else None
+        first, parts = gen.first, gen.parts
+        ttft = (first - gen.t0) * 1000.0 if first is not None else None
         tps = (len(parts) - 1) / (end - first) if first is not None and end > first else None
         span.set_attribute(tm.ATTR_LLM_TOKENS, len(parts))
         span.set_attribute(tm.ATTR_INTERRUPTED, cancelled)
+        if gen.calls:
+            span.set_attribute(tm.ATTR_TOOL_CALLS, [c.name for c in gen.calls])
         if ttft is not None:
             span.set_attribute(tm.ATTR_LLM_TTFT_MS, round(ttft, 1))
             STAGE_SECONDS.labels("llm", "first_token").observe(ttft / 1000)
@@ -200,11 +231,60 @@ class LlmWorker(ReplyWorker):
                     first_token_ms=round(ttft, 1) if ttft is not None else None,
                     tokens_per_s=round(tps, 1) if tps else None,
                     cancelled=cancelled,
-                    stopped=guard.reason,
+                    stopped=gen.guard.reason,
+                    tool_calls=[] if cancelled else gen.calls,
+                    tools_unsupported=bool(req.tools) and not offered,
                 ),
             )
         if cancelled:
             raise asyncio.CancelledError
+
+    async def _stream(
+        self,
+        req: LLMRequest,
+        params: GenParams,
+        tools: list[ToolSpec],
+        gen: _Generation,
+        out: str,
+    ) -> list[str]:
+        """One pass of the engine: its words published as they come (a call written as text
+        held back and read at the end); returns the names of tools it called but was not
+        offered."""
+        assert self.nc is not None
+        splitter = ToolCallSplitter({t.name for t in tools}) if tools else None
+        stream = self.engine.stream(
+            chat_turns(req.messages), params, background=req.purpose == "summary", tools=tools
+        )
+        try:
+            async for piece in stream:
+                if isinstance(piece, ToolCall):
+                    gen.calls.append(piece)
+                    continue
+                if not piece or req.purpose == "prefill":
+                    continue
+                if gen.first is None:
+                    gen.first = time.perf_counter()
+                text = splitter.feed(piece) if splitter is not None else piece
+                if text and await gen.say(self.nc, out, text):
+                    log.warning("llm reply %s cut: %s", req.reply_id, gen.guard.reason)
+                    break
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if splitter is None:
+            return []
+        parsed = splitter.finish()
+        gen.calls += parsed.calls
+        if parsed.text:
+            await gen.say(self.nc, out, parsed.text)
+        return parsed.unknown
+
+    def _warn_no_tools(self) -> None:
+        if not self._warned_no_tools:
+            self._warned_no_tools = True
+            log.warning(
+                "this model's chat template cannot call tools: agents' tools are not offered "
+                "(a Qwen2.5 model can: services/llm/models.py)"
+            )
 
     async def _error(self, out: str, req: LLMRequest, code: ErrorCode, message: str) -> None:
         assert self.nc is not None

@@ -79,14 +79,17 @@ class SessionApi:
         return data
 
     # -- handlers (each returns a Message; Denied becomes an RpcError) -------------------------
+    # An agent's tool headers (secrets) stay in the store and this service: every answer
+    # carries its config `redacted()`.
     async def create_agent(self, req: CreateAgent) -> AgentRecord:
-        return await self.store.put_agent(secrets.token_hex(8), req.config)
+        record = await self.store.put_agent(secrets.token_hex(8), req.config)
+        return record.model_copy(update={"config": record.config.redacted()})
 
     async def get_agent(self, req: GetAgent) -> AgentRecord | RpcError:
         record = await self.store.get_agent(req.agent_id)
         if record is None:
             return RpcError(code=ErrorCode.AGENT_NOT_FOUND, message="no such agent", status=404)
-        return record
+        return record.model_copy(update={"config": record.config.redacted()})
 
     async def create_session(self, req: CreateSession) -> SessionGrant | RpcError:
         agent_id = req.agent_id or DEFAULT_AGENT_ID
@@ -114,7 +117,7 @@ class SessionApi:
         return SessionInfo(
             session_id=req.session_id,
             agent_id=record.agent_id,
-            agent=record.config,
+            agent=record.config.redacted(),
             messages=await self.store.history_len(req.session_id),
         )
 

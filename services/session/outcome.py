@@ -1,7 +1,8 @@
 """What a turn leaves behind: its history, its last client events, its figures.
 
 `TurnState` is what the turn loop learned. `write_history` writes the user message and the reply
-into history once (in full, or after an interrupt or failure only what was played);
+into history once (in full, or after an interrupt or failure only what was played), after any
+tool calls' entries;
 `tell_outcome` then gives the client `reply.done`, `turn.metrics` and `agent.state listening`.
 """
 
@@ -75,12 +76,13 @@ class Reply:
 
 
 async def write_history(
-    store: Store, session_id: str, turn_id: str, user_message: HistoryMessage | None, reply: Reply
+    store: Store, session_id: str, turn_id: str, before: list[HistoryMessage], reply: Reply
 ) -> None:
-    """The user message (none when the agent spoke first) and the reply (when there is one, or
-    it was cut) enter history."""
+    """The turn's entries not written yet (`before`: the user message, unless the agent spoke
+    first or a tool call wrote it already; calls and their results) and the reply (when there
+    is one, or it was cut) enter history."""
     full, spoken, cut = reply.full, reply.spoken, reply.cut
-    messages = [user_message] if user_message is not None else []
+    messages = list(before)
     if full or cut:
         messages.append(
             HistoryMessage(

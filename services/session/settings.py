@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import NoDecode
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, comma_list
 
 
 class SessionSettings(ServiceSettings):
@@ -32,16 +33,34 @@ class SessionSettings(ServiceSettings):
     tts_stall_timeout_s: float = 15.0
     playback_timeout_s: float = 120.0
 
+    # Tools (services/session/tools.py): networks beyond the public internet that tool
+    # endpoints may be in (CIDR, a comma list: "192.168.1.0/24" for a home server); a call that
+    # has not answered after tool_filler_ms is covered by tool_filler_text (voice turns); at most
+    # tool_rounds rounds of calls a turn.
+    tool_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    tool_filler_ms: int = Field(700, ge=0)
+    tool_filler_text: str = "One moment."
+    tool_rounds: int = Field(3, ge=1, le=10)
+
+    @field_validator("tool_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        value = comma_list(value)
+        for v in value if isinstance(value, list) else []:
+            try:
+                ipaddress.ip_network(str(v), strict=False)
+            except ValueError:
+                raise ValueError(f"VA_TOOL_NETWORKS: {v!r} is not a network (CIDR)") from None
+        return value
+
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _sentinels(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list):
-            for v in value:
-                host, _, port = str(v).rpartition(":")
-                if not host or not port.isdigit():
-                    raise ValueError(f"VA_REDIS_SENTINELS: {v!r} is not host:port")
+        value = comma_list(value)
+        for v in value if isinstance(value, list) else []:
+            host, _, port = str(v).rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"VA_REDIS_SENTINELS: {v!r} is not host:port")
         return value
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:

@@ -30,6 +30,7 @@ from services.common.messages import (
     LLMOut,
     LLMRequest,
     Message,
+    ToolSpec,
     TTSRequest,
     TTSText,
     TurnWaiting,
@@ -84,7 +85,9 @@ class Stages:
         self.outbox = outbox
         self.subs: list[Subscription] = []
         self.llm_stream: str | None = None  # the LLM attempt whose output counts
-        self.llm_attempts = 0
+        self.llm_attempts = 0  # of this pass
+        self.tools: list[ToolSpec] = []  # offered to the model in this pass
+        self._streams = 0  # LLM attempts of every pass: each has its own output subject
         self._tts_seq = 0
 
     async def claim(self, messages: list[ChatMessage]) -> None:
@@ -125,7 +128,8 @@ class Stages:
         last: Exception | None = None
         while self.llm_attempts < self.cfg.llm_attempts:
             self.llm_attempts += 1
-            stream_id = f"{self.rid}a{self.llm_attempts}"
+            self._streams += 1
+            stream_id = f"{self.rid}a{self._streams}"
             self.subs.append(
                 await self.nc.subscribe(
                     subjects.llm_out(self.sid, stream_id),
@@ -139,6 +143,7 @@ class Stages:
                 stream_id=stream_id,
                 messages=messages,
                 params=self.agent.llm,
+                tools=self.tools,
             )
             try:
                 await self._claim("llm", subjects.LLM_CLAIM, request)
@@ -182,6 +187,14 @@ class Stages:
             )
         except bus.BusUnavailable as exc:
             raise bus.BusUnavailable(f"no {stage} replica took the turn: {exc}") from None
+
+    async def next_pass(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> None:
+        """The model again, after its tool calls' results (`messages` end with them): a new
+        attempt budget, on whichever replica takes it."""
+        self.llm_stream = None
+        self.llm_attempts = 0
+        self.tools = tools
+        await self.claim_llm(messages)
 
     @property
     def can_retry_llm(self) -> bool:

@@ -21,10 +21,11 @@ import logging
 import time
 from typing import Any
 
+import httpx
 from nats.aio.client import Client as NATS
 from opentelemetry import trace
 
-from services.common import subjects
+from services.common import bus, subjects
 from services.common import telemetry as tm
 from services.common.aio import get_within
 from services.common.messages import (
@@ -41,6 +42,7 @@ from services.common.messages import (
     PlaybackEvent,
     PlaybackStarted,
     ReplyDelta,
+    SessionEnded,
     TTSDone,
     TTSOut,
     TTSSegment,
@@ -55,6 +57,7 @@ from .outcome import TurnState, tell_outcome, write_history
 from .settings import SessionSettings
 from .stages import Stages, queue_decoded
 from .store import Store
+from .tool_calls import FILLER, ToolCalls, ToolDone
 from .window import plan_window, to_chat
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ class Turn:
         submit: TurnSubmit,
         reply_id: str,
         agent: AgentConfig,
+        tool_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -107,9 +111,13 @@ class Turn:
         self.gone = False  # the session had ended when the turn began: nothing to write
         self.abandoned = False  # never accepted (see abandon): as if it never started
         self.written = False  # its messages are in history (the memory may plan a slide)
+        self.written_entries = 0  # of `unwritten()`'s list: written before the turn ended
         self.user_message = HistoryMessage(
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
+        self.messages: list[ChatMessage] = []  # the model's prompt, with this turn's calls
+        self.calls = ToolCalls(self, tool_client) if tool_client and agent.tool_specs() else None
+        self.ends_conversation = False  # the model called end_conversation
 
     @property
     def voice(self) -> bool:
@@ -190,7 +198,9 @@ class Turn:
     async def _run(self) -> None:
         try:
             await self.outbox.emit(AgentState(state="thinking", turn_id=self.tid))
-            messages = await self._prepare()
+            messages = self.messages = await self._prepare()
+            if self.calls is not None:
+                self.stages.tools = self.calls.offer()
             if self.agent_speaks:
                 if self.voice:
                     await self.stages.claim_tts()
@@ -260,11 +270,13 @@ class Turn:
             try:
                 item = await get_within(self.inbox, self._timeout())
             except TimeoutError:
+                if self.calls is not None and self.calls.busy:
+                    continue  # each call ends within its own timeout
                 if not st.llm_done:
                     if not st.text and self.stages.can_retry_llm:
                         log.warning("turn %s: no answer from the llm, trying another", self.tid)
                         await self.stages.cancel_llm()
-                        await self.stages.claim_llm(messages)
+                        await self.stages.claim_llm(self.messages)
                     else:
                         await self._apologize("the language model did not answer in time")
                     continue
@@ -296,6 +308,8 @@ class Turn:
             await self.stages.speak(text, final=True)
 
     def _timeout(self) -> float:
+        if self.calls is not None and self.calls.busy:
+            return self.calls.timeout()
         if not self.st.llm_done:
             if not self.st.text:
                 return self.cfg.llm_first_token_timeout_s
@@ -321,11 +335,23 @@ class Turn:
             if self.voice:
                 await self.stages.speak(item.text, final=False)
         elif isinstance(item, LLMDone):
-            st.llm_done = True
-            st.metrics["llm_first_token_ms"] = item.first_token_ms
+            st.metrics.setdefault("llm_first_token_ms", item.first_token_ms)  # the first pass's
             st.metrics["llm_tokens_per_s"] = item.tokens_per_s
+            if item.tools_unsupported:
+                await self.outbox.error(
+                    ErrorCode.TOOLS_UNSUPPORTED,
+                    "this language model cannot call tools: answering without them",
+                )
+            if item.tool_calls and self.calls is not None:
+                await self.calls.begin(item)
+                return True
+            st.llm_done = True
             if self.voice:
                 await self.stages.speak("", final=True)
+        elif isinstance(item, ToolDone) and self.calls is not None:
+            await self.calls.done(item)
+        elif item is FILLER and self.calls is not None and self.calls.busy:
+            await self._filler()
         elif isinstance(item, LLMError):
             await self._apologize(f"the language model failed: {item.message}")
         elif isinstance(item, TTSSegment) and item.reply_id == self.rid:
@@ -358,9 +384,36 @@ class Turn:
             self.submit.speech_end_ms = confirmed.speech_end_ms
         self.submit.asr_wait_ms = 0.0  # its text was there before the end of turn
         await self.outbox.release()
+        if self.calls is not None:
+            await self.calls.confirmed()
+
+    async def _filler(self) -> None:
+        """A call is taking its time and nothing was said yet: a few words, so the line is
+        not dead (voice turns)."""
+        if not self.voice or "".join(self.st.text).strip():
+            return
+        text = self.cfg.tool_filler_text
+        self.st.text.append(text + " ")
+        await self.outbox.emit(ReplyDelta(turn_id=self.tid, reply_id=self.rid, text=text + " "))
+        await self.stages.speak(text + " ", final=False)
+
+    async def write_entries(self) -> None:
+        """This turn's entries so far (the user message, calls and their results) into
+        history, before a call's request leaves: a call is never lost from the record."""
+        entries = self.unwritten()
+        if entries:
+            await self.store.append(self.sid, *entries)
+            self.written_entries += len(entries)
+
+    def unwritten(self) -> list[HistoryMessage]:
+        entries = [] if self.agent_speaks else [self.user_message]
+        entries += self.calls.entries if self.calls is not None else []
+        return entries[self.written_entries :]
 
     async def _on_interrupt(self, intr: Interrupt) -> None:
         self.st.interrupted = True
+        if self.calls is not None:
+            await self.calls.cut(intr.reason)
         if intr.reason == "retracted":
             self.retracted = True
             self.outbox.silence()
@@ -397,10 +450,22 @@ class Turn:
         if not self.outbox.confirmed:  # the gateway vanished before confirming: release it
             await self.outbox.release()
         reply = st.reply(voice=self.voice)
-        user = None if self.agent_speaks else self.user_message
-        await write_history(self.store, self.sid, self.tid, user, reply)
+        await write_history(self.store, self.sid, self.tid, self.unwritten(), reply)
         self.written = True
         await self.store.clear_inflight(self.sid, self.rid)
         await tell_outcome(
             self.outbox, self.submit, self.rid, st, reply, total_ms=self._since_end()
+        )
+        if self.ends_conversation and not st.failed:
+            await self._end_conversation()
+
+    async def _end_conversation(self) -> None:
+        """The model ended the conversation (its goodbye said): the session ends, on every
+        replica and at the gateway, which hangs up."""
+        await self.store.end_session(self.sid)
+        await self.outbox.emit(SessionEnded(reason="the assistant ended the conversation"))
+        await bus.publish(
+            self.nc,
+            subjects.interrupt(self.sid),
+            Interrupt(session_id=self.sid, reason="session_end"),
         )

@@ -8,10 +8,13 @@ by a whole block (half the window), so most turns extend the same prefix.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
 from services.common.messages import AgentConfig, ChatMessage, HistoryMessage, Summary
+
+from .tools import UNKNOWN_NOTE
 
 
 def plan_window(
@@ -22,23 +25,26 @@ def plan_window(
 ) -> int:
     """Return the (possibly advanced) window start for `history` (the full history).
 
-    The window holds at most `history_max_turns` user turns and `history_token_budget` tokens.
+    The window holds at most `history_max_turns` user turns and `history_token_budget` tokens
+    less what the agent's tool schemas take (they sit in the prompt too).
     On overflow the start jumps forward so the window keeps about half its limits, always
     landing on a user message. The newest user message is always kept.
     """
     start = min(max(0, start), max(0, len(history) - 1))
+    schemas = sum(count_tokens(json.dumps(t.model_dump())) for t in config.tool_specs())
+    budget = max(64, config.history_token_budget - schemas)
 
     def fits(s: int) -> bool:
         window = history[s:]
         turns = sum(1 for m in window if m.role == "user")
         tokens = sum(count_tokens(m.text) + 4 for m in window)
-        return turns <= config.history_max_turns and tokens <= config.history_token_budget
+        return turns <= config.history_max_turns and tokens <= budget
 
     if fits(start):
         return start
     # Overflow: move to the first user message such that the window is at most half full.
     half_turns = max(1, config.history_max_turns // 2)
-    half_tokens = max(1, config.history_token_budget // 2)
+    half_tokens = max(1, budget // 2)
     candidates = [i for i in range(start + 1, len(history)) if history[i].role == "user"]
     for i in candidates:
         window = history[i:]
@@ -97,7 +103,17 @@ def to_chat(
     if notes:
         system = f"{system}\n\n{NOTES_HEADING}\n{notes}"
     messages = [ChatMessage(role="system", content=system)]
+    answered = {m.tool_call_id for m in window if m.role == "tool"}
     for m in window:
-        if m.text:
+        if m.role == "tool":
+            messages.append(ChatMessage(role="tool", content=m.text, tool_call_id=m.tool_call_id))
+        elif m.tool_calls:
+            messages.append(ChatMessage(role=m.role, content=m.text, tool_calls=m.tool_calls))
+            # A call cut off with its session replica has no result: say what is known.
+            for call in m.tool_calls:
+                if call.id not in answered:
+                    content = f"Cut off before an answer came. {UNKNOWN_NOTE}"
+                    messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id))
+        elif m.text:
             messages.append(ChatMessage(role=m.role, content=m.text))
     return messages

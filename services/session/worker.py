@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -55,6 +56,9 @@ class SessionWorker(ReplyWorker):
         self.turns: dict[str, Turn] = {}
         self.api: SessionApi | None = None
         self.memory: Memory | None = None
+        # Tool calls' HTTP client (services/session/tools.py): one connection pool for the
+        # replica; no proxy from the environment, no redirects.
+        self.tool_client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
@@ -97,6 +101,7 @@ class SessionWorker(ReplyWorker):
     async def close(self) -> None:
         if self.memory is not None:
             await self.memory.close()
+        await self.tool_client.aclose()
         await self.store.close()
 
     # -- rpc -----------------------------------------------------------------------------------
@@ -155,6 +160,7 @@ class SessionWorker(ReplyWorker):
             submit,
             reply_id,
             record.config,
+            self.tool_client,
         )
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())

@@ -7,7 +7,8 @@ Each message carries `type` (its name) and `v` (its schema version); `decode()` 
 - `errors`: every error code (`ErrorCode`) and the error answer to a request (`RpcError`);
 - `claims`, `asr`, `turns`, `llm`, `tts`: claims, streams and control between the services;
 - `headers`: what travels in NATS headers (`AudioChunkHeader`, `AsrControl`);
-- `agents`: agents and sessions, the session service's RPC (`RpcMethod`) and its records.
+- `agents`: agents and sessions, the session service's RPC (`RpcMethod`) and its records;
+- `tools`: the tools an agent declares, a model's calls, and their client events.
 
 Import from here: `from services.common.messages import X`.
 """
@@ -74,6 +75,7 @@ from .events import (
     ErrorEvent,
     ReplyDelta,
     ReplyDone,
+    SessionEnded,
     TranscriptFinal,
     TranscriptPartial,
     TurnMetrics,
@@ -101,6 +103,16 @@ from .llm import (
     LLMOut,
     LLMParams,
     LLMRequest,
+)
+from .tools import (
+    BUILTIN_TOOLS,
+    REDACTED,
+    HttpTool,
+    ToolCall,
+    ToolCallEvent,
+    ToolOutcome,
+    ToolResultEvent,
+    ToolSpec,
 )
 from .tts import (
     TTSDone,
@@ -145,6 +157,7 @@ __all__ = [
     "ReplyDone",
     "TurnMetrics",
     "ErrorEvent",
+    "SessionEnded",
     "ClientEvent",
     "UserText",
     "UserInterrupt",
@@ -175,6 +188,14 @@ __all__ = [
     "LLMDone",
     "LLMError",
     "LLMOut",
+    "BUILTIN_TOOLS",
+    "REDACTED",
+    "HttpTool",
+    "ToolCall",
+    "ToolCallEvent",
+    "ToolOutcome",
+    "ToolResultEvent",
+    "ToolSpec",
     "TTSRequest",
     "TTSText",
     "TTSSegment",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .asr import MAX_HOT_WORDS, HotWord, fits_prompt
 from .base import Message
 from .llm import LLMParams
+from .tools import BUILTIN_TOOLS, MAX_TOOLS, REDACTED, BuiltinToolName, HttpTool, ToolCall, ToolSpec
 
 # Replies are spoken: short, plain words, the user's own language (tuned on the quality
 # benchmark's tune split only: bench/quality.py).
@@ -83,6 +85,48 @@ class AgentConfig(BaseModel):
     min_interruption_ms: int = Field(150, ge=0, le=3000)
     history_max_turns: int = Field(24, ge=1, le=500)
     history_token_budget: int = Field(1024, ge=64, le=32000)
+    # Tools (services/session/tools.py): HTTP endpoints, and built-ins that need no server.
+    tools: list[HttpTool] = Field(default_factory=list, max_length=MAX_TOOLS)
+    builtin_tools: list[BuiltinToolName] = Field(default_factory=list)
+    time_zone: str = Field("UTC", max_length=64, description="IANA name, for current_time")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name: Europe/Paris)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_tool_names(self) -> AgentConfig:
+        names = [t.name for t in self.tools] + list(self.builtin_tools)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tool names must be unique: {', '.join(dupes)}")
+        return self
+
+    def tool_specs(self) -> list[ToolSpec]:
+        """The tools as the model sees them: the built-ins first, then the endpoints."""
+        specs = []
+        for name in self.builtin_tools:
+            description, parameters = BUILTIN_TOOLS[name]
+            specs.append(ToolSpec(name=name, description=description, parameters=parameters))
+        specs += [
+            ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
+            for t in self.tools
+        ]
+        return specs
+
+    def redacted(self) -> AgentConfig:
+        """This config as the API shows it: every tool header's value `REDACTED`."""
+        if not any(t.headers for t in self.tools):
+            return self
+        tools = [
+            t.model_copy(update={"headers": dict.fromkeys(t.headers, REDACTED)}) for t in self.tools
+        ]
+        return self.model_copy(update={"tools": tools})
 
 
 class CreateAgent(Message):
@@ -148,11 +192,18 @@ class GetMessages(Message):
 
 
 class HistoryMessage(BaseModel):
-    role: Literal["user", "assistant"]
+    """One entry of a conversation. An assistant entry with `tool_calls` is written before the
+    calls' requests leave; each call's `tool` entry (`tool_call_id`) when it ended, with its
+    `outcome` (a call without one was cut off: whether it happened is unknown)."""
+
+    role: Literal["user", "assistant", "tool"]
     text: str
     turn_id: str
     interrupted: bool = False
     created_at: float
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    outcome: str | None = None  # a tool entry's ToolOutcome
 
 
 class Summary(BaseModel):

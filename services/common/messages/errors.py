@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     LLM_UNAVAILABLE = "llm_unavailable"  # the apology was spoken instead of a reply
     TTS_UNAVAILABLE = "tts_unavailable"  # the reply is text only
     TTS_FAILED = "tts_failed"
+    TOOLS_UNSUPPORTED = "tools_unsupported"  # the model cannot call the agent's tools
     RATE_LIMITED = "rate_limited"  # also HTTP 429
     MESSAGE_TOO_LARGE = "message_too_large"
     INVALID_JSON = "invalid_json"

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Message
+from .tools import ToolCallEvent, ToolResultEvent
 
 AgentStateName = Literal["listening", "thinking", "speaking"]
 
@@ -92,6 +93,14 @@ class TurnMetrics(Message):
     total_ms: float | None = None
 
 
+class SessionEnded(Message):
+    """The session has ended (`reason`: the agent ended the conversation, or a client did);
+    its tokens no longer work."""
+
+    type: Literal["session.ended"] = "session.ended"
+    reason: str
+
+
 class ErrorEvent(Message):
     type: Literal["error"] = "error"
     code: str  # an ErrorCode
@@ -107,6 +116,9 @@ ClientEvent = Annotated[
     | ReplyDelta
     | ReplyDone
     | TurnMetrics
+    | ToolCallEvent
+    | ToolResultEvent
+    | SessionEnded
     | ErrorEvent,
     Field(discriminator="type"),
 ]

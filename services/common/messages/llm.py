@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Message
+from .tools import ToolCall, ToolSpec
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # an assistant's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
 
 class LLMParams(BaseModel):
@@ -33,6 +36,7 @@ class LLMRequest(Message):
     # (services/session/memory.py): a replica takes it only when idle, and a reply claimed
     # meanwhile cancels it. A prefill evaluates the prompt into the cache and says nothing.
     purpose: Literal["reply", "summary", "prefill"] = "reply"
+    tools: list[ToolSpec] = Field(default_factory=list)  # the model may call these
 
 
 class LLMDelta(Message):
@@ -51,6 +55,8 @@ class LLMDone(Message):
     tokens_per_s: float | None
     cancelled: bool = False
     stopped: str | None = None  # why generation was cut short (a reply repeating itself)
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # the reply is these calls
+    tools_unsupported: bool = False  # tools were offered, but this model cannot call them
 
 
 class LLMError(Message):

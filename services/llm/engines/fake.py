@@ -7,10 +7,13 @@ A real engine, not a mock: it streams word by word through the same interface, s
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
+from services.common.messages import ToolCall, ToolSpec
 from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 
 
@@ -20,9 +23,11 @@ class FakeLLMEngine(LLMEngine):
     `delay_s` is slept before every piece (0: pieces come as fast as the loop allows, still
     yielding to it between pieces). With `error` set, the stream raises it after
     `error_after` pieces, to test error paths. `requests` keeps the latest 100 message lists
-    received."""
+    received. `tool_call` (name, arguments): offered tools, it calls that one (writing the
+    call as text, as Qwen does), and answers its result with `after_tool`."""
 
     name = "fake"
+    supports_tools = True
 
     def __init__(
         self,
@@ -38,17 +43,36 @@ class FakeLLMEngine(LLMEngine):
         self.error_after = error_after
         self.requests: deque[list[ChatTurn]] = deque(maxlen=100)  # the latest
         self.cancelled = 0  # streams stopped by the consumer before their end
+        self.tool_call: tuple[str, dict[str, Any]] | None = None
+        self.after_tool = "Done: {result}"
+        self.tools_seen: deque[list[str]] = deque(maxlen=100)  # the tools each request offered
 
-    def pieces(self, max_tokens: int | None = None) -> list[str]:
-        words = re.findall(r"\s*\S+", self.reply)
+    def pieces(self, max_tokens: int | None = None, reply: str | None = None) -> list[str]:
+        words = re.findall(r"\s*\S+", self.reply if reply is None else reply)
         return words if max_tokens is None else words[:max_tokens]
 
+    def _reply_to(self, messages: list[ChatTurn], tools: Sequence[ToolSpec]) -> str:
+        """With `tool_call` set and tools offered, the call as Qwen writes it, then after its
+        result `after_tool` (with `{result}`); otherwise `reply`."""
+        if messages and messages[-1].role == "tool":
+            return self.after_tool.format(result=messages[-1].content)
+        if self.tool_call is not None and tools:
+            name, args = self.tool_call
+            return f"<tool_call> {json.dumps({'name': name, 'arguments': args})} </tool_call>"
+        return self.reply
+
     async def stream(
-        self, messages: list[ChatTurn], params: GenParams, background: bool = False
-    ) -> AsyncGenerator[str, None]:
+        self,
+        messages: list[ChatTurn],
+        params: GenParams,
+        background: bool = False,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncGenerator[str | ToolCall, None]:
         self.requests.append(list(messages))
+        self.tools_seen.append([t.name for t in tools])
+        reply = self._reply_to(messages, tools)
         try:
-            for i, piece in enumerate(self.pieces(params.max_tokens)):
+            for i, piece in enumerate(self.pieces(params.max_tokens, reply)):
                 if self.error is not None and i >= self.error_after:
                     raise self.error
                 await asyncio.sleep(self.delay_s)  # a cancellation point even when 0

@@ -28,11 +28,12 @@ import asyncio
 import ctypes
 import os
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
-from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
+from services.common.messages import ToolCall, ToolSpec
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, tool_wire
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -144,6 +145,10 @@ class LlamaCppEngine(LLMEngine):
                 raise
             except Exception as exc:  # bad path, bad file, missing library
                 raise LLMEngineError(f"cannot load model {self.model_path}: {exc}") from exc
+            # A chat template that renders `tools` can be offered them (Qwen2.5's; SmolLM2's
+            # cannot: it is never sent tools, and says so).
+            template = str(llm.metadata.get("tokenizer.chat_template", ""))
+            self.supports_tools = "tools" in template
             self._llm = llm
             return llm
 
@@ -167,8 +172,12 @@ class LlamaCppEngine(LLMEngine):
 
     # -- generation -----------------------------------------------------------------------------
     async def stream(
-        self, messages: list[ChatTurn], params: GenParams, background: bool = False
-    ) -> AsyncGenerator[str, None]:
+        self,
+        messages: list[ChatTurn],
+        params: GenParams,
+        background: bool = False,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncGenerator[str | ToolCall, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
@@ -182,7 +191,7 @@ class LlamaCppEngine(LLMEngine):
         self._abort.clear()  # the previous generation has fully ended: the lock says so
         try:
             job = loop.run_in_executor(
-                self._executor, self._generate, messages, params, emit, background
+                self._executor, self._generate, messages, params, emit, background, tools
             )
         except RuntimeError as exc:  # the executor is shut down: aclose() was called
             self._lock.release()
@@ -211,6 +220,7 @@ class LlamaCppEngine(LLMEngine):
         params: GenParams,
         emit: Callable[[object], None],
         background: bool = False,
+        tools: Sequence[ToolSpec] = (),
     ) -> None:
         """Worker thread: run one chat completion, emit its text pieces then _DONE or an error.
         Never raises: every outcome is put on the queue."""
@@ -225,9 +235,10 @@ class LlamaCppEngine(LLMEngine):
                 if self._paused is not None:  # background work preempted earlier: go on from it
                     self._paused.put_back()
                     self._paused = None
-            wire: Any = [{"role": m.role, "content": m.content} for m in messages]
+            wire: Any = [m.wire(arguments_as_text=False) for m in messages]
             result: Any = llm.create_chat_completion(
                 messages=wire,
+                tools=cast(Any, tool_wire(tools)) if tools else None,
                 stream=True,
                 temperature=params.temperature,
                 top_p=params.top_p,

@@ -4,18 +4,22 @@ Streams chat completions with the official `openai` client. Closing the stream (
 consumer) closes the HTTP response, which tells the server to stop. Errors are translated into
 `LLMEngineError` where they enter: retryable only while no text of the reply was produced and the
 failure may be transient (connection, timeout, 408/409/429/5xx). Roles are sent as
-system/user/assistant only (llama_cpp.server answers "developer" with HTTP 500, FINDINGS.md).
+system/user/assistant/tool only (llama_cpp.server answers "developer" with HTTP 500, FINDINGS.md).
+Tools go as the API's `tools`; the calls a server parses stream as `tool_calls` deltas, put
+together here and yielded at the end of the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import openai
 
-from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
+from services.common.messages import ToolCall, ToolSpec
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, tool_wire
+from services.llm.tool_calls import new_call_id
 
 _RETRYABLE_STATUS = {408, 409, 429}
 _CLOSE_TIMEOUT_S = 1.0  # closing a response is local; never let it hold a cancel up
@@ -44,6 +48,7 @@ class OpenAICompatEngine(LLMEngine):
     retries: the caller decides, guided by `LLMEngineError.retryable`."""
 
     name = "openai_compat"
+    supports_tools = True  # the server parses calls (or writes them as text, read as ours)
 
     def __init__(
         self, base_url: str, api_key: str | None, model: str, timeout_s: float = 30.0
@@ -64,11 +69,16 @@ class OpenAICompatEngine(LLMEngine):
             raise _translate(exc, produced=False) from exc
 
     async def stream(
-        self, messages: list[ChatTurn], params: GenParams, background: bool = False
-    ) -> AsyncGenerator[str, None]:
+        self,
+        messages: list[ChatTurn],
+        params: GenParams,
+        background: bool = False,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncGenerator[str | ToolCall, None]:
         produced = False
-        # Only system/user/assistant exist in ChatTurn: never "developer" (see module doc).
-        wire: Any = [{"role": m.role, "content": m.content} for m in messages]
+        # Never "developer" (see module doc): ChatTurn has no such role.
+        wire: Any = [m.wire(arguments_as_text=True) for m in messages]
+        extra: dict[str, Any] = {"tools": tool_wire(tools)} if tools else {}
         try:
             response: Any = await self._client.chat.completions.create(
                 model=self.model,
@@ -77,17 +87,32 @@ class OpenAICompatEngine(LLMEngine):
                 top_p=params.top_p,
                 max_tokens=params.max_tokens,
                 stream=True,
+                **extra,
             )
         except openai.OpenAIError as exc:
             raise _translate(exc, produced) from exc
+        calls: dict[int, dict[str, str]] = {}  # a call's pieces by its index, as they stream
         try:
             async for chunk in response:
                 if not chunk.choices:
                     continue
-                text = chunk.choices[0].delta.content
-                if text:
+                delta = chunk.choices[0].delta
+                for piece in delta.tool_calls or ():
+                    call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] = piece.id or call["id"]
+                    if piece.function is not None:
+                        call["name"] += piece.function.name or ""
+                        call["arguments"] += piece.function.arguments or ""
                     produced = True
-                    yield text
+                if delta.content:
+                    produced = True
+                    yield delta.content
+            for _, call in sorted(calls.items()):
+                yield ToolCall(
+                    id=call["id"] or new_call_id(),
+                    name=call["name"],
+                    arguments=call["arguments"] or "{}",
+                )
         except openai.OpenAIError as exc:
             raise _translate(exc, produced) from exc
         finally:

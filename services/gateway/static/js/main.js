@@ -244,6 +244,17 @@ function onEvent(ev) {
     case "turn.metrics":
       convo.metrics(ev);
       break;
+    case "tool.call":
+      convo.toolCall(ev);
+      break;
+    case "tool.result":
+      convo.toolResult(ev);
+      break;
+    case "session.ended":
+      Session.forget();
+      clearTimeout(app.refreshTimer);
+      fail(`${ev.reason}. Press "New conversation" to start another.`);
+      break;
     case "turn.waiting": {
       const what = {
         tts: "the speech service",

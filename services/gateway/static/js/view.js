@@ -126,10 +126,66 @@ export class Conversation {
   }
 
   historyBubble(m) {
+    const turnId = m.turn_id || `h${this.seq++}`;
+    if (m.tool_calls?.length) {
+      for (const call of m.tool_calls) {
+        let args = {};
+        try {
+          args = JSON.parse(call.arguments);
+        } catch {
+          // shown without its arguments
+        }
+        this.toolCall({ turn_id: turnId, call_id: call.id, name: call.name, arguments: args });
+      }
+      return;
+    }
+    if (m.role === "tool") {
+      this.toolResult({ turn_id: turnId, call_id: m.tool_call_id, outcome: m.outcome || "unknown" });
+      return;
+    }
     const role = m.role === "user" ? "user" : "assistant";
-    const li = this.bubble(role, m.turn_id || `h${this.seq++}`);
+    const li = this.bubble(role, turnId);
     this.setText(li, m.text);
     if (m.interrupted) this.markInterrupted(li, m.text);
+  }
+
+  /** A small line in the reply for each tool call: its name and arguments, then its outcome. */
+  toolCall(ev) {
+    const li = this.bubble("assistant", ev.turn_id);
+    let list = li.querySelector(".tools");
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = "tools";
+      li.querySelector(".text").before(list);
+    }
+    const item = document.createElement("li");
+    item.className = "tool";
+    item.dataset.call = ev.call_id;
+    const args = Object.entries(ev.arguments || {})
+      .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+      .join(", ");
+    const name = document.createElement("code");
+    name.textContent = `${ev.name}(${args})`;
+    const status = document.createElement("span");
+    status.className = "tool-status";
+    status.textContent = " … running";
+    item.append(name, status);
+    list.append(item);
+  }
+
+  toolResult(ev) {
+    const item = this.list.querySelector(`li.tool[data-call="${CSS.escape(ev.call_id || "")}"]`);
+    if (!item) return;
+    const words = {
+      ok: "done",
+      error: "failed",
+      unknown: "no answer: may or may not have happened",
+      refused: "not run",
+    };
+    const status = item.querySelector(".tool-status");
+    status.textContent = ` — ${words[ev.outcome] ?? ev.outcome}${ev.ms ? ` (${formatMs(ev.ms)})` : ""}`;
+    item.dataset.outcome = ev.outcome;
+    if (ev.outcome !== "ok" && ev.result) item.title = ev.result;
   }
 
   bubble(role, turnId) {

@@ -1,0 +1,163 @@
+"""Tool calls written as text, taken out of a reply's stream.
+
+Models with a tool-calling chat template (Qwen2.5) write a call as text: Qwen's
+`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, but the 1.5B Coder model mostly as a
+```json fence, sometimes with doubled braces (FINDINGS.md, measured again in
+docs/performance.md "Tools"). `ToolCallSplitter` passes a reply's ordinary words on at once and
+holds back, from the first sign of a call, everything after it: a reply that opens with `{`, `[`
+or a fence, or text that reaches `<tool_call>` or a fence. At the end, `finish` reads the held
+text leniently; calls naming a tool that was not offered are dropped (and reported), and held
+text that holds no call at all is passed on after all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.messages import ToolCall
+
+MARKERS = ("<tool_call>", "```")
+_OPENERS = ("{", "[") + MARKERS
+_TAGGED = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
+_FENCED = re.compile(r"```[a-zA-Z]*\s*(.*?)(?:```|$)", re.S)
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(8)
+
+
+@dataclass
+class Parsed:
+    calls: list[ToolCall] = field(default_factory=list)
+    text: str = ""  # held text that was no call after all: to be said
+    unknown: list[str] = field(default_factory=list)  # names of tools that were not offered
+
+
+def _objects(text: str) -> list[Any]:
+    """The JSON values in `text`, read leniently: each `{...}` or `[...]` from where it starts;
+    with doubled braces undone when the text as written holds no call."""
+    found: list[Any] = []
+    for candidate in (text, text.replace("{{", "{").replace("}}", "}")):
+        found = _values(candidate)
+        if any(_as_call(item) for value in found for item in _items(value)):
+            return found
+    return found
+
+
+def _values(text: str) -> list[Any]:
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    at = 0
+    while True:
+        starts = [i for i in (text.find("{", at), text.find("[", at)) if i >= 0]
+        if not starts:
+            return found
+        start = min(starts)
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            at = start + 1
+            continue
+        found.append(value)
+        at = end
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _as_call(value: Any) -> tuple[str, str] | None:
+    """(name, arguments as JSON text) of one call object, in the shapes models write:
+    {"name", "arguments"|"parameters"} or OpenAI's {"function": {...}}."""
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("function"), dict):
+        value = value["function"]
+    name = value.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    args = value.get("arguments", value.get("parameters", {}))
+    if isinstance(args, str):
+        return name, args.strip() or "{}"
+    return name, json.dumps(args, ensure_ascii=False)
+
+
+def parse_calls(text: str, offered: set[str]) -> Parsed:
+    """The calls in held text (tagged, fenced or bare JSON)."""
+    blocks = _TAGGED.findall(text) or _FENCED.findall(text) or [text]
+    parsed = Parsed()
+    for block in blocks:
+        for value in _objects(block):
+            for item in _items(value):
+                call = _as_call(item)
+                if call is None:
+                    continue
+                name, args = call
+                if name in offered:
+                    parsed.calls.append(ToolCall(id=new_call_id(), name=name, arguments=args))
+                else:
+                    parsed.unknown.append(name)
+    if not parsed.calls and not parsed.unknown:
+        parsed.text = text
+    return parsed
+
+
+class ToolCallSplitter:
+    """Feed a reply's pieces; `feed` returns the text to pass on now, `finish` the rest."""
+
+    def __init__(self, offered: set[str]) -> None:
+        self.offered = offered
+        self._lead = ""  # the reply's start, until it shows whether it opens with a call
+        self._tail = ""  # passed text's end that may be the start of a marker
+        self._held: str | None = None  # everything from a call's first sign on
+        self._started = False
+
+    def feed(self, piece: str) -> str:
+        if self._held is not None:
+            self._held += piece
+            return ""
+        if not self._started:
+            self._lead += piece
+            start = self._lead.lstrip()
+            if not start:
+                return ""
+            if start.startswith(_OPENERS):
+                self._held, self._lead = self._lead, ""
+                return ""
+            if any(m.startswith(start) for m in MARKERS):
+                return ""  # "<tool" or "`": wait for more
+            self._started = True
+            piece, self._lead = self._lead, ""
+        text = self._tail + piece
+        for marker in MARKERS:
+            at = text.find(marker)
+            if at >= 0:
+                self._held, self._tail = text[at:], ""
+                return text[:at]
+        keep = _marker_prefix_len(text)
+        self._tail = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def finish(self) -> Parsed:
+        """The held text read as calls (or, holding none, as text to say)."""
+        if self._held is None:
+            return Parsed(text=self._lead + self._tail)
+        parsed = parse_calls(self._held, self.offered)
+        if parsed.text:
+            parsed.text = self._tail + parsed.text
+        return parsed
+
+
+def _marker_prefix_len(text: str) -> int:
+    """The length of the longest end of `text` that begins a marker."""
+    best = 0
+    for marker in MARKERS:
+        for n in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:n]):
+                best = max(best, n)
+                break
+    return best

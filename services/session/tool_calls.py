@@ -1,0 +1,227 @@
+"""One turn's tool calls: when they may run, their record in history, and the model's next pass.
+
+The rules that keep a call from running twice or from a reply nobody will hear:
+- A call with side effects runs only once the turn is confirmed: a speculative turn holds it
+  until the end of turn is confirmed (`confirmed`), and a retraction drops it unrun. Calls
+  without side effects run at once, speculative or not.
+- Before a call's request leaves, the user message and the call are in history (`write_entries`);
+  its result follows when it ends. A replica killed mid-call leaves the call without a result,
+  which the next prompt reads as "not known whether it happened" (services/session/window.py).
+- An interrupt (or a retraction) stops what is running and drops what has not started: a call
+  in flight that has side effects ends `unknown`, and nothing is ever retried automatically.
+- A call runs as a task of its own that hands its result to the turn's inbox (`ToolDone`), so the
+  turn stays responsive; a call that has not answered after `tool_filler_ms` gets a filler
+  (`FILLER`). When the last call of a round ends, the model runs again with the results
+  (`Stages.next_pass`), offered the tools for at most `tool_rounds` rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+
+from services.common import telemetry as tm
+from services.common.messages import (
+    ChatMessage,
+    HistoryMessage,
+    LLMDone,
+    ToolCall,
+    ToolCallEvent,
+    ToolResultEvent,
+    ToolSpec,
+)
+from services.common.metrics import STAGE_SECONDS, TOOL_CALLS
+
+from .tools import Toolbox, ToolResult, parse_networks
+
+if TYPE_CHECKING:
+    from .turns import Turn
+
+log = logging.getLogger(__name__)
+
+FILLER = object()  # put in the inbox when a call has run `tool_filler_ms`
+
+
+@dataclass(frozen=True)
+class ToolDone:
+    call: ToolCall
+    result: ToolResult
+
+
+class ToolCalls:
+    def __init__(self, turn: Turn, client: httpx.AsyncClient) -> None:
+        self.turn = turn
+        self.box = Toolbox(turn.agent, client, parse_networks(turn.cfg.tool_networks), self._ending)
+        self.rounds = 0
+        self.waiting: list[ToolCall] = []  # side effects: waiting for the end of turn
+        self.running: dict[str, tuple[ToolCall, asyncio.Task[None]]] = {}
+        self.entries: list[HistoryMessage] = []  # calls and results, for history
+        self._filler: asyncio.Task[None] | None = None
+
+    def _ending(self) -> None:
+        self.turn.ends_conversation = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def offer(self) -> list[ToolSpec]:
+        """The tools for the model's next pass: none once `tool_rounds` rounds were made."""
+        if self.rounds >= self.turn.cfg.tool_rounds:
+            return []
+        return self.turn.agent.tool_specs()
+
+    def timeout(self) -> float:
+        """How long the turn waits for its inbox while calls run (each ends within its own
+        timeout) or wait for the end of turn (the gateway confirms or retracts)."""
+        if self.waiting:
+            return self.turn.cfg.playback_timeout_s
+        return max((t.timeout_s for t in self.turn.agent.tools), default=0.0) + 5.0
+
+    # -- a round --------------------------------------------------------------------------------
+    async def begin(self, done: LLMDone) -> None:
+        """The model's pass ended in calls: record them, tell the client, and run them now or,
+        with side effects on a turn not yet confirmed, at its confirmation."""
+        turn = self.turn
+        self.rounds += 1
+        calls = done.tool_calls
+        turn.messages.append(ChatMessage(role="assistant", content=done.text, tool_calls=calls))
+        self.entries.append(
+            HistoryMessage(
+                role="assistant",
+                text="",
+                turn_id=turn.tid,
+                tool_calls=calls,
+                created_at=time.time(),
+            )
+        )
+        for call in calls:
+            args = self.box.arguments(call)
+            await turn.outbox.emit(
+                ToolCallEvent(
+                    turn_id=turn.tid,
+                    call_id=call.id,
+                    name=call.name,
+                    arguments=args if isinstance(args, dict) else {},
+                )
+            )
+        self.waiting = list(calls)
+        if any(self.box.side_effects(c.name) for c in calls) and not turn.outbox.confirmed:
+            log.info("turn %s: %s wait for the end of turn", turn.tid, [c.name for c in calls])
+            return
+        await self._start()
+
+    async def confirmed(self) -> None:
+        if self.waiting:
+            await self._start()
+
+    async def _start(self) -> None:
+        turn = self.turn
+        calls, self.waiting = self.waiting, []
+        if turn.outbox.confirmed:
+            await turn.write_entries()  # the calls are in history before a request leaves
+        for call in calls:
+            task = asyncio.create_task(self._run(call), name=f"tool-{call.id}")
+            self.running[call.id] = (call, task)
+        if turn.cfg.tool_filler_ms and self._filler is None:
+            self._filler = asyncio.create_task(self._filler_after(turn.cfg.tool_filler_ms / 1000))
+
+    async def _filler_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.turn.inbox.put_nowait(FILLER)
+
+    async def _run(self, call: ToolCall) -> None:
+        turn = self.turn
+        with tm.tracer.start_as_current_span(
+            "tool.call",
+            attributes={
+                tm.ATTR_SESSION: turn.sid,
+                tm.ATTR_TURN: turn.tid,
+                tm.ATTR_TOOL_NAME: call.name,
+                tm.ATTR_TOOL_CALL_ID: call.id,
+                tm.ATTR_TOOL_SIDE_EFFECTS: self.box.side_effects(call.name),
+            },
+        ) as span:
+            result = await self.box.run(call, idempotency_key=f"{turn.rid}-{call.id}")
+            span.set_attribute(tm.ATTR_TOOL_OUTCOME, result.outcome)
+        TOOL_CALLS.labels(result.outcome).inc()
+        STAGE_SECONDS.labels("session", "tool").observe(result.ms / 1000)
+        log.info(
+            "turn %s: tool %s ended %s in %.0f ms", turn.tid, call.name, result.outcome, result.ms
+        )
+        turn.inbox.put_nowait(ToolDone(call, result))
+
+    async def done(self, item: ToolDone) -> None:
+        """A call ended: its result into the record; the last of the round runs the model."""
+        if self.running.pop(item.call.id, None) is None:
+            return  # cut meanwhile: its end is already recorded
+        await self._record(item.call, item.result)
+        if self.running:
+            return
+        turn = self.turn
+        self._stop_filler()
+        if turn.outbox.confirmed:
+            await turn.write_entries()
+        await turn.stages.next_pass(turn.messages, self.offer())
+
+    async def _record(self, call: ToolCall, result: ToolResult) -> None:
+        turn = self.turn
+        content = result.for_model()
+        turn.messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id))
+        self.entries.append(
+            HistoryMessage(
+                role="tool",
+                text=content,
+                turn_id=turn.tid,
+                tool_call_id=call.id,
+                outcome=result.outcome,
+                created_at=time.time(),
+            )
+        )
+        await turn.outbox.emit(
+            ToolResultEvent(
+                turn_id=turn.tid,
+                call_id=call.id,
+                name=call.name,
+                outcome=result.outcome,
+                result=result.text[:2000],
+                ms=result.ms,
+            )
+        )
+
+    async def cut(self, reason: str) -> None:
+        """The turn was interrupted or retracted: nothing more runs. A call in flight with side
+        effects may have happened (`unknown`); one without, or not started, did not."""
+        self._stop_filler()
+        waiting, self.waiting = self.waiting, []
+        running, self.running = list(self.running.values()), {}
+        for _, task in running:
+            task.cancel()
+        for _, task in running:
+            with contextlib.suppress(BaseException):
+                await task
+        for call, _ in running:
+            if self.box.side_effects(call.name):
+                await self._record(call, ToolResult("unknown", f"cut off ({reason})"))
+            else:
+                await self._record(call, ToolResult("refused", f"not finished ({reason})"))
+        for call in waiting:
+            await self._record(call, ToolResult("refused", f"not run ({reason})"))
+        if running or waiting:
+            log.info(
+                "turn %s: %d call(s) cut, %d not run (%s)",
+                self.turn.tid,
+                len(running),
+                len(waiting),
+                reason,
+            )
+
+    def _stop_filler(self) -> None:
+        if self._filler is not None:
+            self._filler.cancel()

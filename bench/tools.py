@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> Any:
     p = arg_parser("tools", __doc__)
     p.add_argument("--model", default=DEFAULT_PROFILE, help="llm profile or GGUF path")
     p.add_argument("--limit", type=int, default=0, help="at most this many prompts of each kind")
+    p.add_argument("--split", choices=["all", "tune", "test"], default="all")
     return p.parse_args(argv)
 
 
@@ -146,6 +147,7 @@ async def measure(args: Any, out: list[Outcome]) -> None:
             await worker.start(nc)
             config = agent()
             cases = _limited(WITH_TOOL, args.limit) + _limited(WITHOUT_TOOL, args.limit)
+            cases = [c for c in cases if args.split in ("all", c.split)]
             for case in cases:
                 done, ms = await ask(nc, config, case)
                 right, arguments = judge(case, done)
@@ -203,6 +205,8 @@ def table(stats: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for split, s in stats.items():
+        if s["ms_p50"] is None:
+            continue  # a split not run
         n, m = max(1, s["with_tool_n"]), max(1, s["without_tool_n"])
         rows.append(
             f"| {split} | {s['right_call']} of {s['with_tool_n']} ({s['right_call'] / n:.0%}) | "

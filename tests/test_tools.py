@@ -54,6 +54,9 @@ def chars(text: str) -> list[str]:
         '{{"name": "get_weather", "arguments": {{"city": "Lyon"}}}}',
         '[{"function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Lyon\\"}"}}]',
         '  \n<tool_call>{"name": "get_weather", "parameters": {"city": "Lyon"}}',  # unclosed
+        '<tools>\n{"name": "get_weather", "arguments": {"city": "Lyon"}}\n</tools>',
+        'get_weather(city="Lyon")',
+        'get_weather{{"city": "Lyon"}}',
     ],
 )
 def test_a_call_in_any_shape_the_model_writes_is_read_and_never_said(reply: str) -> None:
@@ -86,6 +89,17 @@ def test_an_ordinary_reply_passes_on_piece_by_piece() -> None:
 def test_a_call_of_a_tool_not_offered_is_dropped_and_reported() -> None:
     said, calls, unknown = split(['```json\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n```'])
     assert said == "" and calls == [] and unknown == ["add"]
+
+
+def test_a_bare_tool_name_is_a_call_and_empty_markup_is_no_usable_one() -> None:
+    said, calls, _ = split(chars("  set_timer"))
+    assert said.strip() == "" and [(c.name, c.arguments) for c in calls] == [("set_timer", "{}")]
+    splitter = ToolCallSplitter(OFFERED)
+    assert splitter.feed("<tools></tools>") == ""
+    parsed = splitter.finish()
+    assert parsed.text == "" and parsed.unusable  # asked again, never said
+    # a word that only begins like a tool's name is said at once
+    assert split(["getting", " warmer"])[0] == "getting warmer"
 
 
 def test_held_text_that_holds_no_call_is_said_after_all() -> None:

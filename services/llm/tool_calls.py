@@ -4,14 +4,16 @@ Models with a tool-calling chat template (Qwen2.5) write a call as text: Qwen's
 `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, but the 1.5B Coder model mostly as a
 ```json fence, sometimes with doubled braces (FINDINGS.md, measured again in
 docs/performance.md "Tools"). `ToolCallSplitter` passes a reply's ordinary words on at once and
-holds back, from the first sign of a call, everything after it: a reply that opens with `{`, `[`
-or a fence, or text that reaches `<tool_call>` or a fence. At the end, `finish` reads the held
+holds back, from the first sign of a call, everything after it: a reply that opens with `{`, `[`,
+a fence or a tool's name (`get_weather(city="Paris")`, as small models also write calls), or text
+that reaches `<tool_call>` or a fence. At the end, `finish` reads the held
 text leniently; calls naming a tool that was not offered are dropped (and reported), and held
 text that holds no call at all is passed on after all.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import secrets
@@ -20,10 +22,15 @@ from typing import Any
 
 from services.common.messages import ToolCall
 
-MARKERS = ("<tool_call>", "```")
+# Qwen's tag; the 1.5B model also writes its call inside the <tools> tag its prompt lists the
+# tools in (measured: docs/performance.md "Tools").
+MARKERS = ("<tool_call>", "<tools>", "```")
 _OPENERS = ("{", "[") + MARKERS
-_TAGGED = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
+_TAGGED = re.compile(r"<(?:tool_call|tools)>(.*?)(?:</(?:tool_call|tools)>|$)", re.S)
 _FENCED = re.compile(r"```[a-zA-Z]*\s*(.*?)(?:```|$)", re.S)
+_MARKUP = re.compile(r"</?(?:tool_call|tools)>|```[a-zA-Z]*")
+_NAMED = re.compile(r"\s*([A-Za-z][A-Za-z0-9_-]*)\s*((?:\(.*\)|\{.*\})?)\s*$", re.S)
+_IDENT = re.compile(r"[A-Za-z0-9_-]")
 
 
 def new_call_id() -> str:
@@ -35,6 +42,12 @@ class Parsed:
     calls: list[ToolCall] = field(default_factory=list)
     text: str = ""  # held text that was no call after all: to be said
     unknown: list[str] = field(default_factory=list)  # names of tools that were not offered
+    failed: bool = False  # call markup holding no call and no words
+
+    @property
+    def unusable(self) -> bool:
+        """The model meant to call a tool but wrote nothing usable (ask it again without)."""
+        return not self.calls and (bool(self.unknown) or self.failed)
 
 
 def _objects(text: str) -> list[Any]:
@@ -86,8 +99,31 @@ def _as_call(value: Any) -> tuple[str, str] | None:
     return name, json.dumps(args, ensure_ascii=False)
 
 
+def _named_call(text: str, offered: set[str]) -> tuple[str, str] | None:
+    """A call written as code: `name(key="value")`, `name{"key": ...}` or the bare name."""
+    m = _NAMED.match(text)
+    if m is None or m.group(1) not in offered:
+        return None
+    name, rest = m.group(1), m.group(2).strip()
+    if not rest:
+        return name, "{}"
+    if rest.startswith("("):
+        try:
+            node = ast.parse(f"f{rest}", mode="eval").body
+            assert isinstance(node, ast.Call) and not node.args
+            args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except (SyntaxError, ValueError, AssertionError):
+            return None
+        return name, json.dumps(args, ensure_ascii=False)
+    objects = [v for v in _objects(rest) if isinstance(v, dict)]
+    return (name, json.dumps(objects[0], ensure_ascii=False)) if objects else None
+
+
 def parse_calls(text: str, offered: set[str]) -> Parsed:
-    """The calls in held text (tagged, fenced or bare JSON)."""
+    """The calls in held text (tagged, fenced, bare JSON, or written as code)."""
+    named = _named_call(text, offered)
+    if named is not None:
+        return Parsed(calls=[ToolCall(id=new_call_id(), name=named[0], arguments=named[1])])
     blocks = _TAGGED.findall(text) or _FENCED.findall(text) or [text]
     parsed = Parsed()
     for block in blocks:
@@ -102,7 +138,9 @@ def parse_calls(text: str, offered: set[str]) -> Parsed:
                 else:
                     parsed.unknown.append(name)
     if not parsed.calls and not parsed.unknown:
-        parsed.text = text
+        # No call: the words are said, without call markup (a bare "<tools></tools>" is none)
+        parsed.text = _MARKUP.sub("", text)
+        parsed.failed = not parsed.text.strip()
     return parsed
 
 
@@ -125,11 +163,11 @@ class ToolCallSplitter:
             start = self._lead.lstrip()
             if not start:
                 return ""
-            if start.startswith(_OPENERS):
+            if start.startswith(_OPENERS) or self._names_a_tool(start):
                 self._held, self._lead = self._lead, ""
                 return ""
-            if any(m.startswith(start) for m in MARKERS):
-                return ""  # "<tool" or "`": wait for more
+            if any(m.startswith(start) for m in MARKERS + tuple(self.offered)):
+                return ""  # "<tool", "`" or the start of a tool's name: wait for more
             self._started = True
             piece, self._lead = self._lead, ""
         text = self._tail + piece
@@ -142,8 +180,19 @@ class ToolCallSplitter:
         self._tail = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]
 
+    def _names_a_tool(self, start: str) -> bool:
+        """The reply opens with a tool's name as a word (a call written as code)."""
+        for name in self.offered:
+            if start.startswith(name):
+                after = start[len(name) : len(name) + 1]
+                if after and not _IDENT.match(after):
+                    return True
+        return False
+
     def finish(self) -> Parsed:
         """The held text read as calls (or, holding none, as text to say)."""
+        if self._held is None and self._lead.strip() in self.offered:
+            self._held, self._lead = self._lead, ""  # the reply was a tool's bare name
         if self._held is None:
             return Parsed(text=self._lead + self._tail)
         parsed = parse_calls(self._held, self.offered)

@@ -45,7 +45,7 @@ from services.common.replies import ReplyWorker
 from .engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
 from .guard import LoopGuard
 from .settings import LlmSettings
-from .tool_calls import ToolCallSplitter
+from .tool_calls import Parsed, ToolCallSplitter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,28 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
         )
         for m in messages
     ]
+
+
+# What a second try asks for, after a first that meant to call a tool but wrote nothing usable:
+# a tool it was not offered -> words; empty call markup ("<tools></tools>", the 1.5B model's
+# usual slip on questions it means to look up) -> the call, written out.
+ANSWER_IN_WORDS = "(Answer this in words, without calling a tool.)"
+WRITE_THE_CALL = (
+    '(Call the tool: <tool_call>{"name": ..., "arguments": {...}}</tool_call>, with its arguments.)'
+)
+
+
+def asking(turns: list[ChatTurn], note: str) -> list[ChatTurn]:
+    """The same prompt, its last user message with `note` added (the cached prefix holds)."""
+    for i in range(len(turns) - 1, -1, -1):
+        if turns[i].role == "user":
+            last = turns[i]
+            return [
+                *turns[:i],
+                ChatTurn(role="user", content=f"{last.content}\n{note}"),
+                *turns[i + 1 :],
+            ]
+    return turns
 
 
 def gen_params(params: LLMParams, max_tokens: int | None = None) -> GenParams:
@@ -184,16 +206,14 @@ class LlmWorker(ReplyWorker):
         params = gen_params(req.params, max_tokens=1 if req.purpose == "prefill" else None)
         try:
             async with asyncio.timeout(self.cfg.request_timeout_s):
-                unknown = await self._stream(req, params, offered, gen, out)
-                if unknown and not gen.calls and not gen.said:
-                    # It called a tool it was not offered (the 1.5B model invents "add" for
-                    # sums) and said nothing: the same request again, without tools.
-                    log.info(
-                        "llm reply %s: called unknown %s; answering without tools",
-                        req.reply_id,
-                        ", ".join(unknown),
-                    )
-                    await self._stream(req, params, [], gen, out)
+                turns = chat_turns(req.messages)
+                parsed = await self._stream(req, turns, params, offered, gen, out)
+                if parsed is not None and parsed.unusable and not gen.calls and not gen.said:
+                    # It meant to call a tool but wrote nothing usable, and said nothing: asked
+                    # once more (the tools stay in the prompt, so its cached prefix holds).
+                    note = ANSWER_IN_WORDS if parsed.unknown else WRITE_THE_CALL
+                    log.info("llm reply %s: no usable call; asking again", req.reply_id)
+                    await self._stream(req, asking(turns, note), params, offered, gen, out)
         except asyncio.CancelledError:
             cancelled = True
         except TimeoutError:
@@ -242,19 +262,17 @@ class LlmWorker(ReplyWorker):
     async def _stream(
         self,
         req: LLMRequest,
+        turns: list[ChatTurn],
         params: GenParams,
         tools: list[ToolSpec],
         gen: _Generation,
         out: str,
-    ) -> list[str]:
+    ) -> Parsed | None:
         """One pass of the engine: its words published as they come (a call written as text
-        held back and read at the end); returns the names of tools it called but was not
-        offered."""
+        held back and read at the end, as returned; None without tools)."""
         assert self.nc is not None
         splitter = ToolCallSplitter({t.name for t in tools}) if tools else None
-        stream = self.engine.stream(
-            chat_turns(req.messages), params, background=req.purpose == "summary", tools=tools
-        )
+        stream = self.engine.stream(turns, params, background=req.purpose == "summary", tools=tools)
         try:
             async for piece in stream:
                 if isinstance(piece, ToolCall):
@@ -271,12 +289,12 @@ class LlmWorker(ReplyWorker):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
         if splitter is None:
-            return []
+            return None
         parsed = splitter.finish()
         gen.calls += parsed.calls
-        if parsed.text:
+        if parsed.text.strip():
             await gen.say(self.nc, out, parsed.text)
-        return parsed.unknown
+        return parsed
 
     def _warn_no_tools(self) -> None:
         if not self._warned_no_tools:

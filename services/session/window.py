@@ -56,6 +56,15 @@ def plan_window(
 
 
 NOTES_HEADING = "What the user said earlier in this conversation:"
+# Added after an agent's system prompt when it has tools (tuned on the tools benchmark's tune
+# split only: bench/run.sh tools, docs/performance.md "Tools"). Without it the default model
+# explained how to convert money, or read a tool's description out, instead of calling the tool.
+TOOLS_NOTE = (
+    "You have tools. If one of them can answer or do what the user asks, you must call it, in "
+    "the <tool_call> format, with every argument it needs. Never answer such a request "
+    "yourself, not even with a guess, and never explain how to do it. Otherwise answer "
+    "directly, without a tool."
+)
 MAX_NOTES_CHARS = 2000  # the notes keep their newest statements within this
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+")
 
@@ -99,6 +108,8 @@ def to_chat(
     notes made when it slid; it changes only when the window slides, so the cached prefix
     survives), with those of a part that left before its notes were made (`unsummarized`)."""
     system = config.system_prompt
+    if config.tool_specs():
+        system = f"{system}\n\n{TOOLS_NOTE}"
     notes = merge_notes(summary.text if summary else "", user_statements(unsummarized or []))
     if notes:
         system = f"{system}\n\n{NOTES_HEADING}\n{notes}"

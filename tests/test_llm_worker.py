@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 
 import nats
@@ -28,7 +28,7 @@ from services.common.messages import (
     LLMParams,
     LLMRequest,
 )
-from services.llm.engine import ChatTurn, GenParams
+from services.llm.engine import ChatTurn, GenParams, Tool, ToolCall
 from services.llm.engines.fake import FakeLLMEngine
 from services.llm.settings import LlmSettings
 from services.llm.worker import LlmWorker
@@ -61,10 +61,14 @@ class RecordingEngine(FakeLLMEngine):
         self.params: list[GenParams] = []
 
     def stream(
-        self, messages: list[ChatTurn], params: GenParams, background: bool = False
-    ) -> AsyncGenerator[str, None]:
+        self,
+        messages: list[ChatTurn],
+        params: GenParams,
+        background: bool = False,
+        tools: Sequence[Tool] = (),
+    ) -> AsyncGenerator[str | ToolCall, None]:
         self.params.append(params)
-        return super().stream(messages, params, background)
+        return super().stream(messages, params, background, tools)
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ async def llm(nats_url: str) -> AsyncIterator[tuple[NATS, RecordingEngine]]:
         await client.close()
 
 
-async def generate(client: NATS, request: LLMRequest) -> LLMDone:
+async def generate(client: NATS, request: LLMRequest, timeout: float = 10) -> LLMDone:
     done: asyncio.Future[LLMDone] = asyncio.get_running_loop().create_future()
 
     async def out(msg: Msg) -> None:
@@ -99,7 +103,7 @@ async def generate(client: NATS, request: LLMRequest) -> LLMDone:
             except bus.RemoteError as exc:
                 assert exc.error.code == ErrorCode.BUSY
                 await asyncio.sleep(0.02)
-        return await asyncio.wait_for(done, 10)
+        return await asyncio.wait_for(done, timeout)
     finally:
         await sub.unsubscribe()
 

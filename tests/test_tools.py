@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from harness.tool_server import ToolServer
 from services.common.messages import REDACTED, AgentConfig, HistoryMessage, ToolCall
+from services.llm.engine import ToolCall as WrittenCall
 from services.llm.tool_calls import ToolCallSplitter
 from services.session.tools import Toolbox, parse_networks
 from services.session.window import to_chat
@@ -33,7 +34,9 @@ from services.session.window import to_chat
 OFFERED = {"get_weather", "set_timer"}
 
 
-def split(pieces: list[str], offered: set[str] = OFFERED) -> tuple[str, list[ToolCall], list[str]]:
+def split(
+    pieces: list[str], offered: set[str] = OFFERED
+) -> tuple[str, list[WrittenCall], list[str]]:
     """What passes on as words (pieces fed one by one), the calls read, the unknown names."""
     splitter = ToolCallSplitter(offered)
     said = "".join(splitter.feed(p) for p in pieces)

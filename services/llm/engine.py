@@ -11,12 +11,33 @@ an engine neither knows nor changes with the wire format.
 from __future__ import annotations
 
 import json
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from services.common.messages import ToolCall, ToolSpec
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool the model may call: its name, what it does, its parameters' JSON Schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made: `arguments` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +78,7 @@ def _loads(text: str) -> Any:
         return text
 
 
-def tool_wire(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+def tool_wire(tools: Sequence[Tool]) -> list[dict[str, Any]]:
     """Tools in the OpenAI chat format (llama-cpp-python renders them into the template)."""
     return [
         {
@@ -100,7 +121,7 @@ class LLMEngine(ABC):
         messages: list[ChatTurn],
         params: GenParams,
         background: bool = False,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[Tool] = (),
     ) -> AsyncIterator[str | ToolCall]:
         """Yield text pieces of the reply as they are generated, and the tool calls a server
         parsed itself (a call written as text comes as text: services/llm/tool_calls.py).

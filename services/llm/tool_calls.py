@@ -16,11 +16,10 @@ from __future__ import annotations
 import ast
 import json
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.messages import ToolCall
+from .engine import ToolCall, new_call_id
 
 # Qwen's tag; the 1.5B model also writes its call inside the <tools> tag its prompt lists the
 # tools in (measured: docs/performance.md "Tools").
@@ -31,10 +30,6 @@ _FENCED = re.compile(r"```[a-zA-Z]*\s*(.*?)(?:```|$)", re.S)
 _MARKUP = re.compile(r"</?(?:tool_call|tools)>|```[a-zA-Z]*")
 _NAMED = re.compile(r"\s*([A-Za-z][A-Za-z0-9_-]*)\s*((?:\(.*\)|\{.*\})?)\s*$", re.S)
 _IDENT = re.compile(r"[A-Za-z0-9_-]")
-
-
-def new_call_id() -> str:
-    return "call_" + secrets.token_hex(8)
 
 
 @dataclass

@@ -37,12 +37,12 @@ from services.common.messages import (
     LLMRequest,
     RpcError,
     ToolCall,
-    ToolSpec,
 )
 from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECONDS
 from services.common.replies import ReplyWorker
 
-from .engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
+from .engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, Tool
+from .engine import ToolCall as EngineCall
 from .guard import LoopGuard
 from .settings import LlmSettings
 from .tool_calls import Parsed, ToolCallSplitter
@@ -56,7 +56,7 @@ def chat_turns(messages: list[ChatMessage]) -> list[ChatTurn]:
         ChatTurn(
             role=m.role,
             content=m.content,
-            tool_calls=tuple(m.tool_calls),
+            tool_calls=tuple(EngineCall(c.id, c.name, c.arguments) for c in m.tool_calls),
             tool_call_id=m.tool_call_id,
         )
         for m in messages
@@ -104,6 +104,9 @@ class _Generation:
         self.parts: list[str] = []
         self.calls: list[ToolCall] = []
         self.guard = LoopGuard()
+
+    def call(self, call: EngineCall) -> None:
+        self.calls.append(ToolCall(id=call.id, name=call.name, arguments=call.arguments))
 
     @property
     def said(self) -> bool:
@@ -199,7 +202,10 @@ class LlmWorker(ReplyWorker):
         out = subjects.llm_out(req.session_id, req.stream_id or req.reply_id)
         gen = _Generation(req)
         cancelled = False
-        offered = req.tools if self.engine.supports_tools else []
+        offered = [
+            Tool(t.name, t.description, t.parameters)
+            for t in (req.tools if self.engine.supports_tools else [])
+        ]
         if req.tools and not offered:
             self._warn_no_tools()
         # A prefill only evaluates the prompt: one token, and it says nothing.
@@ -264,7 +270,7 @@ class LlmWorker(ReplyWorker):
         req: LLMRequest,
         turns: list[ChatTurn],
         params: GenParams,
-        tools: list[ToolSpec],
+        tools: list[Tool],
         gen: _Generation,
         out: str,
     ) -> Parsed | None:
@@ -275,8 +281,8 @@ class LlmWorker(ReplyWorker):
         stream = self.engine.stream(turns, params, background=req.purpose == "summary", tools=tools)
         try:
             async for piece in stream:
-                if isinstance(piece, ToolCall):
-                    gen.calls.append(piece)
+                if isinstance(piece, EngineCall):
+                    gen.call(piece)
                     continue
                 if not piece or req.purpose == "prefill":
                     continue
@@ -291,7 +297,8 @@ class LlmWorker(ReplyWorker):
         if splitter is None:
             return None
         parsed = splitter.finish()
-        gen.calls += parsed.calls
+        for call in parsed.calls:
+            gen.call(call)
         if parsed.text.strip():
             await gen.say(self.nc, out, parsed.text)
         return parsed

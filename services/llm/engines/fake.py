@@ -13,8 +13,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from services.common.messages import ToolCall, ToolSpec
-from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError
+from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, Tool, ToolCall
 
 
 class FakeLLMEngine(LLMEngine):
@@ -51,7 +50,7 @@ class FakeLLMEngine(LLMEngine):
         words = re.findall(r"\s*\S+", self.reply if reply is None else reply)
         return words if max_tokens is None else words[:max_tokens]
 
-    def _reply_to(self, messages: list[ChatTurn], tools: Sequence[ToolSpec]) -> str:
+    def _reply_to(self, messages: list[ChatTurn], tools: Sequence[Tool]) -> str:
         """With `tool_call` set and tools offered, the call as Qwen writes it, then after its
         result `after_tool` (with `{result}`); otherwise `reply`."""
         if messages and messages[-1].role == "tool":
@@ -66,7 +65,7 @@ class FakeLLMEngine(LLMEngine):
         messages: list[ChatTurn],
         params: GenParams,
         background: bool = False,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[Tool] = (),
     ) -> AsyncGenerator[str | ToolCall, None]:
         self.requests.append(list(messages))
         self.tools_seen.append([t.name for t in tools])

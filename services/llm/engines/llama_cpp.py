@@ -32,8 +32,15 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
-from services.common.messages import ToolCall, ToolSpec
-from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, tool_wire
+from services.llm.engine import (
+    ChatTurn,
+    GenParams,
+    LLMEngine,
+    LLMEngineError,
+    Tool,
+    ToolCall,
+    tool_wire,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -176,7 +183,7 @@ class LlamaCppEngine(LLMEngine):
         messages: list[ChatTurn],
         params: GenParams,
         background: bool = False,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[Tool] = (),
     ) -> AsyncGenerator[str | ToolCall, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -220,7 +227,7 @@ class LlamaCppEngine(LLMEngine):
         params: GenParams,
         emit: Callable[[object], None],
         background: bool = False,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[Tool] = (),
     ) -> None:
         """Worker thread: run one chat completion, emit its text pieces then _DONE or an error.
         Never raises: every outcome is put on the queue."""

@@ -17,9 +17,16 @@ from typing import Any
 
 import openai
 
-from services.common.messages import ToolCall, ToolSpec
-from services.llm.engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, tool_wire
-from services.llm.tool_calls import new_call_id
+from services.llm.engine import (
+    ChatTurn,
+    GenParams,
+    LLMEngine,
+    LLMEngineError,
+    Tool,
+    ToolCall,
+    new_call_id,
+    tool_wire,
+)
 
 _RETRYABLE_STATUS = {408, 409, 429}
 _CLOSE_TIMEOUT_S = 1.0  # closing a response is local; never let it hold a cancel up
@@ -73,7 +80,7 @@ class OpenAICompatEngine(LLMEngine):
         messages: list[ChatTurn],
         params: GenParams,
         background: bool = False,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[Tool] = (),
     ) -> AsyncGenerator[str | ToolCall, None]:
         produced = False
         # Never "developer" (see module doc): ChatTurn has no such role.

@@ -114,6 +114,7 @@ class LLMEngine(ABC):
         """Load the model or check the server (called once at start)."""
 
     supports_tools: bool = False  # the model can be offered tools
+    parallel: int = 1  # generations it runs at once (more wait for their turn)
 
     @abstractmethod
     def stream(

@@ -23,3 +23,6 @@ class LlmSettings(ServiceSettings):
     request_timeout_s: float = 30.0
     warmup: bool = True  # one short generation at start (embedded engine; harmless elsewhere)
     max_queued: int = 16  # generations held (running + waiting) by one replica
+    # A reply claim this replica expects to start later than this is refused (busy): the
+    # session waits for a replica and tells the client (services/llm/admission.py); 0: off.
+    admission_wait_s: float = Field(3.0, ge=0.0)

@@ -7,6 +7,8 @@
 - Background work (`purpose` summary or prefill, from the session's memory) is taken only by an
   idle replica (else `busy`), and a reply claimed meanwhile cancels it: replies never wait on it.
 - A reply that starts repeating itself is cut (`guard.py`): `llm.done {stopped: ...}`.
+- A reply claim the replica could only start later than `admission_wait_s` is refused `busy`
+  (`admission.py`): the session waits and tells the client.
 - Tools offered (`LLMRequest.tools`, where the model can take them): a call is never published
   as words (`tool_calls.py`); `llm.done {tool_calls}` carries the calls, which the session runs.
 """
@@ -41,6 +43,7 @@ from services.common.messages import (
 from services.common.metrics import ERRORS, IN_FLIGHT, QUEUE_DEPTH, STAGE_SECONDS
 from services.common.replies import ReplyWorker
 
+from .admission import Admission
 from .engine import ChatTurn, GenParams, LLMEngine, LLMEngineError, Tool
 from .engine import ToolCall as EngineCall
 from .guard import LoopGuard
@@ -130,6 +133,7 @@ class LlmWorker(ReplyWorker):
         self.engine = engine
         self._background: dict[str, asyncio.Task[Any]] = {}  # reply id -> task
         self._warned_no_tools = False
+        self.admission = Admission(engine.parallel, settings.admission_wait_s)
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
@@ -166,6 +170,11 @@ class LlmWorker(ReplyWorker):
             return RpcError(code=ErrorCode.BUSY, message="llm replica at capacity", status=503)
         if req.purpose != "reply" and len(self.jobs):
             return RpcError(code=ErrorCode.BUSY, message="llm replica busy", status=503)
+        now = time.monotonic()
+        if req.purpose == "reply" and not self.admission.admits(now):
+            wait = self.admission.expected_start_s(now)
+            message = f"llm replica busy: a new reply would start in {wait:.1f} s"
+            return RpcError(code=ErrorCode.BUSY, message=message, status=503)
         for task in self._background.values():  # a reply goes first; background work waits
             task.cancel()
         job = self.jobs.start(
@@ -174,6 +183,12 @@ class LlmWorker(ReplyWorker):
         if req.purpose != "reply":
             self._background[req.reply_id] = job.task
             job.task.add_done_callback(lambda _t: self._background.pop(req.reply_id, None))
+        else:
+            key = req.stream_id or req.reply_id
+            self.admission.begin(key, now)
+            job.task.add_done_callback(
+                lambda t: self.admission.end(key, time.monotonic(), finished=not t.cancelled())
+            )
         return await self.claimed(req.session_id, req.turn_id, req.reply_id)
 
     async def _generate(self, req: LLMRequest) -> None:

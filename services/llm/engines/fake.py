@@ -27,6 +27,7 @@ class FakeLLMEngine(LLMEngine):
 
     name = "fake"
     supports_tools = True
+    parallel = 64  # word by word on the event loop: any number at once
 
     def __init__(
         self,

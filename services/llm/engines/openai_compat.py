@@ -56,6 +56,7 @@ class OpenAICompatEngine(LLMEngine):
 
     name = "openai_compat"
     supports_tools = True  # the server parses calls (or writes them as text, read as ours)
+    parallel = 16  # the server schedules its own requests
 
     def __init__(
         self, base_url: str, api_key: str | None, model: str, timeout_s: float = 30.0

@@ -262,7 +262,7 @@ function onEvent(ev) {
         session: "the conversation service",
       }[ev.stage] ?? "a service";
       const left = Math.round(ev.deadline_s);
-      notices.show("waiting", `Waiting for ${what} to start (up to ${left} s)…`, {
+      notices.show("waiting", `Waiting for ${what}: busy or starting (up to ${left} s)…`, {
         level: "warn",
         timeoutMs: 6000,
       });

@@ -44,6 +44,7 @@ from services.common.messages import (
     LLMParams,
     LLMRequest,
     Summary,
+    ToolSpec,
     decode,
 )
 
@@ -103,7 +104,8 @@ class Memory:
             if plan_window(window, 0, agent):
                 return  # the turn will slide the window: this prompt would not be its prefix
             messages = to_chat(agent, window, now.summary, now.unsummarized)
-            await self._generate_once(sid, "prefill", messages, 1)
+            # with the agent's tools, as the turn offers them: the same prompt, the same cache
+            await self._generate_once(sid, "prefill", messages, 1, agent.tool_specs())
         except (Preempted, bus.BusUnavailable):
             pass  # a hint: the turn evaluates its prompt anyway
         except Exception:
@@ -142,7 +144,12 @@ class Memory:
         return True
 
     async def _generate_once(
-        self, sid: str, purpose: str, messages: list[ChatMessage], max_tokens: int
+        self,
+        sid: str,
+        purpose: str,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        tools: list[ToolSpec],
     ) -> str:
         rid = bus.new_id()
         inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -164,6 +171,7 @@ class Memory:
                         messages=messages,
                         params=LLMParams(temperature=0.0, max_tokens=max_tokens),
                         purpose=purpose,  # type: ignore[arg-type]
+                        tools=tools,
                     ),
                     ClaimAck,
                     timeout=self.cfg.claim_timeout_s,

@@ -69,7 +69,7 @@ async def test_an_interrupt_overtakes_the_llm_output_queued_before_it(nats_url: 
         for i in range(40):
             turn.inbox.put_nowait((stream, LLMDelta(reply_id=stream, seq=i + 1, text=f"word{i} ")))
         turn.interrupt(Interrupt(session_id=sid, reply_id="R1", reason="barge_in", spoken_text=""))
-        await asyncio.wait_for(turn._loop([]), 5)
+        await asyncio.wait_for(turn._loop(), 5)
         await nc.flush()
         await client.flush()
         await asyncio.sleep(0.1)

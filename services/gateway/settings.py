@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, comma_list
 
 # A typed message around its text: `{"type":"user.text","text":""}`.
 USER_TEXT_ENVELOPE = len('{"type":"user.text","text":""}')
@@ -138,11 +138,9 @@ class GatewaySettings(ServiceSettings):
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            if value.strip().startswith("["):
-                return json.loads(value)
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value
+        if isinstance(value, str) and value.strip().startswith("["):
+            return json.loads(value)
+        return comma_list(value)
 
 
 def _loopback(host: str) -> bool:

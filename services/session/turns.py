@@ -198,19 +198,19 @@ class Turn:
     async def _run(self) -> None:
         try:
             await self.outbox.emit(AgentState(state="thinking", turn_id=self.tid))
-            messages = self.messages = await self._prepare()
+            self.messages = await self._prepare()
             if self.calls is not None:
                 self.stages.tools = self.calls.offer()
             if self.agent_speaks:
                 if self.voice:
                     await self.stages.claim_tts()
             else:
-                await self.stages.claim(messages)
+                await self.stages.claim(self.messages)
             if self.voice:
                 self.st.tts_done = self.st.playback_done = False
             if self.agent_speaks:
                 await self._say(self.submit.text)
-            await self._loop(messages)
+            await self._loop()
         except asyncio.CancelledError:
             self.st.interrupted = True
             raise
@@ -261,7 +261,7 @@ class Turn:
             self.agent, window[advance:], begun.summary, begun.unsummarized + window[:advance]
         )
 
-    async def _loop(self, messages: list[ChatMessage]) -> None:
+    async def _loop(self) -> None:
         st = self.st
         while not (st.llm_done and st.playback_done and self.outbox.confirmed):
             if self._interrupt is not None:

@@ -96,6 +96,7 @@ class FakeReplicas:
         self.answer_end.set()
         self.accept_delay = 0.0  # seconds the session takes to accept a turn
         self.log: list[str] = []  # "accepted r1", "turn.confirmed", ... in the order sent
+        self.unanswered = 0  # turns it hears but does not answer (the answer lost on the way)
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.ASR_CLAIM, cb=self._claim)
@@ -136,6 +137,9 @@ class FakeReplicas:
         submit = decode(TurnSubmit, msg.data)
         self.turns.append(submit)
         reply = f"r{len(self.turns)}"
+        if self.unanswered:
+            self.unanswered -= 1
+            return
         await asyncio.sleep(self.accept_delay)
         self.log.append(f"accepted {reply}")
         await msg.respond(
@@ -342,6 +346,22 @@ async def test_a_turn_retracted_then_ended_before_the_session_accepts_it_again_i
     assert [t.speculative for t in fake.turns] == [True, True]
     assert fake.log.index("accepted r2") < fake.log.index("turn.confirmed"), fake.log
     assert live.active_reply == "r2"
+
+
+async def test_a_turn_whose_acceptance_got_lost_is_submitted_again_as_a_repeat(
+    nats_url: str,
+) -> None:
+    """No answer came (the NATS server went down with it in flight): the same submission is
+    sent again, marked a repeat, so a replica that got the first copy runs it once
+    (tests/test_turn_repeats.py)."""
+    async with gateway(nats_url, "", claim_timeout_s=0.3) as (live, fake):
+        fake.unanswered = 1
+        await live.submit_text("What time is it?")
+    first, again = fake.turns
+    assert again.submission == first.submission and (first.attempt, again.attempt) == (1, 2)
+    assert again.model_copy(update={"attempt": 1}) == first
+    assert live.active_reply == "r2"
+    assert not [e for e in fake.events if e["type"] == "error"], fake.events
 
 
 async def listen(live: LiveSession) -> None:

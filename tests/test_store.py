@@ -3,7 +3,8 @@
 Invariants protected: a turn takes the in-flight mark only when no other reply holds it (or
 when told to take it anyway), reads the history from the window's start in the same step, and
 never begins in a session that has ended or does not exist, even while the replica still keeps
-that session as active.
+that session as active. A submission is claimed by one reply: by its turn's start or by a repeat
+of it, whichever comes first.
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ async def store(redis_url: str):  # type: ignore[no-untyped-def]
     s = Store.from_url(redis_url)
     yield s
     await s.close()
+
+
+async def test_a_submission_is_claimed_by_the_first_reply_to_begin_or_to_repeat_it(
+    store: Store,
+) -> None:
+    sid = secrets.token_hex(8)
+    await store.create_session(sid, "default")
+    begun = await store.begin_turn(sid, "r1", submission="s1", claim="r1 w1")
+    assert begun.state == "ok"
+    assert (await store.begin_turn(sid, "r1", submission="s1", claim="r1 w1")).state == "ok"
+    assert await store.claim_submission(sid, "s1", "r2 w2") == "r1 w1"
+    assert (await store.begin_turn(sid, "r2", submission="s1", claim="r2 w2")).state == "taken"
+    # a repeat that comes first: the first copy's turn gives way
+    assert await store.claim_submission(sid, "s2", "r3 w2") == "r3 w2"
+    assert (await store.begin_turn(sid, "r4", submission="s2", claim="r4 w1")).state == "taken"
+    await store.clear_inflight(sid, "r1")
+    assert (await store.begin_turn(sid, "r3", submission="s2", claim="r3 w2")).state == "ok"
 
 
 async def test_a_turn_takes_the_mark_only_when_it_is_free(store: Store) -> None:

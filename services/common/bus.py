@@ -51,6 +51,11 @@ class NoResponders(BusUnavailable):
     reached no one, so sending it again cannot do its work twice."""
 
 
+class NoAnswer(BusUnavailable):
+    """The request timed out: it may have reached a replica (and its answer got lost), so
+    sending it again may do its work twice unless the replier tells a repeat apart."""
+
+
 class RemoteError(RuntimeError):
     def __init__(self, error: RpcError) -> None:
         super().__init__(error.message)
@@ -115,7 +120,7 @@ async def request(
     except NoRespondersError as exc:
         raise NoResponders(f"no service answers on {subject}") from exc
     except (TimeoutError, NatsTimeoutError) as exc:
-        raise BusUnavailable(f"no answer on {subject} within {timeout:.1f} s") from exc
+        raise NoAnswer(f"no answer on {subject} within {timeout:.1f} s") from exc
     answer: R | RpcError = decode(_reply_or_error(reply_kind), resp.data)
     if isinstance(answer, RpcError):
         raise RemoteError(answer)

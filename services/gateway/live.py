@@ -376,6 +376,32 @@ class LiveSession:
 
         return waiting
 
+    async def _ask_session(self, submit: TurnSubmit, ctx: Any) -> TurnAccepted:
+        """A session replica's acceptance of `submit`, waiting up to `session_wait_s` for one.
+        A request nobody heard is sent again as it is; one whose answer never came (its NATS
+        server died with it in flight) is sent again as a repeat (`attempt` 2, 3...), which the
+        session accepts once for the submission, however many replicas each got a copy."""
+        waiting = self._session_waiting(submit.turn_id)
+        deadline = time.monotonic() + self.cfg.session_wait_s
+        while True:
+            try:
+                return await bus.request_patiently(
+                    self.nc,
+                    subjects.SESSION_TURN,
+                    submit,
+                    TurnAccepted,
+                    timeout=self.cfg.claim_timeout_s,
+                    wait_s=max(deadline - time.monotonic(), 0.0),
+                    again=lambda exc: isinstance(exc, bus.NoResponders),
+                    waiting=waiting,
+                    ctx=ctx,
+                )
+            except bus.NoAnswer as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("turn %s: asking again: %s", submit.turn_id, exc)
+                submit = submit.model_copy(update={"attempt": submit.attempt + 1})
+
     async def submit(self, submit: TurnSubmit, ctx: Any) -> None:
         """Submit a turn to a session replica; it is the turn in flight from now on."""
         if submit.source != "agent":
@@ -384,19 +410,7 @@ class LiveSession:
         self.active_reply = None
         self.turn_activity = time.monotonic()
         try:
-            accepted: TurnAccepted = await bus.request_patiently(
-                self.nc,
-                subjects.SESSION_TURN,
-                submit,
-                TurnAccepted,
-                timeout=self.cfg.claim_timeout_s,
-                wait_s=self.cfg.session_wait_s,
-                # only a turn that reached no replica is sent again: one that timed out may
-                # have started
-                again=lambda exc: isinstance(exc, bus.NoResponders),
-                waiting=self._session_waiting(submit.turn_id),
-                ctx=ctx,
-            )
+            accepted = await self._ask_session(submit, ctx)
             self.reply_accepted(submit.turn_id, accepted.reply_id)
         except (bus.BusUnavailable, bus.RemoteError) as exc:
             latest = self.active_turn == submit.turn_id

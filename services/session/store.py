@@ -54,12 +54,18 @@ SESSION_CACHE_SIZE = 65536
 # Entries before the window that no summary holds yet are read too, at most this many (the
 # newest): the prompt keeps the user's own words from them until the summary catches up.
 MAX_UNSUMMARIZED = 24
-# KEYS: session hash, in-flight mark, window start, history, summary. ARGV: reply id, mark TTL
-# (s), "1" to take the mark even while another reply holds it, MAX_UNSUMMARIZED.
+# KEYS: session hash, in-flight mark, window start, history, summary, the submission's claim.
+# ARGV: reply id, mark TTL (s), "1" to take the mark even while another reply holds it,
+# MAX_UNSUMMARIZED, this reply's claim ("reply_id worker_id"; "": no submission to claim).
 # Returns the state, the window start, the history from `from` (the summary's end or the window
 # start, whichever comes first), the summary JSON and `from`.
 BEGIN_TURN = """
 if redis.call('HGET', KEYS[1], 'ended') ~= '0' then return {'ended', 0} end
+if ARGV[5] ~= '' then
+  local held = redis.call('GET', KEYS[6])
+  if held and held ~= ARGV[5] then return {'taken', 0} end
+  if not held then redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[2])) end
+end
 local start = tonumber(redis.call('GET', KEYS[3]) or '0')
 local other = redis.call('GET', KEYS[2])
 if other and other ~= ARGV[1] and ARGV[3] ~= '1' then return {'busy', start} end
@@ -83,9 +89,10 @@ return 1
 @dataclass
 class TurnStart:
     """What `begin_turn` found: `ok` (the mark is this reply's; `history` from `start`), `busy`
-    (another reply holds the mark) or `ended` (the session has ended or is gone)."""
+    (another reply holds the mark), `ended` (the session has ended or is gone) or `taken`
+    (another reply runs the same submission)."""
 
-    state: Literal["ok", "busy", "ended"]
+    state: Literal["ok", "busy", "ended", "taken"]
     start: int = 0
     history: list[HistoryMessage] = field(default_factory=list)
     summary: Summary | None = None
@@ -223,15 +230,30 @@ class Store:
         return _messages(await self.r.lrange(_k("history", session_id), start, -1))
 
     async def begin_turn(
-        self, session_id: str, reply_id: str, force: bool = False, ttl_s: int = 300
+        self,
+        session_id: str,
+        reply_id: str,
+        force: bool = False,
+        ttl_s: int = 300,
+        submission: str = "",
+        claim: str = "",
     ) -> TurnStart:
-        """Mark `reply_id` in flight and read the history from the window's start, in one
-        round trip, unless another reply holds the mark (`busy`; `force` takes it anyway) or
+        """Claim `submission` (when given) for `claim`, mark `reply_id` in flight and read the
+        history from the window's start, in one round trip; unless another reply runs the
+        submission (`taken`), another reply holds the mark (`busy`; `force` takes it anyway) or
         the session has ended (`ended`)."""
         kinds = ("session", "inflight", "window", "history", "summary")
         keys = [_k(kind, session_id) for kind in kinds]
+        keys.append(_k("submission", session_id, submission))
         state, start, *rest = await self._begin_turn(
-            keys=keys, args=[reply_id, ttl_s, "1" if force else "0", MAX_UNSUMMARIZED]
+            keys=keys,
+            args=[
+                reply_id,
+                ttl_s,
+                "1" if force else "0",
+                MAX_UNSUMMARIZED,
+                (claim or reply_id) if submission else "",
+            ],
         )
         if not rest:
             return TurnStart(state, int(start))
@@ -240,6 +262,15 @@ class Store:
         messages = _messages(raw)
         cut = int(start) - int(first)
         return TurnStart(state, int(start), messages[cut:], summary, messages[:cut])
+
+    async def claim_submission(
+        self, session_id: str, submission: str, claim: str, ttl_s: int = 300
+    ) -> str:
+        """Claim `submission` for `claim` ("reply_id worker_id") unless a reply holds it
+        already (as `begin_turn` does): the claim that holds it."""
+        key = _k("submission", session_id, submission)
+        held = await self.r.set(key, claim, nx=True, get=True, ex=ttl_s)
+        return str(held) if held else claim
 
     async def set_window_start(self, session_id: str, start: int) -> None:
         await self.r.set(_k("window", session_id), str(start))

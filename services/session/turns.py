@@ -71,6 +71,11 @@ class SessionGone(Exception):
     reason = "the session has ended"
 
 
+class SubmissionTaken(Exception):
+    """Another reply runs this submission: the gateway asked again (its first answer lost) and
+    another replica, or this one, took the repeat first."""
+
+
 class Turn:
     def __init__(
         self,
@@ -81,6 +86,7 @@ class Turn:
         reply_id: str,
         agent: AgentConfig,
         tool_client: httpx.AsyncClient | None = None,
+        worker_id: str = "",
     ) -> None:
         self.nc = nc
         self.store = store
@@ -89,6 +95,7 @@ class Turn:
         self.sid = submit.session_id
         self.tid = submit.turn_id
         self.rid = reply_id
+        self.claim = f"{reply_id} {worker_id}"  # of the submission (see Store.begin_turn)
         self.agent = agent
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.st = TurnState()
@@ -131,8 +138,8 @@ class Turn:
 
     def abandon(self) -> None:
         """The turn could not be accepted (its subscriptions failed: NATS went away), so the
-        gateway reports an error for it. Its task, already started, is being cancelled: it must
-        not say or write anything, only release the in-flight mark it may have taken."""
+        gateway reports an error for it; or another reply runs its submission. It must not say
+        or write anything, only release the in-flight mark it may have taken."""
         self.abandoned = True
         self.outbox.silence()
 
@@ -216,6 +223,8 @@ class Turn:
             raise
         except SessionGone:
             self.st.failed = SessionGone.reason
+        except SubmissionTaken:
+            log.info("turn %s: another reply runs its submission", self.tid)
         except Exception as exc:
             log.exception("turn %s failed", self.tid)
             self.st.failed = self.st.failed or f"the reply could not be produced: {exc}"
@@ -243,11 +252,18 @@ class Turn:
         deadline = time.monotonic() + 2.0
         while True:
             begun = await self.store.begin_turn(
-                self.sid, self.rid, force=time.monotonic() >= deadline
+                self.sid,
+                self.rid,
+                force=time.monotonic() >= deadline,
+                submission=self.submit.submission,
+                claim=self.claim,
             )
             if begun.state != "busy":
                 break
             await asyncio.sleep(0.02)
+        if begun.state == "taken":
+            self.abandon()
+            raise SubmissionTaken(self.tid)
         if begun.state == "ended":
             self.gone = True
             raise SessionGone(self.sid)

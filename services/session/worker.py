@@ -153,6 +153,12 @@ class SessionWorker(ReplyWorker):
                 code=ErrorCode.AGENT_NOT_FOUND, message="the session's agent is gone", status=410
             )
         reply_id = bus.new_id()
+        claim = f"{reply_id} {self.worker_id}"
+        if submit.attempt > 1:  # asked again: a replica may run it already (Store.begin_turn)
+            held = await self.store.claim_submission(submit.session_id, submit.submission, claim)
+            if held != claim:
+                rid, _, wid = held.partition(" ")
+                return TurnAccepted(turn_id=submit.turn_id, reply_id=rid, worker_id=wid)
         turn = Turn(
             self.nc,
             self.store,
@@ -161,6 +167,7 @@ class SessionWorker(ReplyWorker):
             reply_id,
             record.config,
             self.tool_client,
+            self.worker_id,
         )
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())

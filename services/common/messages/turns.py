@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -25,6 +26,11 @@ class TurnSubmit(Message):
     # Submitted early in the end-of-turn silence: the session produces the reply but holds its
     # events and its history until `turn.confirmed`; an `Interrupt {reason: retracted}` drops it.
     speculative: bool = False
+    # One submission: asked again with the same id (and `attempt` 2, 3...) when the first
+    # request's answer never came (a NATS server died with it in flight), so a replica that
+    # got it anyway and a replica that gets the retry run it once between them.
+    submission: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    attempt: int = Field(1, ge=1)
 
 
 class TurnPrefill(Message):

@@ -94,10 +94,12 @@
 #     to think (bench/turns_material.py) through the asr engine, Smart Turn and turn_cues: how
 #     many fragments are judged complete (cut off), how many complete ones are not.
 #     bench/results/turn_judge-*.
-#   bench/run.sh tools [--model qwen2.5-coder-1.5b --limit 0]   # ~6 min, an llm replica only
+#   bench/run.sh tools [--model qwen2.5-coder-1.5b --limit 0 --voice-turns 12]   # ~12 min
 #     Tool choice through the llm service's code: 44 prompts that need one of six tools (five
 #     distractors each time), 22 that need none: right tool and arguments (>= 90 %), no tool
-#     when none is needed (>= 95 %); the test split apart. bench/results/tools-*.
+#     when none is needed (>= 95 %); the test split apart. Then spoken tool questions to the
+#     whole stack: end of speech to the filler (p95 <= 1.2 s) and to the answer's first audio.
+#     bench/results/tools-*.
 #
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -116,7 +118,7 @@ case "${1:-}" in
   turns) module=bench.turns; help_lines='74,85p'; shift ;;
   failover) module=bench.failover; help_lines='86,91p'; shift ;;
   turn-judge) module=bench.turn_judge; help_lines='92,96p'; shift ;;
-  tools) module=bench.tools; help_lines='97,100p'; shift ;;
+  tools) module=bench.tools; help_lines='97,102p'; shift ;;
 esac
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   sed -n "$help_lines" "$0"

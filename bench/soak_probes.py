@@ -25,6 +25,10 @@ KEPT_PER_SESSION = ("session", "history", "window")
 KEPT_GLOBAL = ("agent", "secret")
 
 
+# Keys that expire on their own within a minute of their turn: a turn submission's claim.
+EXPIRING = ("submission",)
+
+
 LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
 
@@ -135,7 +139,7 @@ def leftovers(baseline: dict[str, Any], after: dict[str, Any], created: int) -> 
     keys_b, keys_a = baseline["redis_keys"], after["redis_keys"]
     for kind, n in keys_a.items():
         grew = n - keys_b.get(kind, 0)
-        if kind in KEPT_GLOBAL:
+        if kind in KEPT_GLOBAL or kind in EXPIRING:
             continue
         if kind in KEPT_PER_SESSION:
             if grew > created:

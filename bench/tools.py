@@ -1,16 +1,20 @@
-"""Tool choice: does the model call the right tool with the right arguments, and no tool when
-none is needed? Through the llm service's own code (an llm replica in this process, the default
-model unless `--model`), on a NATS server of its own.
+"""Tools: does the model call the right tool with the right arguments, and no tool when none is
+needed? And how long does the user wait, by voice, for the filler and the answer?
 
-Every prompt of bench/tools_material.py goes as the session sends a turn's first request: the
-agent's system prompt, the user's words, all six tools offered (so five are distractors for
-each). A call is right when it names the expected tool and its arguments hold the expected
-values (strings compared case-insensitively, an item by its stem); a prompt that needs no tool
-is right when no tool is called. The `test` split is never tuned on and reported apart.
-Table, JSON, PNG in bench/results/.
+Choice: through the llm service's own code (an llm replica in this process, the default model
+unless `--model`), on a NATS server of its own. Every prompt of bench/tools_material.py goes as
+the session sends a turn's first request: the agent's system prompt, the user's words, all six
+tools offered (so five are distractors for each). A call is right when it names the expected
+tool and its arguments hold the expected values (strings compared case-insensitively, an item
+by its stem); a prompt that needs no tool is right when no tool is called. The `test` split is
+never tuned on and reported apart.
 
-    bench/run.sh tools                    # the default model, every prompt (~6 min on 2 cores)
-    bench/run.sh tools --model smollm2-135m
+Voice (then, unless --voice-turns 0): spoken tool questions to the whole stack, the wait the
+user hears until the filler and the answer (bench/tools_voice.py).
+Tables, JSON, PNG in bench/results/.
+
+    bench/run.sh tools                    # the default model (~12 min on 2 cores)
+    bench/run.sh tools --voice-turns 0 --model smollm2-135m
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import nats
 
 from harness.servers import start_local_nats
+from harness.tool_server import ToolServer
 from services.common import bus, subjects
 from services.common.messages import (
     AgentConfig,
@@ -42,8 +47,10 @@ from services.llm.main import build_engine
 from services.llm.models import DEFAULT_PROFILE
 from services.llm.settings import LlmSettings
 from services.llm.worker import LlmWorker
+from services.session.settings import SessionSettings
 from services.session.window import to_chat
 
+from . import tools_voice
 from .report import save_figure
 from .runner import Benchmark, arg_parser, say
 from .tools_material import BUILTINS, TOOLS, WITH_TOOL, WITHOUT_TOOL, Case
@@ -57,6 +64,9 @@ def parse_args(argv: list[str] | None) -> Any:
     p.add_argument("--model", default=DEFAULT_PROFILE, help="llm profile or GGUF path")
     p.add_argument("--limit", type=int, default=0, help="at most this many prompts of each kind")
     p.add_argument("--split", choices=["all", "tune", "test"], default="all")
+    p.add_argument("--voice-turns", type=int, default=12, help="spoken tool turns (12; 0: none)")
+    p.add_argument("--tool-delay-s", type=float, default=1.0, help="the tools' answer time (1.0)")
+    p.add_argument("--skip-choice", action="store_true", help="the voice part only")
     return p.parse_args(argv)
 
 
@@ -240,24 +250,53 @@ def draw(stats: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows: list[Outcome] = []
-    with Benchmark("tools", args, logs=None) as bench:
+    voice: list[dict[str, Any]] = []
+    with Benchmark("tools", args) as bench:
         with bench.measuring():
-            asyncio.run(measure(args, rows))
-        if not rows:
+            if not args.skip_choice:
+                asyncio.run(measure(args, rows))
+            if args.voice_turns:
+                voice += measure_voice(bench, args)
+        if not rows and not voice:
             return bench.rc or 1
-        stats = summary(rows)
+        stats = summary(rows) if rows else {}
+        heard = tools_voice.summary(voice) if voice else {}
         record = bench.record(
             model=args.model,
             targets={"right_call": TARGET_RIGHT_CALL, "no_call": TARGET_NO_CALL},
             summary=stats,
             outcomes=[asdict(r) for r in rows],
+            voice={"tool_delay_s": args.tool_delay_s, "summary": heard, "turns": voice},
         )
         say("")
-        say(bench.headline(f"Tool choice ({args.model})"))
-        say(table(stats))
+        say(bench.headline(f"Tools ({args.model})"))
+        if stats:
+            say(table(stats))
+        if heard:
+            say(tools_voice.table(heard))
         bench.publish(record)
-        bench.plot(lambda title: draw(stats, title, args.out / "tools-latest.png"), "Tool choice")
+        if stats:
+            bench.plot(lambda t: draw(stats, t, args.out / "tools-latest.png"), "Tool choice")
     return bench.rc
+
+
+def measure_voice(bench: Benchmark, args: Any) -> list[dict[str, Any]]:
+    """The voice part: the whole stack (the llm on `args.model`), its tools on a real server."""
+    with ToolServer() as tools:
+        tools.delay_s = args.tool_delay_s
+        env = {"llm": {"VA_MODEL": args.model}, "session": {"VA_TOOL_NETWORKS": "127.0.0.0/8"}}
+        stack = bench.local_stack(env=env)
+        stack.start()
+        filler = SessionSettings().tool_filler_text
+        out: list[dict[str, Any]] = []
+
+        async def run() -> None:
+            out.extend(
+                await tools_voice.measure(stack.base_url, tools.url, args.voice_turns, filler)
+            )
+
+        bench.run_async(run())
+        return out
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ Invariants protected:
   effects runs at once;
 - an interrupt during a call with side effects ends it `unknown`, never runs it again, and the
   next prompt tells the model it is not known whether it happened;
-- bad arguments from the model are refused without a request, and the conversation goes on.
+- bad arguments from the model are refused without a request, and the conversation goes on;
+- an MCP server's tools (a real server, the SDK's FastMCP) are offered, listed once and kept, and
+  follow the same rules: run once with the agent's headers and an `Idempotency-Key`, a read-only
+  one speculatively, one with side effects never for a retracted turn, no answer `unknown` and
+  never repeated; a server outside the allowed networks is never reached.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from harness.mcp_server import McpToolServer
 from harness.tool_server import ToolServer
 from services.common import bus, subjects
 from services.common.messages import (
@@ -41,8 +46,10 @@ from services.common.messages import (
 from services.llm.engines.fake import FakeLLMEngine
 from services.llm.settings import LlmSettings
 from services.llm.worker import LlmWorker
+from services.session.mcp import McpCatalog
 from services.session.settings import SessionSettings
 from services.session.store import Store
+from services.session.tools import parse_networks
 from services.session.worker import SessionWorker
 
 pytestmark = pytest.mark.asyncio
@@ -258,3 +265,96 @@ async def test_bad_arguments_are_refused_and_the_conversation_goes_on(rig: Rig) 
     rig.engine.tool_call = None
     await rig.submit(sid, "Thanks")
     await rig.until(sid, "reply.done", 2)
+
+
+# -- an MCP server's tools ----------------------------------------------------------------------
+
+
+def mcp_agent(server: McpToolServer, **over: Any) -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "mcp_servers": [
+                {"url": server.url, "headers": {"Authorization": "Bearer s3cret"}, **over}
+            ]
+        }
+    )
+
+
+async def test_an_mcp_servers_tool_is_offered_run_once_and_its_result_answered(rig: Rig) -> None:
+    with McpToolServer() as mcp:
+        sid = await rig.session(mcp_agent(mcp))
+        rig.engine.tool_call = ("get_weather", {"city": "Lyon"})
+        rig.engine.after_tool = "Here it is: {result}"
+        await rig.submit(sid, "Is it raining in Lyon?")
+        await rig.until(sid, "reply.done")
+        assert set(rig.engine.tools_seen[0]) == {"get_weather", "start_timer", "slow_order"}
+        [call] = mcp.calls
+        assert (call.tool, call.arguments) == ("get_weather", {"city": "Lyon"})
+        assert call.headers["authorization"] == "Bearer s3cret"
+        assert call.headers["idempotency-key"].endswith(rig.seen(sid, "tool.call")[0]["call_id"])
+        result = rig.seen(sid, "tool.result")[0]
+        assert result["outcome"] == "ok" and "Lyon" in result["result"]
+        assert "Lyon" in rig.seen(sid, "reply.done")[0]["text"]
+        assert "s3cret" not in json.dumps(rig.events[sid])
+        # the next turn offers the tools from the list kept: the server is not asked again
+        lists = mcp.lists
+        rig.engine.tool_call = None
+        await rig.submit(sid, "Thanks")
+        await rig.until(sid, "reply.done", 2)
+        assert mcp.lists == lists and set(rig.engine.tools_seen[-1]) >= {"get_weather"}
+
+
+async def test_a_retracted_speculative_turn_never_runs_an_mcp_tool_with_side_effects(
+    rig: Rig,
+) -> None:
+    """`start_timer` is not marked read-only, so it may change something: it waits for the end
+    of turn, and a retracted turn never runs it. `get_weather` is read-only: it runs at once."""
+    with McpToolServer() as mcp:
+        sid = await rig.session(mcp_agent(mcp))
+        rig.engine.tool_call = ("get_weather", {"city": "Oslo"})
+        await rig.submit(sid, "Weather in Oslo?", speculative=True)
+        end = time.monotonic() + 5
+        while not mcp.of("get_weather"):
+            assert time.monotonic() < end, "a read-only tool runs before the confirmation"
+            await asyncio.sleep(0.02)
+        rig.engine.tool_call = ("start_timer", {"minutes": 5})
+        submit = await rig.submit(sid, "Set a timer for five minutes", speculative=True)
+        await asyncio.sleep(0.5)
+        await bus.publish(
+            rig.nc,
+            subjects.interrupt(sid),
+            Interrupt(session_id=sid, turn_id=submit.turn_id, reason="retracted"),
+        )
+        await asyncio.sleep(1.0)
+        assert mcp.of("start_timer") == []
+
+
+async def test_an_mcp_call_with_no_answer_is_unknown_and_never_repeated(rig: Rig) -> None:
+    with McpToolServer() as mcp:
+        mcp.slow_s = 3.0
+        sid = await rig.session(mcp_agent(mcp, timeout_s=1.0))
+        rig.engine.tool_call = ("slow_order", {"item": "pizza"})
+        await rig.submit(sid, "Order a pizza")
+        await rig.until(sid, "reply.done")
+        result = rig.seen(sid, "tool.result")[0]
+        assert result["outcome"] == "unknown", result
+        rig.engine.tool_call = None
+        await rig.submit(sid, "Did it work?")
+        await rig.until(sid, "reply.done", 2)
+        prompt = rig.engine.requests[-1]
+        assert any(m.role == "tool" and "not known whether" in m.content for m in prompt)
+        assert len(mcp.of("slow_order")) == 1
+
+
+async def test_an_mcp_server_outside_the_allowed_networks_offers_nothing(rig: Rig) -> None:
+    """Its address (loopback) is not public and not in the allowed networks: the turn goes on
+    without its tools, and nothing reaches it."""
+    with McpToolServer() as mcp:
+        catalog = McpCatalog(networks=[])
+        resolved = await catalog.resolve(mcp_agent(mcp))
+        assert resolved.tool_specs() == [] and mcp.lists == 0
+        allowed = await McpCatalog(parse_networks(["127.0.0.0/8"])).resolve(
+            mcp_agent(mcp, tools=["get_weather"])
+        )
+        assert [s.name for s in allowed.tool_specs()] == ["get_weather"]
+        assert [t.side_effects for t in allowed.mcp_tools] == [False]

@@ -48,6 +48,7 @@ from services.common.messages import (
     decode,
 )
 
+from .mcp import McpCatalog
 from .settings import SessionSettings
 from .store import Store
 from .window import merge_notes, plan_window, to_chat, user_statements
@@ -63,10 +64,13 @@ class Preempted(Exception):
 
 
 class Memory:
-    def __init__(self, nc: NATS, store: Store, settings: SessionSettings) -> None:
+    def __init__(
+        self, nc: NATS, store: Store, settings: SessionSettings, mcp: McpCatalog | None = None
+    ) -> None:
         self.nc = nc
         self.store = store
         self.cfg = settings
+        self.mcp = mcp  # the MCP servers' tools, offered in the prefill as the turn offers them
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
 
@@ -98,6 +102,8 @@ class Memory:
     async def _prefill(self, sid: str, agent: AgentConfig, text: str) -> None:
         """The next turn's prompt, with `text` as the user's words so far ("": up to them)."""
         try:
+            if self.mcp is not None:
+                agent = await self.mcp.resolve(agent)
             now = await self.store.window(sid)
             user = HistoryMessage(role="user", text=text, turn_id="", created_at=0)
             window = now.history + [user]

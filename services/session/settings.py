@@ -34,9 +34,9 @@ class SessionSettings(ServiceSettings):
     playback_timeout_s: float = 120.0
 
     # Tools (services/session/tools.py): networks beyond the public internet that tool
-    # endpoints may be in (CIDR, a comma list: "192.168.1.0/24" for a home server); a call that
-    # has not answered after tool_filler_ms is covered by tool_filler_text (voice turns); at most
-    # tool_rounds rounds of calls a turn.
+    # endpoints may be in (CIDR, a comma list: "192.168.1.0/24" for a home server); a turn that
+    # calls a tool says tool_filler_text tool_filler_ms after the end of speech, unless its
+    # answer has begun (services/session/tool_calls.py); at most tool_rounds rounds of calls.
     tool_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     tool_filler_ms: int = Field(700, ge=0)
     tool_filler_text: str = "One moment."

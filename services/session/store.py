@@ -54,9 +54,12 @@ SESSION_CACHE_SIZE = 65536
 # Entries before the window that no summary holds yet are read too, at most this many (the
 # newest): the prompt keeps the user's own words from them until the summary catches up.
 MAX_UNSUMMARIZED = 24
+# A submission's claim is kept this long: a repeat comes within the gateway's VA_SESSION_WAIT_S.
+SUBMISSION_TTL_S = 60
 # KEYS: session hash, in-flight mark, window start, history, summary, the submission's claim.
 # ARGV: reply id, mark TTL (s), "1" to take the mark even while another reply holds it,
-# MAX_UNSUMMARIZED, this reply's claim ("reply_id worker_id"; "": no submission to claim).
+# MAX_UNSUMMARIZED, this reply's claim ("reply_id worker_id"; "": no submission to claim), the
+# claim's TTL (s).
 # Returns the state, the window start, the history from `from` (the summary's end or the window
 # start, whichever comes first), the summary JSON and `from`.
 BEGIN_TURN = """
@@ -64,7 +67,7 @@ if redis.call('HGET', KEYS[1], 'ended') ~= '0' then return {'ended', 0} end
 if ARGV[5] ~= '' then
   local held = redis.call('GET', KEYS[6])
   if held and held ~= ARGV[5] then return {'taken', 0} end
-  if not held then redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[2])) end
+  if not held then redis.call('SET', KEYS[6], ARGV[5], 'EX', tonumber(ARGV[6])) end
 end
 local start = tonumber(redis.call('GET', KEYS[3]) or '0')
 local other = redis.call('GET', KEYS[2])
@@ -253,6 +256,7 @@ class Store:
                 "1" if force else "0",
                 MAX_UNSUMMARIZED,
                 (claim or reply_id) if submission else "",
+                SUBMISSION_TTL_S,
             ],
         )
         if not rest:
@@ -264,7 +268,7 @@ class Store:
         return TurnStart(state, int(start), messages[cut:], summary, messages[:cut])
 
     async def claim_submission(
-        self, session_id: str, submission: str, claim: str, ttl_s: int = 300
+        self, session_id: str, submission: str, claim: str, ttl_s: int = SUBMISSION_TTL_S
     ) -> str:
         """Claim `submission` for `claim` ("reply_id worker_id") unless a reply holds it
         already (as `begin_turn` does): the claim that holds it."""

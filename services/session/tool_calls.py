@@ -10,9 +10,12 @@ The rules that keep a call from running twice or from a reply nobody will hear:
 - An interrupt (or a retraction) stops what is running and drops what has not started: a call
   in flight that has side effects ends `unknown`, and nothing is ever retried automatically.
 - A call runs as a task of its own that hands its result to the turn's inbox (`ToolDone`), so the
-  turn stays responsive; a call that has not answered after `tool_filler_ms` gets a filler
-  (`FILLER`). When the last call of a round ends, the model runs again with the results
-  (`Stages.next_pass`), offered the tools for at most `tool_rounds` rounds.
+  turn stays responsive. When the last call of a round ends, the model runs again with the
+  results (`Stages.next_pass`), offered the tools for at most `tool_rounds` rounds.
+- The filler (`FILLER`, voice turns): a turn that calls a tool has the user wait for the call
+  and for the model's second pass, so a few words are said `tool_filler_ms` after the end of the
+  user's speech (at once when the first call starts later than that), unless the answer's own
+  words have begun by then.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import httpx
 
 from services.common import telemetry as tm
 from services.common.messages import (
+    AgentConfig,
     ChatMessage,
     HistoryMessage,
     LLMDone,
@@ -35,6 +39,7 @@ from services.common.messages import (
     ToolCallEvent,
     ToolResultEvent,
     ToolSpec,
+    now_ms,
 )
 from services.common.metrics import STAGE_SECONDS, TOOL_CALLS
 
@@ -57,12 +62,26 @@ class ToolDone:
 class ToolCalls:
     def __init__(self, turn: Turn, client: httpx.AsyncClient) -> None:
         self.turn = turn
-        self.box = Toolbox(turn.agent, client, parse_networks(turn.cfg.tool_networks), self._ending)
+        self.client = client
+        self.box = self._toolbox()
         self.rounds = 0
         self.waiting: list[ToolCall] = []  # side effects: waiting for the end of turn
         self.running: dict[str, tuple[ToolCall, asyncio.Task[None]]] = {}
         self.entries: list[HistoryMessage] = []  # calls and results, for history
         self._filler: asyncio.Task[None] | None = None
+
+    def _toolbox(self) -> Toolbox:
+        turn = self.turn
+        networks = parse_networks(turn.cfg.tool_networks)
+        return Toolbox(turn.agent, self.client, networks, self._ending, turn.mcp)
+
+    async def resolve(self) -> AgentConfig:
+        """The turn's agent with its MCP servers' tools as listed now; the toolbox runs them."""
+        if self.turn.mcp is None:
+            return self.turn.agent
+        agent = self.turn.agent = await self.turn.mcp.resolve(self.turn.agent)
+        self.box = self._toolbox()
+        return agent
 
     def _ending(self) -> None:
         self.turn.ends_conversation = True
@@ -82,7 +101,7 @@ class ToolCalls:
         timeout) or wait for the end of turn (the gateway confirms or retracts)."""
         if self.waiting:
             return self.turn.cfg.playback_timeout_s
-        return max((t.timeout_s for t in self.turn.agent.tools), default=0.0) + 5.0
+        return self.box.timeout_s() + 5.0
 
     # -- a round --------------------------------------------------------------------------------
     async def begin(self, done: LLMDone) -> None:
@@ -130,7 +149,9 @@ class ToolCalls:
             task = asyncio.create_task(self._run(call), name=f"tool-{call.id}")
             self.running[call.id] = (call, task)
         if turn.cfg.tool_filler_ms and self._filler is None:
-            self._filler = asyncio.create_task(self._filler_after(turn.cfg.tool_filler_ms / 1000))
+            waited_ms = now_ms() - (turn.submit.speech_end_ms or turn.t_start)
+            due_s = max(0.0, turn.cfg.tool_filler_ms - waited_ms) / 1000
+            self._filler = asyncio.create_task(self._filler_after(due_s))
 
     async def _filler_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -165,7 +186,6 @@ class ToolCalls:
         if self.running:
             return
         turn = self.turn
-        self._stop_filler()
         if turn.outbox.confirmed:
             await turn.write_entries()
         await turn.stages.next_pass(turn.messages, self.offer())

@@ -1,4 +1,5 @@
-"""Running a model's tool calls: the agent's HTTP endpoints and the built-ins.
+"""Running a model's tool calls: the agent's HTTP endpoints, its MCP servers' tools
+(services/session/mcp.py) and the built-ins.
 
 `Toolbox.run` takes one `ToolCall` to its end and never raises: every way a call can end is a
 `ToolResult` with an outcome the model and the client are told plainly.
@@ -28,13 +29,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import httpx
 from jsonschema import Draft202012Validator
 
 from services.common.messages import AgentConfig, HttpTool, ToolCall, ToolOutcome
+
+if TYPE_CHECKING:
+    from .mcp import McpCatalog
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +94,17 @@ async def resolve_checked(host: str, port: int, networks: list[IPNetwork]) -> st
     return addresses[0]
 
 
+def pinned(url: httpx.URL, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """`url` sent to the checked `address`: the URL, the `Host` header and the request
+    extensions that keep the name for TLS (its certificate and SNI)."""
+    headers = {"Host": url.netloc.decode("ascii")}
+    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    return url.copy_with(host=address), headers, extensions
+
+
 class Toolbox:
-    """One turn's tools: the agent's endpoints and built-ins, with the replica's HTTP client."""
+    """One turn's tools: the agent's endpoints, its MCP servers' tools (as listed: the agent
+    `McpCatalog.resolve` gave) and built-ins, with the replica's HTTP client."""
 
     def __init__(
         self,
@@ -99,21 +112,30 @@ class Toolbox:
         client: httpx.AsyncClient,
         networks: list[IPNetwork],
         on_end_conversation: Callable[[], None],
+        mcp: McpCatalog | None = None,
     ) -> None:
         self.agent = agent
         self.client = client
         self.networks = networks
+        self.mcp = mcp
         self.http = {t.name: t for t in agent.tools}
+        self.mcp_tools = {t.name: t for t in agent.mcp_tools}
         self.builtins = set(agent.builtin_tools)
         self._end = on_end_conversation
         self._validators: dict[str, Draft202012Validator] = {}
 
     def side_effects(self, name: str) -> bool:
         """Whether a call may change something (unknown tools count as if they might)."""
-        tool = self.http.get(name)
+        tool = self.http.get(name) or self.mcp_tools.get(name)
         if tool is not None:
             return tool.side_effects
         return name not in self.builtins or name == "end_conversation"
+
+    def timeout_s(self) -> float:
+        """The longest any of its calls may take."""
+        limits = [t.timeout_s for t in self.agent.tools]
+        limits += [self.agent.mcp_servers[t.server].timeout_s for t in self.agent.mcp_tools]
+        return max(limits, default=0.0)
 
     def arguments(self, call: ToolCall) -> dict[str, Any] | str:
         """The call's arguments, parsed and checked against its schema, or why they are not
@@ -124,7 +146,7 @@ class Toolbox:
             return f"the arguments are not valid JSON: {call.arguments[:200]!r}"
         if not isinstance(args, dict):
             return "the arguments must be a JSON object"
-        tool = self.http.get(call.name)
+        tool = self.http.get(call.name) or self.mcp_tools.get(call.name)
         if tool is None:
             return args if call.name in self.builtins else f"there is no tool {call.name!r}"
         validator = self._validators.get(call.name)
@@ -151,29 +173,37 @@ class Toolbox:
         if call.name == "end_conversation":
             self._end()
             return ToolResult("ok", "The conversation ends after your goodbye.")
+        mcp_tool = self.mcp_tools.get(call.name)
+        if mcp_tool is not None and self.mcp is not None:
+            server = self.agent.mcp_servers[mcp_tool.server]
+            return await self.mcp.call(server, call.name, args, idempotency_key)
         return await self._post(self.http[call.name], args, idempotency_key)
 
     async def _post(self, tool: HttpTool, args: dict[str, Any], key: str) -> ToolResult:
         url = httpx.URL(str(tool.url))
         host = url.host
+        deadline = asyncio.get_running_loop().time() + tool.timeout_s
         try:
-            address = await resolve_checked(host, url.port or _default_port(url), self.networks)
+            async with asyncio.timeout_at(deadline):
+                address = await resolve_checked(host, url.port or default_port(url), self.networks)
         except AddressNotAllowed as exc:
             return ToolResult("refused", str(exc))
+        except TimeoutError:
+            return ToolResult("error", f"cannot resolve {host} within {tool.timeout_s:g} s")
         except OSError as exc:
             return ToolResult("error", f"cannot resolve {host}: {exc}")
-        target = url.copy_with(host=address)
-        headers = {**tool.headers, "Host": url.netloc.decode("ascii"), "Idempotency-Key": key}
+        target, headers, extensions = pinned(url, address)
+        headers.update({**tool.headers, "Idempotency-Key": key})
         request = self.client.build_request(
             "POST",
             target,
             json=args,
             headers=headers,
             timeout=tool.timeout_s,
-            extensions={"sni_hostname": host} if url.scheme == "https" else {},
+            extensions=extensions,
         )
         try:
-            async with asyncio.timeout(tool.timeout_s):
+            async with asyncio.timeout_at(deadline):
                 response = await self.client.send(request, stream=True, follow_redirects=False)
                 try:
                     body = await _read_capped(response, tool.max_response_bytes)
@@ -192,7 +222,7 @@ class Toolbox:
         return ToolResult("ok", body)
 
 
-def _default_port(url: httpx.URL) -> int:
+def default_port(url: httpx.URL) -> int:
     return 443 if url.scheme == "https" else 80
 
 

@@ -52,6 +52,7 @@ from services.common.messages import (
 )
 from services.common.metrics import ERRORS, IN_FLIGHT, STAGE_SECONDS, TURNS
 
+from .mcp import McpCatalog
 from .outbox import Outbox
 from .outcome import TurnState, tell_outcome, write_history
 from .settings import SessionSettings
@@ -87,6 +88,7 @@ class Turn:
         agent: AgentConfig,
         tool_client: httpx.AsyncClient | None = None,
         worker_id: str = "",
+        mcp: McpCatalog | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -123,7 +125,8 @@ class Turn:
             role="user", text=submit.text, turn_id=submit.turn_id, created_at=time.time()
         )
         self.messages: list[ChatMessage] = []  # the model's prompt, with this turn's calls
-        self.calls = ToolCalls(self, tool_client) if tool_client and agent.tool_specs() else None
+        self.mcp = mcp
+        self.calls = ToolCalls(self, tool_client) if tool_client and agent.has_tools else None
         self.ends_conversation = False  # the model called end_conversation
 
     @property
@@ -205,6 +208,8 @@ class Turn:
     async def _run(self) -> None:
         try:
             await self.outbox.emit(AgentState(state="thinking", turn_id=self.tid))
+            if self.calls is not None:
+                await self.calls.resolve()
             self.messages = await self._prepare()
             if self.calls is not None:
                 self.stages.tools = self.calls.offer()
@@ -366,7 +371,7 @@ class Turn:
                 await self.stages.speak("", final=True)
         elif isinstance(item, ToolDone) and self.calls is not None:
             await self.calls.done(item)
-        elif item is FILLER and self.calls is not None and self.calls.busy:
+        elif item is FILLER:
             await self._filler()
         elif isinstance(item, LLMError):
             await self._apologize(f"the language model failed: {item.message}")
@@ -404,8 +409,8 @@ class Turn:
             await self.calls.confirmed()
 
     async def _filler(self) -> None:
-        """A call is taking its time and nothing was said yet: a few words, so the line is
-        not dead (voice turns)."""
+        """The turn called a tool and nothing was said yet: a few words, so the line is not
+        dead while the call and the model's second pass take their time (voice turns)."""
         if not self.voice or "".join(self.st.text).strip():
             return
         text = self.cfg.tool_filler_text

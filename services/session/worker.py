@@ -38,9 +38,11 @@ from services.common.messages import (
 from services.common.replies import ReplyWorker
 
 from .api import Denied, SessionApi
+from .mcp import McpCatalog
 from .memory import Memory
 from .settings import SessionSettings
 from .store import Store
+from .tools import parse_networks
 from .turns import Turn
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,11 @@ class SessionWorker(ReplyWorker):
         # Tool calls' HTTP client (services/session/tools.py): one connection pool for the
         # replica; no proxy from the environment, no redirects.
         self.tool_client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self.mcp = McpCatalog(parse_networks(settings.tool_networks))
 
     async def start(self, nc: NATS) -> None:
         self.nc = nc
-        self.memory = Memory(nc, self.store, self.cfg)
+        self.memory = Memory(nc, self.store, self.cfg, self.mcp)
         await self.store.ensure_default_agent(AgentConfig())
         secret = self.cfg.token_secret or await self.store.signing_secret()
         self.api = SessionApi(self.store, secret, self.cfg.token_ttl_s)
@@ -168,6 +171,7 @@ class SessionWorker(ReplyWorker):
             record.config,
             self.tool_client,
             self.worker_id,
+            self.mcp,
         )
         self.turns[reply_id] = turn
         job = self.jobs.start(submit.session_id, submit.turn_id, reply_id, turn.run())

@@ -4,15 +4,33 @@ API's bodies, and the records it keeps."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from .asr import MAX_HOT_WORDS, HotWord, fits_prompt
 from .base import Message
 from .llm import LLMParams
-from .tools import BUILTIN_TOOLS, MAX_TOOLS, REDACTED, BuiltinToolName, HttpTool, ToolCall, ToolSpec
+from .tools import (
+    BUILTIN_TOOLS,
+    MAX_TOOLS,
+    REDACTED,
+    BuiltinToolName,
+    HttpTool,
+    McpServer,
+    McpTool,
+    ToolCall,
+    ToolSpec,
+)
 
 # Replies are spoken: short, plain words, the user's own language (tuned on the quality
 # benchmark's tune split only: bench/quality.py).
@@ -85,10 +103,14 @@ class AgentConfig(BaseModel):
     min_interruption_ms: int = Field(150, ge=0, le=3000)
     history_max_turns: int = Field(24, ge=1, le=500)
     history_token_budget: int = Field(1024, ge=64, le=32000)
-    # Tools (services/session/tools.py): HTTP endpoints, and built-ins that need no server.
+    # Tools (services/session/tools.py): HTTP endpoints, MCP servers' tools, and built-ins that
+    # need no server.
     tools: list[HttpTool] = Field(default_factory=list, max_length=MAX_TOOLS)
+    mcp_servers: list[McpServer] = Field(default_factory=list, max_length=4)
     builtin_tools: list[BuiltinToolName] = Field(default_factory=list)
     time_zone: str = Field("UTC", max_length=64, description="IANA name, for current_time")
+    # The MCP servers' tools as a session replica listed them (`with_mcp_tools`); never stored.
+    _mcp_tools: list[McpTool] = PrivateAttr(default_factory=list)
 
     @field_validator("time_zone")
     @classmethod
@@ -107,26 +129,48 @@ class AgentConfig(BaseModel):
             raise ValueError(f"tool names must be unique: {', '.join(dupes)}")
         return self
 
+    @property
+    def has_tools(self) -> bool:
+        return bool(self.tools or self.mcp_servers or self.builtin_tools)
+
+    @property
+    def mcp_tools(self) -> list[McpTool]:
+        return self._mcp_tools
+
+    def with_mcp_tools(self, tools: list[McpTool]) -> AgentConfig:
+        """This config with its MCP servers' tools as listed (services/session/mcp.py)."""
+        copy = self.model_copy()
+        copy._mcp_tools = tools
+        return copy
+
     def tool_specs(self) -> list[ToolSpec]:
-        """The tools as the model sees them: the built-ins first, then the endpoints."""
+        """The tools as the model sees them: the built-ins first, then the endpoints, then the
+        MCP servers' tools (once listed: `with_mcp_tools`)."""
         specs = []
         for name in self.builtin_tools:
             description, parameters = BUILTIN_TOOLS[name]
             specs.append(ToolSpec(name=name, description=description, parameters=parameters))
+        listed: list[HttpTool | McpTool] = [*self.tools, *self._mcp_tools]
         specs += [
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
-            for t in self.tools
+            for t in listed
         ]
         return specs
 
     def redacted(self) -> AgentConfig:
-        """This config as the API shows it: every tool header's value `REDACTED`."""
-        if not any(t.headers for t in self.tools):
+        """This config as the API shows it: every tool's and MCP server's header values
+        `REDACTED`."""
+        if not any(t.headers for t in self.tools) and not any(s.headers for s in self.mcp_servers):
             return self
-        tools = [
-            t.model_copy(update={"headers": dict.fromkeys(t.headers, REDACTED)}) for t in self.tools
-        ]
-        return self.model_copy(update={"tools": tools})
+        def hide(t: Any) -> Any:
+            return t.model_copy(update={"headers": dict.fromkeys(t.headers, REDACTED)})
+
+        return self.model_copy(
+            update={
+                "tools": [hide(t) for t in self.tools],
+                "mcp_servers": [hide(s) for s in self.mcp_servers],
+            }
+        )
 
 
 class CreateAgent(Message):

@@ -1,11 +1,12 @@
 """Tools: what an agent declares it may call, the calls a model makes, and the client's events.
 
 An agent's `tools` are HTTP endpoints (`HttpTool`: the arguments POSTed as JSON), its
-`builtin_tools` need no server (`BUILTIN_TOOLS`). A model's call (`ToolCall`) carries its
-arguments as the JSON text the model wrote; the session service checks them against the tool's
-schema and runs the call (services/session/tools.py). A header's value (a secret) never leaves
-the agent's stored config: the API shows it as `REDACTED`, and events, logs and spans carry no
-headers at all.
+`mcp_servers` MCP servers whose tools it may call (`McpServer`, listed by the session service:
+`McpTool`), its `builtin_tools` need no server (`BUILTIN_TOOLS`). A model's call (`ToolCall`)
+carries its arguments as the JSON text the model wrote; the session service checks them against
+the tool's schema and runs the call (services/session/tools.py). A header's value (a secret)
+never leaves the agent's stored config: the API shows it as `REDACTED`, and events, logs and
+spans carry no headers at all.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def check_headers(value: dict[str, str]) -> dict[str, str]:
+    reserved = {"content-type", "content-length", "host", "idempotency-key", "accept"}
+    for name in value:
+        if name.lower() in reserved:
+            raise ValueError(f"header {name!r} is set by the service")
+    return value
+
+
 class HttpTool(BaseModel):
     """A tool bound to an HTTP endpoint: a call POSTs its arguments as JSON to `url` (with an
     `Idempotency-Key` header and `headers`), never follows a redirect, and reads at most
@@ -76,11 +85,39 @@ class HttpTool(BaseModel):
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        reserved = {"content-type", "content-length", "host", "idempotency-key"}
-        for name in value:
-            if name.lower() in reserved:
-                raise ValueError(f"header {name!r} is set by the service")
-        return value
+        return check_headers(value)
+
+
+class McpServer(BaseModel):
+    """An MCP server (streamable HTTP transport) whose tools the agent may call: those in
+    `tools`, or all it lists when `tools` is not given. `headers` go with every request (a
+    bearer token: a secret). A call answers within `timeout_s`, its first `max_response_bytes`
+    read. Side effects: `side_effects` when given, else as the server marks each tool (its
+    `readOnlyHint`: none; any other tool may change something)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: AnyHttpUrl
+    headers: dict[str, str] = Field(default_factory=dict, max_length=16)
+    tools: list[str] | None = Field(None, max_length=MAX_TOOLS)
+    timeout_s: float = Field(10.0, gt=0.0, le=60.0)
+    max_response_bytes: int = Field(16384, ge=16, le=1_048_576)
+    side_effects: bool | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+
+class McpTool(BaseModel):
+    """One tool an MCP server lists, as the session service offers it: `server` is its index
+    in the agent's `mcp_servers`."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    server: int
+    side_effects: bool
 
 
 class ToolSpec(BaseModel):

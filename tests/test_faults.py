@@ -4,8 +4,8 @@ through the other gateway). The killed replica is started again.
 
 Invariant protected: a turn in flight is never silently lost. The client gets the turn's reply
 or an `error {code: turn_failed}` for it, the next turn is answered (by the survivor), and
-nothing already in the history is lost. A tool call with side effects in flight when the llm or
-the session replica dies runs once: never again by the survivor.
+nothing already in the history is lost. (A replica killed during a tool call:
+tests/test_tool_faults.py.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 
 from harness.audio import active_bounds_ms, read_wav, speak_wav, word_overlap
 from harness.services import start_stack
-from harness.tool_server import ToolServer
 from harness.voice_client import VoiceClient
 from tests.test_restarts import history, reconnect
 from tests.test_voice_e2e import PLAIN, STORYTELLER, voice_client
@@ -32,16 +31,12 @@ STALL = {"VA_LLM_STALL_TIMEOUT_S": "5", "VA_TTS_STALL_TIMEOUT_S": "5"}
 GATEWAY = {"VA_TURN_STALL_TIMEOUT_S": "8"}
 
 
-# The tool server of the tool tests runs on loopback: the session may call it.
-SESSION = {**STALL, "VA_TOOL_NETWORKS": "127.0.0.0/8"}
-
-
 @pytest.fixture(scope="module")
 def stack(procs_module):  # type: ignore[no-untyped-def]
     return start_stack(
         procs_module,
         replicas={"asr": 2, "llm": 2, "tts": 2, "session": 2, "gateway": 2},
-        env={"session": SESSION, "gateway": GATEWAY},
+        env={"session": STALL, "gateway": GATEWAY},
     )
 
 
@@ -211,7 +206,7 @@ async def test_session_replica_killed_mid_reply(stack, nats_url) -> None:  # typ
         print(f"session killed mid-reply: turn {result}")
         await next_turn_is_answered(client)  # by the surviving session replica
         stack.by_kind["session"].remove(killed)
-        stack.start("session", env=SESSION)
+        stack.start("session", env=STALL)
         assert (await history(client))[: len(kept)] == kept
     finally:
         await claims.close()
@@ -240,68 +235,3 @@ async def test_gateway_replica_killed_mid_reply(stack) -> None:  # type: ignore[
         stack.start("gateway", env=GATEWAY, port=first.port)
     finally:
         await client.close()
-
-
-TIMER = {
-    "system_prompt": "You are a helpful assistant. Use start_timer whenever asked for a timer. "
-    "Reply in English with one short sentence.",
-    "llm": {"temperature": 0.0, "max_tokens": 60},
-}
-
-
-def timer_agent(tools: ToolServer) -> dict[str, Any]:
-    tool = {
-        "name": "start_timer",
-        "description": "Start a countdown timer.",
-        "url": f"{tools.url}/timer",
-        "timeout_s": 8,
-        "parameters": {
-            "type": "object",
-            "properties": {"minutes": {"type": "number"}},
-            "required": ["minutes"],
-        },
-    }
-    return {**TIMER, "tools": [tool]}
-
-
-async def _timer_running(client: VoiceClient, claims: Claims, tools: ToolServer) -> str:
-    """Ask for a timer; the turn id once its call reached the tool server."""
-    await client.send({"type": "user.text", "text": "Set a timer for ten minutes, please."})
-    _, called = await client.wait_event("tool.call", 90)
-    assert called["name"] == "start_timer", called
-    await asyncio.to_thread(tools.received.wait, 10)
-    assert len(tools.calls("/timer")) == 1
-    return str(called["turn_id"])
-
-
-@pytest.mark.parametrize("victim", ["llm", "session"])
-async def test_a_replica_killed_during_a_tool_call_never_runs_it_twice(  # type: ignore[no-untyped-def]
-    stack, nats_url, victim: str
-) -> None:
-    import time
-
-    with ToolServer() as tools:
-        tools.delay_s = 4.0  # the call is in flight when the replica dies
-        client = await voice_client(stack.base_url, timer_agent(tools))
-        claims = Claims()
-        await claims.start(nats_url, client.session_id)
-        try:
-            mark = time.monotonic()
-            turn_id = await _timer_running(client, claims, tools)
-            claim = await claims.wait(victim)
-            killed = stack.replica(claim["worker_id"])
-            killed.kill(signal.SIGKILL)
-            killed.wait(10)
-            result = await outcome(client, turn_id, mark, timeout=60)
-            print(f"{victim} killed during a tool call: turn {result}")
-            await next_turn_is_answered(client)
-            await asyncio.sleep(tools.delay_s + 1)  # a second call would have come by now
-            assert len(tools.calls("/timer")) == 1, tools.calls("/timer")
-            entries = await history(client)
-            calls = [c for m in entries for c in m.get("tool_calls") or []]
-            assert [c["name"] for c in calls] == ["start_timer"], entries
-            stack.by_kind[victim].remove(killed)
-            stack.start(victim, env=SESSION if victim == "session" else None)
-        finally:
-            await claims.close()
-            await client.close()

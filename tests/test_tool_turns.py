@@ -13,6 +13,10 @@ Invariants protected:
 - an interrupt during a call with side effects ends it `unknown`, never runs it again, and the
   next prompt tells the model it is not known whether it happened;
 - bad arguments from the model are refused without a request, and the conversation goes on;
+- a call the model makes again in the same turn (same tool, same arguments) is never run again:
+  it gets the first result, and the model then must answer in words; one with side effects
+  that an earlier turn made (it happened, or may have) is refused once (the user is asked)
+  before it runs again;
 - an MCP server's tools (a real server, the SDK's FastMCP) are offered, listed once and kept, and
   follow the same rules: run once with the agent's headers and an `Idempotency-Key`, a read-only
   one speculatively, one with side effects never for a retracted turn, no answer `unknown` and
@@ -252,6 +256,61 @@ async def test_an_interrupt_during_a_side_effect_call_leaves_it_unknown_and_neve
     assert len(rig.server.calls("/slow")) == 1
 
 
+async def test_a_call_made_again_after_its_result_is_not_run_again(rig: Rig) -> None:
+    """The model calls the same tool with the same arguments after its result: the turn answers
+    the repeat with the first result, unrun, and offers no tools until the model answers."""
+    sid = await rig.session(agent(rig.server))
+    rig.engine.tool_call = ("order", {"item": "pizza"})
+    rig.engine.repeats = True
+    rig.engine.after_tool = "Ordered: {result}"
+    await rig.submit(sid, "Order a pizza")
+    await rig.until(sid, "reply.done")
+    assert len(rig.server.calls("/order")) == 1
+    results = rig.seen(sid, "tool.result")
+    assert [r["outcome"] for r in results] == ["ok", "ok"] and results[1]["ms"] == 0.0
+    assert rig.seen(sid, "reply.done")[0]["text"].startswith("Ordered:")
+    assert rig.engine.tools_seen[-1] == []  # the last pass had to answer in words
+    history = await rig.store.history(sid)
+    assert [m.role for m in history] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tool", "path", "first", "note"),
+    [
+        ("order", "/order", "ok", "ask them to confirm"),
+        ("slow_order", "/slow", "unknown", "ask whether to try again"),  # past its timeout
+    ],
+)
+async def test_a_side_effect_of_an_earlier_turn_is_not_repeated_unasked(
+    rig: Rig, tool: str, path: str, first: str, note: str
+) -> None:
+    """The call happened (`ok`) or may have (`unknown`). The model calls it again in a later
+    turn about something else (small models do): refused, with word to ask the user, and the
+    model answers in words. Asked again, it runs."""
+    sid = await rig.session(agent(rig.server))
+    rig.server.slow_s = 2.0
+    rig.engine.tool_call = (tool, {"item": "pizza"})
+    await rig.submit(sid, "Order a pizza")
+    await rig.until(sid, "reply.done")
+    await rig.submit(sid, "Thanks, how long will it take?")
+    await rig.until(sid, "reply.done", 2)
+    outcomes = [r["outcome"] for r in rig.seen(sid, "tool.result")]
+    assert outcomes == [first, "refused"], outcomes
+    assert note in rig.engine.requests[-1][-1].content
+    assert rig.engine.tools_seen[-1] == []
+    assert len(rig.server.calls(path)) == 1
+    await rig.submit(sid, "Yes, please order one more")
+    await rig.until(sid, "reply.done", 3)
+    assert len(rig.server.calls(path)) == 2
+
+
 async def test_bad_arguments_are_refused_and_the_conversation_goes_on(rig: Rig) -> None:
     sid = await rig.session(agent(rig.server))
     rig.engine.tool_call = ("get_weather", {"town": "Lyon"})
@@ -287,7 +346,8 @@ async def test_an_mcp_servers_tool_is_offered_run_once_and_its_result_answered(r
         rig.engine.after_tool = "Here it is: {result}"
         await rig.submit(sid, "Is it raining in Lyon?")
         await rig.until(sid, "reply.done")
-        assert set(rig.engine.tools_seen[0]) == {"get_weather", "start_timer", "slow_order"}
+        offered = [set(seen) for seen in rig.engine.tools_seen]
+        assert {"get_weather", "start_timer", "slow_order"} in offered, offered
         [call] = mcp.calls
         assert (call.tool, call.arguments) == ("get_weather", {"city": "Lyon"})
         assert call.headers["authorization"] == "Bearer s3cret"

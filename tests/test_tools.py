@@ -94,6 +94,17 @@ def test_a_call_of_a_tool_not_offered_is_dropped_and_reported() -> None:
     assert said == "" and calls == [] and unknown == ["add"]
 
 
+def test_a_call_written_when_no_tool_is_offered_any_more_is_held_and_never_said() -> None:
+    """After its results, the model is offered no tools (a round that ran nothing, or the last
+    round) but writes the call again: held, and no usable call (asked again for words)."""
+    for reply in ('{"name": "set_timer", "arguments": {"minutes": 10}}', "set_timer(minutes=10)"):
+        splitter = ToolCallSplitter(set(), called={"set_timer"})
+        assert "".join(splitter.feed(p) for p in chars(reply)) == ""
+        parsed = splitter.finish()
+        assert not parsed.calls and parsed.text == "" and parsed.unusable, (reply, parsed)
+    assert split(["Your timer", " is set."], set())[0] == "Your timer is set."
+
+
 def test_a_bare_tool_name_is_a_call_and_empty_markup_is_no_usable_one() -> None:
     said, calls, _ = split(chars("  set_timer"))
     assert said.strip() == "" and [(c.name, c.arguments) for c in calls] == [("set_timer", "{}")]

@@ -114,9 +114,12 @@ def _named_call(text: str, offered: set[str]) -> tuple[str, str] | None:
     return (name, json.dumps(objects[0], ensure_ascii=False)) if objects else None
 
 
-def parse_calls(text: str, offered: set[str]) -> Parsed:
-    """The calls in held text (tagged, fenced, bare JSON, or written as code)."""
-    named = _named_call(text, offered)
+def parse_calls(text: str, offered: set[str], known: set[str] | None = None) -> Parsed:
+    """The calls in held text (tagged, fenced, bare JSON, or written as code: of a tool in
+    `known`, the offered ones by default)."""
+    named = _named_call(text, offered if known is None else known)
+    if named is not None and named[0] not in offered:
+        return Parsed(unknown=[named[0]])
     if named is not None:
         return Parsed(calls=[ToolCall(id=new_call_id(), name=named[0], arguments=named[1])])
     blocks = _TAGGED.findall(text) or _FENCED.findall(text) or [text]
@@ -140,10 +143,13 @@ def parse_calls(text: str, offered: set[str]) -> Parsed:
 
 
 class ToolCallSplitter:
-    """Feed a reply's pieces; `feed` returns the text to pass on now, `finish` the rest."""
+    """Feed a reply's pieces; `feed` returns the text to pass on now, `finish` the rest.
+    `called`: tools the conversation called before but not offered now; a call to one is held
+    too, and read as a tool not offered (a model that answers a result by calling again)."""
 
-    def __init__(self, offered: set[str]) -> None:
+    def __init__(self, offered: set[str], called: set[str] | frozenset[str] = frozenset()) -> None:
         self.offered = offered
+        self.names = offered | called  # a reply opening with one of them may be a call
         self._lead = ""  # the reply's start, until it shows whether it opens with a call
         self._tail = ""  # passed text's end that may be the start of a marker
         self._held: str | None = None  # everything from a call's first sign on
@@ -161,7 +167,7 @@ class ToolCallSplitter:
             if start.startswith(_OPENERS) or self._names_a_tool(start):
                 self._held, self._lead = self._lead, ""
                 return ""
-            if any(m.startswith(start) for m in MARKERS + tuple(self.offered)):
+            if any(m.startswith(start) for m in MARKERS + tuple(self.names)):
                 return ""  # "<tool", "`" or the start of a tool's name: wait for more
             self._started = True
             piece, self._lead = self._lead, ""
@@ -177,7 +183,7 @@ class ToolCallSplitter:
 
     def _names_a_tool(self, start: str) -> bool:
         """The reply opens with a tool's name as a word (a call written as code)."""
-        for name in self.offered:
+        for name in self.names:
             if start.startswith(name):
                 after = start[len(name) : len(name) + 1]
                 if after and not _IDENT.match(after):
@@ -186,11 +192,11 @@ class ToolCallSplitter:
 
     def finish(self) -> Parsed:
         """The held text read as calls (or, holding none, as text to say)."""
-        if self._held is None and self._lead.strip() in self.offered:
+        if self._held is None and self._lead.strip() in self.names:
             self._held, self._lead = self._lead, ""  # the reply was a tool's bare name
         if self._held is None:
             return Parsed(text=self._lead + self._tail)
-        parsed = parse_calls(self._held, self.offered)
+        parsed = parse_calls(self._held, self.offered, self.names)
         if parsed.text:
             parsed.text = self._tail + parsed.text
         return parsed

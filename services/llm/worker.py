@@ -292,7 +292,14 @@ class LlmWorker(ReplyWorker):
         """One pass of the engine: its words published as they come (a call written as text
         held back and read at the end, as returned; None without tools)."""
         assert self.nc is not None
-        splitter = ToolCallSplitter({t.name for t in tools}) if tools else None
+        offered = {t.name for t in tools}
+        # a pass after tool results, offered none now: a call written anyway is held, not said
+        called = (
+            {c.name for m in turns for c in m.tool_calls} - offered
+            if self.engine.supports_tools
+            else set()
+        )
+        splitter = ToolCallSplitter(offered, called) if offered or called else None
         stream = self.engine.stream(turns, params, background=req.purpose == "summary", tools=tools)
         try:
             async for piece in stream:

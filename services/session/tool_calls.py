@@ -9,6 +9,11 @@ The rules that keep a call from running twice or from a reply nobody will hear:
   which the next prompt reads as "not known whether it happened" (services/session/window.py).
 - An interrupt (or a retraction) stops what is running and drops what has not started: a call
   in flight that has side effects ends `unknown`, and nothing is ever retried automatically.
+- A turn runs each call once: one the model makes again (the same tool and arguments, as small
+  models do after a result) gets the first call's result, unrun. A call with side effects that
+  an earlier turn made (and that happened, or may have) is not run again on the model's own
+  initiative: refused once, with word to ask the user (the next same call runs). A round that
+  ran nothing leaves the model no tools, so it answers in words.
 - A call runs as a task of its own that hands its result to the turn's inbox (`ToolDone`), so the
   turn stays responsive. When the last call of a round ends, the model runs again with the
   results (`Stages.next_pass`), offered the tools for at most `tool_rounds` rounds.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -50,7 +56,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FILLER = object()  # put in the inbox when a call has run `tool_filler_ms`
+# What the model reads for a call with side effects that an earlier turn made already: it
+# happened (DONE_BEFORE) or no answer came (UNSETTLED).
+DONE_BEFORE = (
+    "the same call already happened earlier in this conversation, so it was not run again. If "
+    "the user wants it done once more, ask them to confirm"
+)
+UNSETTLED = (
+    "the same call was made earlier and no answer came, so it may already have happened; it was "
+    "not run again. Tell the user, and ask whether to try again"
+)
+FILLER = object()  # put in the inbox when the filler is due
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,10 @@ class ToolCalls:
         self.waiting: list[ToolCall] = []  # side effects: waiting for the end of turn
         self.running: dict[str, tuple[ToolCall, asyncio.Task[None]]] = {}
         self.entries: list[HistoryMessage] = []  # calls and results, for history
+        self.ended: dict[str, ToolResult] = {}  # by `_same_call` key: each runs once a turn
+        # earlier turns' calls with side effects that happened or may have: their outcome
+        self.earlier: dict[str, str | None] = {}
+        self.only_repeats = False  # the last round ran nothing
         self._filler: asyncio.Task[None] | None = None
 
     def _toolbox(self) -> Toolbox:
@@ -91,10 +111,29 @@ class ToolCalls:
         return bool(self.waiting or self.running)
 
     def offer(self) -> list[ToolSpec]:
-        """The tools for the model's next pass: none once `tool_rounds` rounds were made."""
-        if self.rounds >= self.turn.cfg.tool_rounds:
+        """The tools for the model's next pass: none once `tool_rounds` rounds were made, or
+        after a round that only called again what had run (it must answer in words now)."""
+        if self.rounds >= self.turn.cfg.tool_rounds or self.only_repeats:
             return []
         return self.turn.agent.tool_specs()
+
+    def remember(self, entries: list[HistoryMessage]) -> None:
+        """Earlier turns' calls with side effects that happened (`ok`) or may have (`unknown`,
+        or no result at all: a replica died mid-call), unless the latest same call did not."""
+        outcomes = {m.tool_call_id: m.outcome for m in entries if m.role == "tool"}
+        for m in entries:
+            for call in m.tool_calls or []:
+                key, outcome = self._same_call(call), outcomes.get(call.id)
+                if outcome in (None, "ok", "unknown") and self.box.side_effects(call.name):
+                    self.earlier[key] = outcome
+                else:
+                    self.earlier.pop(key, None)
+
+    def _same_call(self, call: ToolCall) -> str:
+        """What makes two calls the same: the tool and its arguments (as parsed, keys sorted)."""
+        args = self.box.arguments(call)
+        shown = json.dumps(args, sort_keys=True) if isinstance(args, dict) else call.arguments
+        return f"{call.name} {shown}"
 
     def timeout(self) -> float:
         """How long the turn waits for its inbox while calls run (each ends within its own
@@ -130,9 +169,25 @@ class ToolCalls:
                     arguments=args if isinstance(args, dict) else {},
                 )
             )
-        self.waiting = list(calls)
-        if any(self.box.side_effects(c.name) for c in calls) and not turn.outbox.confirmed:
-            log.info("turn %s: %s wait for the end of turn", turn.tid, [c.name for c in calls])
+        fresh = []
+        for call in calls:
+            key = self._same_call(call)
+            earlier = self.ended.get(key)
+            if earlier is not None:  # made again (small models repeat a call after its result)
+                await self._record(call, earlier.repeated())
+            elif key in self.earlier:  # it happened, or may have: the user says whether again
+                done_before = self.earlier.pop(key) == "ok"
+                self.ended[key] = ToolResult("refused", DONE_BEFORE if done_before else UNSETTLED)
+                await self._record(call, self.ended[key])
+            else:
+                fresh.append(call)
+        if not fresh:
+            self.only_repeats = True
+            await self._next_pass()
+            return
+        self.waiting = fresh
+        if any(self.box.side_effects(c.name) for c in fresh) and not turn.outbox.confirmed:
+            log.info("turn %s: %s wait for the end of turn", turn.tid, [c.name for c in fresh])
             return
         await self._start()
 
@@ -182,9 +237,13 @@ class ToolCalls:
         """A call ended: its result into the record; the last of the round runs the model."""
         if self.running.pop(item.call.id, None) is None:
             return  # cut meanwhile: its end is already recorded
+        self.ended[self._same_call(item.call)] = item.result
         await self._record(item.call, item.result)
-        if self.running:
-            return
+        if not self.running:
+            await self._next_pass()
+
+    async def _next_pass(self) -> None:
+        """The round's calls all ended: the model again, with their results."""
         turn = self.turn
         if turn.outbox.confirmed:
             await turn.write_entries()

@@ -51,19 +51,33 @@ UNKNOWN_NOTE = (
 )
 
 
+# What the model reads when it made a call again that had already run in the turn.
+REPEAT_NOTE = (
+    "(Not run again: this is the result of the same call made before. Do not call it again; "
+    "answer the user with it.)"
+)
+
+
 @dataclass(frozen=True)
 class ToolResult:
     outcome: ToolOutcome
     text: str  # the answer, or what went wrong, in words the model can pass on
     ms: float = 0.0
+    repeat: bool = False  # the same call ran earlier in the turn: this is its result
 
     def for_model(self) -> str:
         """The tool message's content: the answer, or the failure said plainly."""
         if self.outcome == "ok":
-            return self.text
-        if self.outcome == "unknown":
-            return f"{self.text}. {UNKNOWN_NOTE}"
-        return f"The call failed and did not happen: {self.text}"
+            said = self.text
+        elif self.outcome == "unknown":
+            said = f"{self.text}. {UNKNOWN_NOTE}"
+        else:
+            said = f"The call failed and did not happen: {self.text}"
+        return f"{said}\n{REPEAT_NOTE}" if self.repeat else said
+
+    def repeated(self) -> ToolResult:
+        """This result, for the same call made again in the turn (which is not run)."""
+        return ToolResult(self.outcome, self.text, 0.0, repeat=True)
 
 
 class AddressNotAllowed(Exception):

@@ -274,6 +274,8 @@ class Turn:
             raise SessionGone(self.sid)
         if self.agent_speaks:
             return []
+        if self.calls is not None:
+            self.calls.remember(begun.unsummarized + begun.history)
         window = begun.history + [self.user_message]
         advance = plan_window(window, 0, self.agent)
         if advance:

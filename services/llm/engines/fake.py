@@ -23,7 +23,8 @@ class FakeLLMEngine(LLMEngine):
     yielding to it between pieces). With `error` set, the stream raises it after
     `error_after` pieces, to test error paths. `requests` keeps the latest 100 message lists
     received. `tool_call` (name, arguments): offered tools, it calls that one (writing the
-    call as text, as Qwen does), and answers its result with `after_tool`."""
+    call as text, as Qwen does), and answers its result with `after_tool`; with `repeats` set, it
+    calls again after the result while it is offered tools (as small models do)."""
 
     name = "fake"
     supports_tools = True
@@ -45,6 +46,7 @@ class FakeLLMEngine(LLMEngine):
         self.cancelled = 0  # streams stopped by the consumer before their end
         self.tool_call: tuple[str, dict[str, Any]] | None = None
         self.after_tool = "Done: {result}"
+        self.repeats = False
         self.tools_seen: deque[list[str]] = deque(maxlen=100)  # the tools each request offered
 
     def pieces(self, max_tokens: int | None = None, reply: str | None = None) -> list[str]:
@@ -54,7 +56,7 @@ class FakeLLMEngine(LLMEngine):
     def _reply_to(self, messages: list[ChatTurn], tools: Sequence[Tool]) -> str:
         """With `tool_call` set and tools offered, the call as Qwen writes it, then after its
         result `after_tool` (with `{result}`); otherwise `reply`."""
-        if messages and messages[-1].role == "tool":
+        if messages and messages[-1].role == "tool" and not (self.repeats and tools):
             return self.after_tool.format(result=messages[-1].content)
         if self.tool_call is not None and tools:
             name, args = self.tool_call

@@ -93,18 +93,18 @@ class McpCatalog:
         """The server's listing under way, or a new one: one at a time per server."""
         task = self._listing.get(key)
         if task is None:
-            task = self._listing[key] = asyncio.ensure_future(self._list(server))
+            task = self._listing[key] = asyncio.ensure_future(self._list(key, server))
             task.add_done_callback(lambda _t: self._listing.pop(key, None))
         return task
 
-    async def _list(self, server: McpServer) -> list[McpTool] | None:
+    async def _list(self, key: str, server: McpServer) -> list[McpTool] | None:
         try:
             async with asyncio.timeout(server.timeout_s):
                 async with connect(server, self.networks) as session:
                     listed = await session.list_tools()
         except Exception as exc:
             log.warning("mcp %s: cannot list its tools: %s", server.url, _why(exc))
-            self._lists[_key(server)] = (time.monotonic() + self.retry_s, None)
+            self._lists[key] = (time.monotonic() + self.retry_s, None)
             return None
         tools = []
         for tool in listed.tools:
@@ -124,7 +124,7 @@ class McpCatalog:
                     side_effects=side_effects,
                 )
             )
-        self._lists[_key(server)] = (time.monotonic() + self.list_ttl_s, tools)
+        self._lists[key] = (time.monotonic() + self.list_ttl_s, tools)
         return tools
 
     async def call(
@@ -141,7 +141,7 @@ class McpCatalog:
                     )
         except AddressNotAllowed as exc:
             return ToolResult("refused", str(exc))
-        except (TimeoutError, Exception) as exc:
+        except Exception as exc:
             if not sent:
                 return ToolResult("error", f"could not reach the MCP server: {_why(exc)}")
             if isinstance(exc, TimeoutError):

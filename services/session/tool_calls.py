@@ -37,7 +37,6 @@ import httpx
 
 from services.common import telemetry as tm
 from services.common.messages import (
-    AgentConfig,
     ChatMessage,
     HistoryMessage,
     LLMDone,
@@ -95,13 +94,11 @@ class ToolCalls:
         networks = parse_networks(turn.cfg.tool_networks)
         return Toolbox(turn.agent, self.client, networks, self._ending, turn.mcp)
 
-    async def resolve(self) -> AgentConfig:
-        """The turn's agent with its MCP servers' tools as listed now; the toolbox runs them."""
-        if self.turn.mcp is None:
-            return self.turn.agent
-        agent = self.turn.agent = await self.turn.mcp.resolve(self.turn.agent)
-        self.box = self._toolbox()
-        return agent
+    async def resolve(self) -> None:
+        """The turn's agent gets its MCP servers' tools as listed now; the toolbox runs them."""
+        if self.turn.mcp is not None:
+            self.turn.agent = await self.turn.mcp.resolve(self.turn.agent)
+            self.box = self._toolbox()
 
     def _ending(self) -> None:
         self.turn.ends_conversation = True

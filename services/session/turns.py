@@ -87,7 +87,7 @@ class Turn:
         reply_id: str,
         agent: AgentConfig,
         tool_client: httpx.AsyncClient | None = None,
-        worker_id: str = "",
+        claim: str = "",
         mcp: McpCatalog | None = None,
     ) -> None:
         self.nc = nc
@@ -97,7 +97,7 @@ class Turn:
         self.sid = submit.session_id
         self.tid = submit.turn_id
         self.rid = reply_id
-        self.claim = f"{reply_id} {worker_id}"  # of the submission (see Store.begin_turn)
+        self.claim = claim or reply_id  # its submission's claim (see Store.begin_turn)
         self.agent = agent
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.st = TurnState()

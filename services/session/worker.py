@@ -170,7 +170,7 @@ class SessionWorker(ReplyWorker):
             reply_id,
             record.config,
             self.tool_client,
-            self.worker_id,
+            claim,
             self.mcp,
         )
         self.turns[reply_id] = turn

@@ -162,6 +162,7 @@ class AgentConfig(BaseModel):
         `REDACTED`."""
         if not any(t.headers for t in self.tools) and not any(s.headers for s in self.mcp_servers):
             return self
+
         def hide(t: Any) -> Any:
             return t.model_copy(update={"headers": dict.fromkeys(t.headers, REDACTED)})
 
